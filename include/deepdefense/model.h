@@ -1,0 +1,275 @@
+/* deepdefense/model.h -- the model graph: building, the passes, parameters.
+ *
+ * A model is a directed acyclic graph of nodes built one node at a time.
+ * Node 0 (DD_INPUT) is the image input, shape (N, C, H, W). Every
+ * dd_model_add_* call appends a node that consumes nodes that already exist,
+ * so creation order is a topological order. dd_model_build() fixes the
+ * graph, allocates every buffer once for up to max_batch samples and
+ * initialises parameters (He/Kaiming, from the model's seed).
+ *
+ * Images at the API boundary are float32, NCHW, normally in [0, 1] pixel
+ * space (put a normalize node first to standardise them). Labels are int32
+ * in [0, K). Internally activations use oneDNN's blocked nChw16c layout.
+ *
+ * A training step, as the host writes it:
+ *
+ *     dd_model_zero_grad(m);
+ *     dd_model_forward(m, x, n, DD_TRAIN, NULL);
+ *     dd_model_backward(m, labels, &stats);
+ *     dd_optimizer_step(opt);
+ *
+ * Threads: one dd_model may be used by one thread at a time (it may migrate
+ * between threads); different models may be used concurrently. The thread
+ * count is fixed per model (dd_model_options.num_threads); the library never
+ * changes the host's OpenMP settings.
+ */
+#ifndef DEEPDEFENSE_MODEL_H
+#define DEEPDEFENSE_MODEL_H
+
+#include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Opaque model handle. */
+typedef struct dd_model dd_model;
+
+/** Node identifier: index into the model's node array. */
+typedef int32_t dd_node;
+
+/** The image input node of every model. */
+#define DD_INPUT ((dd_node)0)
+
+/** Most GFA hooks a model can carry (see gfa.h). */
+#define DD_MAX_HOOKS 64
+
+/** Pass mode: DD_EVAL uses batch-norm running statistics and leaves them
+ *  unchanged; DD_TRAIN uses batch statistics and updates the running ones. */
+typedef enum dd_mode { DD_EVAL = 0, DD_TRAIN = 1 } dd_mode;
+
+/** Convolution algorithm choice (dd_model_options.conv_algo). */
+typedef enum dd_conv_algo {
+    DD_CONV_AUTO = 0,    /**< Winograd for 3x3 stride-1 layers with >= 16 input channels, direct otherwise */
+    DD_CONV_DIRECT = 1,  /**< always direct convolution */
+    DD_CONV_WINOGRAD = 2 /**< Winograd wherever oneDNN implements it, direct elsewhere */
+} dd_conv_algo;
+
+/** Node types, as reported by dd_model_node_info(). Append-only. */
+typedef enum dd_node_type {
+    DD_NODE_INPUT = 0,
+    DD_NODE_NORMALIZE = 1,
+    DD_NODE_CONV2D = 2,
+    DD_NODE_LINEAR = 3,
+    DD_NODE_RELU = 4,
+    DD_NODE_MAXPOOL = 5,
+    DD_NODE_AVGPOOL = 6,
+    DD_NODE_GLOBAL_AVGPOOL = 7,
+    DD_NODE_BATCHNORM = 8,
+    DD_NODE_ADD = 9,
+    DD_NODE_FLATTEN = 10
+} dd_node_type;
+
+/** Model options. Fill with dd_model_options_init(), then change fields. */
+typedef struct dd_model_options {
+    size_t struct_size;       /**< set by dd_model_options_init() */
+    int num_threads;          /**< OpenMP threads for this model; 0 = omp_get_max_threads() at creation */
+    uint64_t seed;            /**< seed of parameter initialisation (default 1) */
+    dd_conv_algo conv_algo;   /**< default DD_CONV_AUTO */
+} dd_model_options;
+
+/** Fills *opts with defaults. NULL is a no-op. */
+DD_API void dd_model_options_init(dd_model_options *opts);
+
+/** CONSTRUCTOR of dd_model. Creates an empty model whose input is
+ *  (N, channels, height, width) images and whose logits have num_classes
+ *  entries. opts may be NULL (defaults); it is copied.
+ *  On failure *out is NULL. Returns DD_OK, DD_ERR_INVALID_ARGUMENT (out NULL,
+ *  a size < 1 or absurdly large), DD_ERR_OUT_OF_MEMORY. Thread-safe. */
+DD_API dd_status dd_model_create(dd_model **out, int channels, int height, int width,
+                                 int num_classes, const dd_model_options *opts);
+
+/** DESTRUCTOR of dd_model. NULL is a no-op. Optimizers and attacks bound to
+ *  the model must be destroyed first. */
+DD_API void dd_model_destroy(dd_model *m);
+
+/* ---- building the graph -------------------------------------------------
+ * Each add function appends one node consuming existing nodes and writes its
+ * id to *out. Names (optional, copied, at most 63 bytes) label the node's
+ * parameters in checkpoints ("<name>.weight"); NULL gives "<type><id>".
+ * Adding is only allowed before dd_model_build() (else DD_ERR_STATE).
+ * Shape mismatches give DD_ERR_INVALID_ARGUMENT with a message. */
+
+/** 2-D convolution options; fill with dd_conv2d_options_init(). */
+typedef struct dd_conv2d_options {
+    size_t struct_size;
+    int out_channels;         /**< required, >= 1 */
+    int kernel_h, kernel_w;   /**< default 3x3 */
+    int stride_h, stride_w;   /**< default 1 */
+    int pad_h, pad_w;         /**< zero padding each side, default 0 */
+    int bias;                 /**< 1 = learnable bias (default), 0 = none */
+    const char *name;         /**< optional, copied */
+} dd_conv2d_options;
+DD_API void dd_conv2d_options_init(dd_conv2d_options *opts);
+
+/** Pooling options (max and average); fill with dd_pool_options_init(). */
+typedef struct dd_pool_options {
+    size_t struct_size;
+    int kernel_h, kernel_w;   /**< default 2x2 */
+    int stride_h, stride_w;   /**< default 2 */
+    int pad_h, pad_w;         /**< default 0; average pooling counts padding (PyTorch's default) */
+    const char *name;
+} dd_pool_options;
+DD_API void dd_pool_options_init(dd_pool_options *opts);
+
+/** Batch-norm options; fill with dd_batchnorm_options_init(). */
+typedef struct dd_batchnorm_options {
+    size_t struct_size;
+    float eps;                /**< default 1e-5 */
+    float momentum;           /**< running = (1-momentum)*running + momentum*batch; default 0.1 */
+    const char *name;
+} dd_batchnorm_options;
+DD_API void dd_batchnorm_options_init(dd_batchnorm_options *opts);
+
+/** Per-channel (x - mean[c]) / std[c]. mean and std have C entries (copied);
+ *  std[c] > 0. Works on any tensor of the input's channel count. */
+DD_API dd_status dd_model_add_normalize(dd_model *m, dd_node input, const float *mean,
+                                        const float *std, int count, const char *name,
+                                        dd_node *out);
+/** Convolution of a 4-D tensor. Weight (OC, IC, KH, KW), bias (OC). */
+DD_API dd_status dd_model_add_conv2d(dd_model *m, dd_node input, const dd_conv2d_options *opts,
+                                     dd_node *out);
+/** Fully connected layer on a 2-D tensor (N, IN): weight (OUT, IN), bias (OUT).
+ *  bias: 1 = with bias, 0 = without. */
+DD_API dd_status dd_model_add_linear(dd_model *m, dd_node input, int out_features, int bias,
+                                     const char *name, dd_node *out);
+DD_API dd_status dd_model_add_relu(dd_model *m, dd_node input, const char *name, dd_node *out);
+DD_API dd_status dd_model_add_maxpool(dd_model *m, dd_node input, const dd_pool_options *opts,
+                                      dd_node *out);
+DD_API dd_status dd_model_add_avgpool(dd_model *m, dd_node input, const dd_pool_options *opts,
+                                      dd_node *out);
+/** Mean over H and W: (N, C, H, W) -> (N, C). */
+DD_API dd_status dd_model_add_global_avgpool(dd_model *m, dd_node input, const char *name,
+                                             dd_node *out);
+/** Batch normalisation over N, H, W per channel: gamma/beta learnable,
+ *  running mean/var (unbiased, as PyTorch) kept as buffers. */
+DD_API dd_status dd_model_add_batchnorm(dd_model *m, dd_node input,
+                                        const dd_batchnorm_options *opts, dd_node *out);
+/** Element-wise a + b; both of the same shape (the residual connection). */
+DD_API dd_status dd_model_add_add(dd_model *m, dd_node a, dd_node b, const char *name,
+                                  dd_node *out);
+/** (N, C, H, W) -> (N, C*H*W) in C, H, W order (PyTorch's flatten). */
+DD_API dd_status dd_model_add_flatten(dd_model *m, dd_node input, const char *name,
+                                      dd_node *out);
+
+/** Fixes the graph with `logits` as output (must be 2-D with num_classes
+ *  features), allocates all buffers for batches of up to max_batch samples
+ *  and initialises the parameters from the seed. After it, the add
+ *  functions give DD_ERR_STATE. Returns DD_OK, DD_ERR_INVALID_ARGUMENT,
+ *  DD_ERR_STATE (already built), DD_ERR_OUT_OF_MEMORY, DD_ERR_BACKEND. */
+DD_API dd_status dd_model_build(dd_model *m, dd_node logits, int max_batch);
+
+/* ---- passes ------------------------------------------------------------ */
+
+/** Forward pass on n images x: (n, C, H, W) f32 NCHW, borrowed. n in
+ *  [1, max_batch]. logits (optional, may be NULL): (n, K) f32 written on
+ *  success. The activations stay inside the model for backward /
+ *  input_grad. DD_TRAIN updates batch-norm running statistics.
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT, DD_ERR_STATE (not built),
+ *  DD_ERR_NUMERIC (x holds NaN/Inf; nothing changed), DD_ERR_BACKEND,
+ *  DD_ERR_OUT_OF_MEMORY (first use of a batch size creates primitives). */
+DD_API dd_status dd_model_forward(dd_model *m, const float *x, int n, dd_mode mode,
+                                  float *logits);
+
+/** What a backward pass reports. Fill struct_size with
+ *  dd_step_stats_init(); every other field is written. */
+typedef struct dd_step_stats {
+    size_t struct_size;
+    double loss;              /**< L: mean softmax cross-entropy over the batch */
+    double objective;         /**< J = L + sum_t lambda_t R_t (= loss without hooks) */
+    int correct;              /**< samples whose argmax logit equals the label */
+    int batch;                /**< n of the forward pass */
+    int num_hooks;            /**< GFA hooks active (see gfa.h) */
+    dd_node hook_node[DD_MAX_HOOKS];  /**< the hooked tensor of hook t */
+    double hook_lambda[DD_MAX_HOOKS]; /**< lambda_t */
+    double hook_reg[DD_MAX_HOOKS];    /**< R_t = mean_i r_i */
+    double hook_align[DD_MAX_HOOKS];  /**< mean_i |cos(g_i, h_i)| */
+} dd_step_stats;
+DD_API void dd_step_stats_init(dd_step_stats *stats);
+
+/** Backward pass of the mean softmax cross-entropy of the last forward pass
+ *  against labels: (n) int32 in [0, K), borrowed. Accumulates dJ/dtheta
+ *  into the parameter gradients (+= ; see dd_model_zero_grad). With GFA
+ *  hooks (gfa.h) this is the exact gradient of J = L + sum lambda_t R_t.
+ *  stats may be NULL. The last forward must have been a DD_TRAIN or DD_EVAL
+ *  pass of this model. Returns DD_OK, DD_ERR_INVALID_ARGUMENT (labels NULL
+ *  or out of range: nothing accumulated), DD_ERR_STATE (no forward pass),
+ *  DD_ERR_NUMERIC (non-finite loss or gradient: the accumulated gradients
+ *  are left as they were), DD_ERR_BACKEND, DD_ERR_UNSUPPORTED. */
+DD_API dd_status dd_model_backward(dd_model *m, const int32_t *labels, dd_step_stats *stats);
+
+/** Sets every parameter gradient to zero. */
+DD_API dd_status dd_model_zero_grad(dd_model *m);
+
+/** Vector-Jacobian product for attacks: given dlogits (n, K) f32 from the
+ *  host, writes dx = (d logits / d x)^T dlogits, (n, C, H, W) f32 NCHW,
+ *  for the last forward pass (normally DD_EVAL). Parameter gradients are
+ *  not touched. Returns DD_OK, DD_ERR_INVALID_ARGUMENT, DD_ERR_STATE,
+ *  DD_ERR_BACKEND. */
+DD_API dd_status dd_model_input_grad(dd_model *m, const float *dlogits, float *dx);
+
+/** Copies the logits of the last forward pass: out has room for count
+ *  floats, count >= n*K. */
+DD_API dd_status dd_model_get_logits(const dd_model *m, float *out, size_t count);
+
+/* ---- introspection and parameters ---------------------------------------- */
+
+/** Description of a node (strings borrowed, valid until the model is destroyed). */
+typedef struct dd_node_info {
+    size_t struct_size;
+    dd_node_type type;
+    const char *name;
+    int num_inputs;
+    dd_node inputs[2];
+    int ndims;                /**< 2: (N, C) or 4: (N, C, H, W) */
+    int channels, height, width; /**< per-sample output shape (H = W = 1 when ndims == 2) */
+    /* Configuration (appended fields; 0 / NULL where a node type has none). */
+    int kernel_h, kernel_w;   /**< conv2d, maxpool, avgpool */
+    int stride_h, stride_w;   /**< conv2d, maxpool, avgpool */
+    int pad_h, pad_w;         /**< conv2d, maxpool, avgpool: zero padding each side */
+    float eps, momentum;      /**< batchnorm */
+    const float *mean, *std;  /**< normalize: `channels` entries each (borrowed as the strings) */
+} dd_node_info;
+
+/** Description of a parameter or buffer (strings borrowed as above). */
+typedef struct dd_param_info {
+    size_t struct_size;
+    const char *name;         /**< e.g. "conv1.weight", "bn1.running_mean" */
+    dd_node node;
+    int ndims;
+    int64_t dims[4];          /**< PyTorch shape, e.g. (OC, IC, KH, KW) */
+    size_t count;             /**< number of floats */
+    int trainable;            /**< 0 for batch-norm running statistics */
+} dd_param_info;
+
+DD_API dd_status dd_model_num_nodes(const dd_model *m, int *count);
+DD_API dd_status dd_model_node_info(const dd_model *m, dd_node node, dd_node_info *info);
+DD_API dd_status dd_model_num_classes(const dd_model *m, int *k);
+DD_API dd_status dd_model_input_shape(const dd_model *m, int *c, int *h, int *w);
+DD_API dd_status dd_model_max_batch(const dd_model *m, int *max_batch);
+/** Number of parameter tensors (trainable ones and batch-norm buffers). Built models only. */
+DD_API dd_status dd_model_num_params(const dd_model *m, int *count);
+DD_API dd_status dd_model_param_info(const dd_model *m, int index, dd_param_info *info);
+/** Copies parameter `index` (PyTorch layout) into dst, count == info.count. */
+DD_API dd_status dd_model_param_read(const dd_model *m, int index, float *dst, size_t count);
+/** Overwrites parameter `index` from src (count == info.count, finite values). */
+DD_API dd_status dd_model_param_write(dd_model *m, int index, const float *src, size_t count);
+/** Copies the accumulated gradient of trainable parameter `index`. */
+DD_API dd_status dd_model_grad_read(const dd_model *m, int index, float *dst, size_t count);
+/** Bytes the model holds (arenas, primitives' scratchpads excluded). */
+DD_API dd_status dd_model_memory_size(const dd_model *m, size_t *bytes);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

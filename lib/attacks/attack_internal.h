@@ -1,0 +1,295 @@
+/* lib/attacks/attack_internal.h -- what the attack files share (internal).
+ *
+ * Every attack kind is a const dd__attack_ops table in its own file: an
+ * optional create (allocates the kind's work buffers in a->state for the
+ * model's max_batch), an optional destroy, and run. attack.c owns the
+ * handle: it validates options and arguments, computes the clean logits,
+ * calls ops->run into the staging buffer a->out, evaluates the result and
+ * copies it to the caller, so ops->run never sees bad input and never
+ * writes caller memory.
+ *
+ * The pure pieces of the algorithms that the tests check against closed
+ * forms (losses at the logits, APGD's checkpoint schedule, Square's p
+ * schedule, EAD's shrinkage) are static inline here, so the library and
+ * tests/check_attack.c run the very same code without exporting symbols.
+ *
+ * Layouts: every image buffer is (n, C, H, W) f32 NCHW with d = C*H*W
+ * floats per sample; logits are (n, K) f32 row-major.
+ */
+#ifndef DD_LIB_ATTACK_INTERNAL_H
+#define DD_LIB_ATTACK_INTERNAL_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <deepdefense/attack.h>
+#include "../core/core.h"
+
+struct dd_attack;
+
+typedef struct dd__attack_ops {
+    /* Allocates a->state for a->max_batch samples. optional */
+    dd_status (*create)(struct dd_attack *a);
+    /* Frees a->state. optional */
+    void (*destroy)(struct dd_attack *a);
+    /* x: (n, d) clean images inside the box; y: (n) labels (targets in
+     * targeted mode); out: (n, d) adversarial images to write. On entry
+     * a->clean_logits and a->clean_pred hold the model's answer at x and
+     * a->rng is freshly seeded. */
+    dd_status (*run)(struct dd_attack *a, const float *x, const int32_t *y, int n, float *out);
+} dd__attack_ops;
+
+extern const dd__attack_ops dd__fgsm_ops, dd__pgd_ops, dd__apgd_ops, dd__deepfool_ops,
+    dd__ead_ops, dd__cw_ops, dd__square_ops, dd__fab_ops, dd__autoattack_ops;
+
+struct dd_attack {
+    dd_attack_options o;
+    const dd__attack_ops *ops;
+    dd_model *m;
+    int max_batch, K, C, H, W;
+    size_t d;                  /* C*H*W */
+    int nt;                    /* the model's OpenMP thread count */
+    dd_norm norm;              /* norm of the budget */
+    int min_norm;              /* 1: DeepFool, EAD, CW (eps is a success threshold) */
+    dd__rng rng;
+    float *out;                /* (max_batch, d) staged x_adv */
+    float *grad;               /* (max_batch, d) input gradient */
+    float *logits;             /* (max_batch, K) */
+    float *dlogits;            /* (max_batch, K) */
+    float *clean_logits;       /* (max_batch, K) logits at the clean x */
+    int32_t *clean_pred;       /* (max_batch) */
+    int32_t *pred;             /* (max_batch) */
+    int32_t *stage;            /* (max_batch) set by AutoAttack, else derived */
+    int stage_set;             /* ops->run filled stage */
+    int64_t n_fwd, n_grad;     /* passes of the current run */
+    void *state;               /* the kind's buffers */
+};
+
+/* ---- model access (attack.c) ---------------------------------------------- */
+
+/* DD_EVAL forward of n images; logits (n, K) written (a->logits if NULL). */
+DD_INTERNAL dd_status dd__atk_forward(struct dd_attack *a, const float *x, int n, float *logits);
+/* dx (n, d) = (dz/dx)^T dlogits for the last forward. */
+DD_INTERNAL dd_status dd__atk_vjp(struct dd_attack *a, const float *dlogits, float *dx);
+
+typedef enum dd__loss {
+    DD__LOSS_CE = 0,       /* CE(z, y) */
+    DD__LOSS_CE_TARGET,    /* -CE(z, t): ascending it moves towards t */
+    DD__LOSS_DLR,          /* DLR(z, y) */
+    DD__LOSS_DLR_TARGET,   /* targeted DLR(z, y, t) */
+    DD__LOSS_KL            /* KL(softmax(ref) || softmax(z)) (TRADES) */
+} dd__loss;
+
+/* Forward at x (n, d), per-sample loss (n) into loss (may be NULL), and
+ * grad (n, d) = d(sum_i loss_i)/dx. y: labels, t: targets (for the
+ * targeted losses), ref: (n, K) reference logits (KL). logits: (n, K)
+ * output, may be NULL (then a->logits). */
+DD_INTERNAL dd_status dd__atk_loss_grad(struct dd_attack *a, const float *x, int n, dd__loss loss,
+                                        const int32_t *y, const int32_t *t, const float *ref,
+                                        float *lossv, float *grad, float *logits);
+
+/* ---- per-sample vector helpers (attack.c; OpenMP over samples) ------------ */
+
+/* x = clip_box(min(max(x, x0 - eps), x0 + eps)) over (n, d). */
+DD_INTERNAL void dd__atk_project_linf(const struct dd_attack *a, float *x, const float *x0, int n,
+                                      float eps);
+/* x = clip_box(x0 + (x - x0) * min(eps, r) / (r + guard)), r = ||x - x0||_2,
+ * per sample; guard 0 means factor 1 when r = 0 (torchattacks), 1e-12 is
+ * the official AutoAttack form. */
+DD_INTERNAL void dd__atk_project_l2(const struct dd_attack *a, float *x, const float *x0, int n,
+                                    float eps, double guard);
+/* x = clip_box(x) over count floats. */
+DD_INTERNAL void dd__atk_clip(const struct dd_attack *a, float *x, size_t count);
+/* norms[0..3] = L0, L1, L2, Linf of (u - v) over d floats. */
+DD_INTERNAL void dd__atk_norms(const float *u, const float *v, size_t d, double norms[4]);
+/* One norm of (u - v) over d floats. */
+DD_INTERNAL double dd__atk_norm(const float *u, const float *v, size_t d, dd_norm p);
+/* dst[j] = src[idx[j]] for j < m, rows of `row` floats. */
+DD_INTERNAL void dd__atk_gather(float *dst, const float *src, const int32_t *idx, int m, size_t row);
+/* dst[idx[j]] = src[j]. */
+DD_INTERNAL void dd__atk_scatter(float *dst, const float *src, const int32_t *idx, int m, size_t row);
+/* Argmax of every row of logits (n, K) into pred (n). */
+DD_INTERNAL void dd__atk_argmax_rows(const float *logits, int n, int K, int32_t *pred);
+/* Fills v (count) with U(lo, hi) / N(0, 1) draws from a->rng, in order. */
+DD_INTERNAL void dd__atk_uniform(struct dd_attack *a, float *v, size_t count, float lo, float hi);
+DD_INTERNAL void dd__atk_normal(struct dd_attack *a, float *v, size_t count);
+
+/* Runs the attack `a` (already validated) on n images without the final
+ * evaluation: clean logits, reseed, ops->run into out. For AutoAttack's
+ * stages. */
+DD_INTERNAL dd_status dd__attack_run_raw(struct dd_attack *a, const float *x, const int32_t *y,
+                                         int n, float *out);
+/* Creates a sub-attack on the same model without public validation of the
+ * caller (used by AutoAttack). */
+DD_INTERNAL dd_status dd__attack_create_sub(struct dd_attack **out, dd_model *m,
+                                            const dd_attack_options *o);
+
+/* ======================================================================== */
+/* Pure pieces, shared with the tests                                        */
+/* ======================================================================== */
+
+/* Argmax of z (K), ties to the lowest index (PyTorch's max). */
+static inline int dd__argmax(const float *z, int K) {
+    int best = 0;
+    for (int j = 1; j < K; j++)
+        if (z[j] > z[best]) best = j;
+    return best;
+}
+
+/* sign(v) with sign(0) = 0 (PyTorch). */
+static inline float dd__signf(float v) { return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f); }
+
+/* Largest logit other than class y. */
+static inline int dd__argmax_except(const float *z, int K, int y) {
+    int best = -1;
+    for (int j = 0; j < K; j++)
+        if (j != y && (best < 0 || z[j] > z[best])) best = j;
+    return best;
+}
+
+/* Cross-entropy CE(z, y) = logsumexp(z) - z_y and, if dz != NULL,
+ * dz = softmax(z) - onehot(y). Double accumulation, max-shifted. */
+static inline double dd__ce_loss(const float *z, int K, int y, float *dz) {
+    double mx = z[0];
+    for (int j = 1; j < K; j++)
+        if (z[j] > mx) mx = z[j];
+    double s = 0.0;
+    for (int j = 0; j < K; j++) s += exp((double)z[j] - mx);
+    double lse = mx + log(s);
+    if (dz)
+        for (int j = 0; j < K; j++) dz[j] = (float)(exp((double)z[j] - lse) - (j == y ? 1.0 : 0.0));
+    return lse - (double)z[y];
+}
+
+/* Indices of the 4 largest logits in decreasing order (ties: lower index
+ * first); K >= 1, unused entries -1. */
+static inline void dd__top4(const float *z, int K, int top[4]) {
+    for (int r = 0; r < 4; r++) top[r] = -1;
+    for (int j = 0; j < K; j++) {
+        int pos = 4;
+        while (pos > 0 && (top[pos - 1] < 0 || z[j] > z[top[pos - 1]])) pos--;
+        if (pos >= 4) continue;
+        for (int r = 3; r > pos; r--) top[r] = top[r - 1];
+        top[pos] = j;
+    }
+}
+
+/* DLR(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12), K >= 3
+ * (official AutoAttack, autopgd_base.py dlr_loss). If dz != NULL it gets
+ * the gradient (zeroed first). */
+static inline double dd__dlr_loss(const float *z, int K, int y, float *dz) {
+    int top[4];
+    dd__top4(z, K, top);
+    int o = top[0] == y ? top[1] : top[0];
+    double num = (double)z[y] - (double)z[o];
+    double den = (double)z[top[0]] - (double)z[top[2]] + 1e-12;
+    if (dz) {
+        for (int j = 0; j < K; j++) dz[j] = 0.0f;
+        dz[y] += (float)(-1.0 / den);
+        dz[o] += (float)(1.0 / den);
+        dz[top[0]] += (float)(num / (den * den));
+        dz[top[2]] -= (float)(num / (den * den));
+    }
+    return -num / den;
+}
+
+/* Targeted DLR(z, y, t) = -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4)/2 + 1e-12),
+ * K >= 4 (autopgd_base.py dlr_loss_targeted). */
+static inline double dd__dlr_target_loss(const float *z, int K, int y, int t, float *dz) {
+    int top[4];
+    dd__top4(z, K, top);
+    double num = (double)z[y] - (double)z[t];
+    double den = (double)z[top[0]] - 0.5 * ((double)z[top[2]] + (double)z[top[3]]) + 1e-12;
+    if (dz) {
+        for (int j = 0; j < K; j++) dz[j] = 0.0f;
+        dz[y] += (float)(-1.0 / den);
+        dz[t] += (float)(1.0 / den);
+        dz[top[0]] += (float)(num / (den * den));
+        dz[top[2]] -= (float)(0.5 * num / (den * den));
+        dz[top[3]] -= (float)(0.5 * num / (den * den));
+    }
+    return -num / den;
+}
+
+/* Margin z_y - max_{j != y} z_j (CW, Square). */
+static inline double dd__margin(const float *z, int K, int y) {
+    return (double)z[y] - (double)z[dd__argmax_except(z, K, y)];
+}
+
+/* APGD checkpoints (official schedule): k0 = max(floor(0.22 N), 1),
+ * decrement max(floor(0.03 N), 1), minimum max(floor(0.06 N), 1); the
+ * step-size check runs when a counter reaches k, i.e. at 0-based iterations
+ * k0-1, k0-1+k1, ... Writes up to cap iteration indices into it (may be
+ * NULL) and returns how many there are in [0, N). */
+static inline int dd__apgd_checkpoints(int N, int *it, int cap) {
+    int k = (int)floor(0.22 * N), dec = (int)floor(0.03 * N), kmin = (int)floor(0.06 * N);
+    if (k < 1) k = 1;
+    if (dec < 1) dec = 1;
+    if (kmin < 1) kmin = 1;
+    int count = 0, i = k - 1;
+    while (i < N) {
+        if (it && count < cap) it[count] = i;
+        count++;
+        k = k - dec > kmin ? k - dec : kmin;
+        i += k;
+    }
+    return count;
+}
+
+/* Square's p schedule (square.py p_selection): iteration `it` (0-based) of
+ * n_queries, optionally rescaled to a 10000-query budget. */
+static inline double dd__square_p(int it, int n_queries, double p_init, int rescale) {
+    if (rescale) it = (int)((double)it / (double)n_queries * 10000.0);
+    if (it <= 10) return p_init;
+    if (it <= 50) return p_init / 2;
+    if (it <= 200) return p_init / 4;
+    if (it <= 500) return p_init / 8;
+    if (it <= 1000) return p_init / 16;
+    if (it <= 2000) return p_init / 32;
+    if (it <= 4000) return p_init / 64;
+    if (it <= 6000) return p_init / 128;
+    if (it <= 8000) return p_init / 256;
+    return p_init / 512;
+}
+
+/* Square's window side for fraction p of an (C, H, W) image: Linf
+ * max(round(sqrt(p H W)), 1); L2 at least 3 and odd; both capped at
+ * min(H, W) (the official code's later versions). */
+static inline int dd__square_side(double p, int H, int W, int l2) {
+    int s = (int)lround(sqrt(p * (double)H * (double)W));
+    if (s < (l2 ? 3 : 1)) s = l2 ? 3 : 1;
+    if (l2 && s % 2 == 0) s++;
+    int cap = H < W ? H : W;
+    return s < cap ? s : cap;
+}
+
+/* EAD's projected shrinkage-thresholding S_beta of z around x0 into the box. */
+static inline float dd__ead_shrink(float z, float x0, float beta, float lo, float hi) {
+    float diff = z - x0;
+    if (diff > beta) {
+        float v = z - beta;
+        return v < hi ? v : hi;
+    }
+    if (diff < -beta) {
+        float v = z + beta;
+        return v > lo ? v : lo;
+    }
+    return x0;
+}
+
+/* EAD0's per-sample update of the constant c after a binary-search step:
+ * success lowers the upper bound, failure raises the lower one; bisect once
+ * an upper bound (< 1e9) is known, else multiply by 10. */
+static inline void dd__ead_update_const(int success, double *c, double *lower, double *upper) {
+    if (success) {
+        *upper = fmin(*upper, *c);
+        if (*upper < 1e9) *c = (*lower + *upper) / 2.0;
+    } else {
+        *lower = fmax(*lower, *c);
+        *c = *upper < 1e9 ? (*lower + *upper) / 2.0 : *c * 10.0;
+    }
+}
+
+#endif

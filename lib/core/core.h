@@ -1,0 +1,72 @@
+/* lib/core/core.h -- internal plumbing shared by every file of the library.
+ *
+ * Error reporting: dd__set_error() records a thread-local message (with the
+ * source location) and returns the status, so a failure site reads
+ *     DD_RETURN_IF(n < 1, DD_ERR_INVALID_ARGUMENT, "n = %d", n);
+ * DD_FORWARD propagates a non-OK status. DD_CHECK_DNNL maps a oneDNN status
+ * to DD_ERR_BACKEND (or DD_ERR_OUT_OF_MEMORY) naming the failed call.
+ * Never call these inside an OpenMP parallel region (thread-local storage of
+ * a worker is invisible to the caller).
+ *
+ * Allocation goes through dd__malloc/dd__calloc/dd__free so tests can fail
+ * the k-th allocation (dd__alloc_fail_after). Large buffers are 64-byte
+ * aligned (dd__aligned_alloc).
+ */
+#ifndef DD_LIB_CORE_H
+#define DD_LIB_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <deepdefense/status.h>
+
+#define DD_INTERNAL __attribute__((visibility("hidden")))
+
+DD_INTERNAL dd_status dd__set_error(dd_status s, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+DD_INTERNAL void dd__clear_error(void);
+
+#define DD_ERROR(status, ...) dd__set_error((status), __FILE__, __LINE__, __VA_ARGS__)
+#define DD_RETURN_IF(cond, status, ...) \
+    do { if (cond) return DD_ERROR((status), __VA_ARGS__); } while (0)
+#define DD_FORWARD(expr) \
+    do { dd_status dd_s_ = (expr); if (dd_s_ != DD_OK) return dd_s_; } while (0)
+#define DD_CHECK_ARG(cond) DD_RETURN_IF(!(cond), DD_ERR_INVALID_ARGUMENT, "%s: invalid argument: %s", __func__, #cond)
+
+/* oneDNN status -> dd_status (records the call text). */
+DD_INTERNAL dd_status dd__dnnl_error(int dnnl_status, const char *call, const char *file, int line);
+#define DD_CHECK_DNNL(expr) \
+    do { int dd_d_ = (int)(expr); if (dd_d_ != 0) return dd__dnnl_error(dd_d_, #expr, __FILE__, __LINE__); } while (0)
+
+/* ---- logging ------------------------------------------------------------ */
+DD_INTERNAL void dd__log(dd_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- allocation --------------------------------------------------------- */
+DD_INTERNAL void *dd__malloc(size_t bytes);
+DD_INTERNAL void *dd__calloc(size_t count, size_t size);
+DD_INTERNAL void *dd__realloc(void *p, size_t bytes);
+DD_INTERNAL void dd__free(void *p);
+/* 64-byte aligned, zero-filled; free with dd__free_aligned. */
+DD_INTERNAL void *dd__aligned_alloc(size_t bytes);
+DD_INTERNAL void dd__free_aligned(void *p);
+DD_INTERNAL char *dd__strdup(const char *s);
+
+/* Fault injection for tests (exported through the test-only header
+ * tests/internal.h, not the public API): after `count` successful
+ * allocations on this thread, every further one fails; -1 disables. */
+DD_API void dd__alloc_fail_after(long count);
+DD_API long dd__alloc_count(void);
+
+/* ---- random numbers ----------------------------------------------------- */
+/* xoshiro256** seeded by splitmix64: fast, reproducible, per-handle state. */
+typedef struct dd__rng { uint64_t s[4]; } dd__rng;
+DD_INTERNAL void dd__rng_seed(dd__rng *r, uint64_t seed);
+DD_INTERNAL uint64_t dd__rng_next(dd__rng *r);
+DD_INTERNAL double dd__rng_uniform(dd__rng *r);           /* [0, 1) */
+DD_INTERNAL double dd__rng_normal(dd__rng *r);            /* N(0, 1), Box-Muller */
+DD_INTERNAL uint64_t dd__rng_below(dd__rng *r, uint64_t n); /* uniform in [0, n) */
+
+/* ---- numerics ----------------------------------------------------------- */
+/* 1 if all count floats are finite. OpenMP-parallel for large arrays. */
+DD_INTERNAL int dd__all_finite(const float *x, size_t count, int nthreads);
+
+#endif

@@ -1,0 +1,235 @@
+/* lib/gfa/gfa.c -- GFA hooks and the exact gradient of J = L + sum lambda_t R_t.
+ *
+ * dd_model_backward() calls dd__gfa_backward() after the forward pass and
+ * the cross-entropy seed. The four passes of GFA.md:
+ *   2. ordinary backward: G_t for every tensor, dL/dtheta; at each hook the
+ *      closed-form partials Gbar_t (the tangent's start) and Ybar_t (align.c);
+ *   3. tangent pass in forward order: T_y += JVP_n(T_x) through each node's
+ *      ops->jvp; ops->second_order adds d/dtheta <T_x, backward_n(G_y)> into
+ *      the parameter gradients and d/dx of it into the input's bar buffer
+ *      (batch norm in training mode); at the logits
+ *      Zbar = (1/B) (p * T_z - p <p, T_z>);
+ *   4. second backward seeded with Zbar, with every bar injected
+ *      (dd__graph_backward's inject mode), adding into the gradients.
+ * Tangents are tracked as zero/non-zero per tensor so nodes upstream of
+ * every hook cost nothing in passes 3 and 4. A node type without a jvp slot
+ * on the tangent's path is refused with DD_ERR_UNSUPPORTED.
+ */
+#include "gfa.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "../graph/graph_internal.h"
+
+/* ---- hooks --------------------------------------------------------------- */
+
+int dd__gfa_needs_bar(const dd_model *m, int i) {
+    for (int h = 0; h < m->nhooks; h++)
+        if (m->hooks[h].tensor == i) return 1;
+    for (int j = i + 1; j <= m->logits; j++) {
+        const dd__node *n = &m->nodes[j];
+        if (n->ops->type == DD_NODE_BATCHNORM && n->inputs[0] == i) return 1;
+    }
+    return 0;
+}
+
+/* Buffers follow the hook set: reallocate a built model's activations. */
+static dd_status hooks_changed(dd_model *m) {
+    if (!m->built) return DD_OK;
+    return dd__model_alloc_activations(m, m->nhooks > 0);
+}
+
+static dd_status add_hook(dd_model *m, dd_node node, float lambda) {
+    DD_RETURN_IF(node < 0 || node >= m->nnodes || (m->built && node > m->logits), DD_ERR_INVALID_ARGUMENT,
+                 "dd_gfa_hook: node %d does not exist (or is past the logits)", (int)node);
+    DD_RETURN_IF(!isfinite(lambda) || lambda < 0, DD_ERR_INVALID_ARGUMENT,
+                 "dd_gfa_hook: lambda = %g (need finite, >= 0)", (double)lambda);
+    for (int h = 0; h < m->nhooks; h++)
+        if (m->hooks[h].tensor == node) {
+            m->hooks[h].lambda = lambda;
+            return DD_OK;
+        }
+    DD_RETURN_IF(m->nhooks >= DD_MAX_HOOKS, DD_ERR_INVALID_ARGUMENT, "dd_gfa_hook: more than %d hooks",
+                 DD_MAX_HOOKS);
+    m->hooks[m->nhooks].tensor = node;
+    m->hooks[m->nhooks].lambda = lambda;
+    m->nhooks++;
+    return DD_OK;
+}
+
+dd_status dd_gfa_hook(dd_model *m, dd_node node, float lambda) {
+    DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_gfa_hook: model is NULL");
+    int before = m->nhooks;
+    DD_FORWARD(add_hook(m, node, lambda));
+    if (m->nhooks != before) {
+        dd_status s = hooks_changed(m);
+        if (s != DD_OK) {
+            m->nhooks = before;
+            return s;
+        }
+    }
+    return DD_OK;
+}
+
+static int valid_mode(int mode) { return mode == DD_GFA_SIN2 || mode == DD_GFA_TANGENT; }
+
+dd_status dd_gfa_hook_defaults(dd_model *m, float lambda, dd_gfa_mode mode) {
+    DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_gfa_hook_defaults: model is NULL");
+    DD_RETURN_IF(!valid_mode(mode), DD_ERR_INVALID_ARGUMENT, "dd_gfa_hook_defaults: mode %d", (int)mode);
+    DD_RETURN_IF(!isfinite(lambda) || lambda < 0, DD_ERR_INVALID_ARGUMENT,
+                 "dd_gfa_hook_defaults: lambda = %g (need finite, >= 0)", (double)lambda);
+    dd__hook saved[DD_MAX_HOOKS];
+    int nsaved = m->nhooks;
+    memcpy(saved, m->hooks, sizeof saved);
+    m->nhooks = 0;
+    int last = m->built ? m->logits : m->nnodes - 1;
+    dd_status s = DD_OK;
+    for (int i = 1; i <= last && s == DD_OK; i++) {
+        dd_node_type t = m->nodes[i].ops->type;
+        if (t == DD_NODE_CONV2D || t == DD_NODE_LINEAR) s = add_hook(m, m->nodes[i].inputs[0], lambda);
+    }
+    if (s == DD_OK) s = hooks_changed(m);
+    if (s != DD_OK) {
+        m->nhooks = nsaved;
+        memcpy(m->hooks, saved, sizeof saved);
+        return s;
+    }
+    m->gfa_mode = mode;
+    return DD_OK;
+}
+
+dd_status dd_gfa_set_mode(dd_model *m, dd_gfa_mode mode) {
+    DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_gfa_set_mode: model is NULL");
+    DD_RETURN_IF(!valid_mode(mode), DD_ERR_INVALID_ARGUMENT, "dd_gfa_set_mode: mode %d", (int)mode);
+    m->gfa_mode = mode;
+    return DD_OK;
+}
+
+dd_status dd_gfa_get_mode(const dd_model *m, dd_gfa_mode *mode) {
+    DD_RETURN_IF(!m || !mode, DD_ERR_INVALID_ARGUMENT, "dd_gfa_get_mode: NULL argument");
+    *mode = (dd_gfa_mode)m->gfa_mode;
+    return DD_OK;
+}
+
+dd_status dd_gfa_clear(dd_model *m) {
+    DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_gfa_clear: model is NULL");
+    if (m->nhooks == 0) return DD_OK;
+    m->nhooks = 0;
+    return hooks_changed(m);
+}
+
+dd_status dd_gfa_num_hooks(const dd_model *m, int *count) {
+    DD_RETURN_IF(!m || !count, DD_ERR_INVALID_ARGUMENT, "dd_gfa_num_hooks: NULL argument");
+    *count = m->nhooks;
+    return DD_OK;
+}
+
+dd_status dd_gfa_get_hook(const dd_model *m, int index, dd_node *node, float *lambda) {
+    DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_gfa_get_hook: model is NULL");
+    DD_RETURN_IF(index < 0 || index >= m->nhooks, DD_ERR_INVALID_ARGUMENT,
+                 "dd_gfa_get_hook: hook %d does not exist (%d hooks)", index, m->nhooks);
+    if (node) *node = m->hooks[index].tensor;
+    if (lambda) *lambda = (float)m->hooks[index].lambda;
+    return DD_OK;
+}
+
+/* ---- the passes ---------------------------------------------------------- */
+
+/* Pass 3 for one node: T_y (+)= JVP(T_x), second-order terms. */
+static dd_status tangent_node(dd_model *m, dd__node *node) {
+    dd__ctx *ctx = &m->ctx;
+    int any = 0;
+    for (int k = 0; k < node->ninputs; k++) any |= dd__in(node, k)->tan_nonzero;
+    if (!any) return DD_OK;
+    DD_RETURN_IF(!node->ops->jvp, DD_ERR_UNSUPPORTED,
+                 "GFA: node %d (%s '%s') has no Jacobian-vector product; a hook upstream of it "
+                 "cannot be differentiated", node->id, node->ops->name, node->name);
+    void *plan;
+    DD_FORWARD(dd__node_plan(node, ctx, &plan));
+    const float *tx[2] = {NULL, NULL};
+    for (int k = 0; k < node->ninputs; k++) {
+        dd__tensor *in = dd__in(node, k);
+        if (!in->tan_nonzero) {
+            /* a second input without a tangent (add): zero it once */
+            memset(in->tan, 0, dd__tensor_floats(in, ctx->n) * sizeof(float));
+            in->tan_nonzero = 1;
+        }
+        tx[k] = in->tan;
+    }
+    dd__tensor *out = &node->out;
+    size_t count = dd__tensor_floats(out, ctx->n);
+    if (out->tan_nonzero) {
+        DD_FORWARD(node->ops->jvp(node, plan, ctx, tx, m->scratch));
+        dd__axpy1(out->tan, m->scratch, count, ctx->nthreads);
+    } else {
+        DD_FORWARD(node->ops->jvp(node, plan, ctx, tx, out->tan));
+        out->tan_nonzero = 1;
+    }
+    if (node->ops->second_order && out->written) {
+        float *xbar[2] = {NULL, NULL};
+        for (int k = 0; k < node->ninputs; k++) {
+            dd__tensor *in = dd__in(node, k);
+            if (!in->bar) continue;
+            if (!in->bar_nonzero) {
+                memset(in->bar, 0, dd__tensor_floats(in, ctx->n) * sizeof(float));
+                in->bar_nonzero = 1;
+            }
+            xbar[k] = in->bar;
+        }
+        DD_FORWARD(node->ops->second_order(node, plan, ctx, tx, out->grad, xbar));
+    }
+    return DD_OK;
+}
+
+dd_status dd__gfa_backward(dd_model *m, void *arg) {
+    dd__gfa_args *a = arg;
+    dd__ctx *ctx = &m->ctx;
+    int n = ctx->n, K = m->num_classes;
+    DD_RETURN_IF(!m->gfa_ready, DD_ERR_STATE, "GFA: hooks were set after the last forward pass");
+    int hook_input = 0;
+    for (int h = 0; h < m->nhooks; h++) hook_input |= m->hooks[h].tensor == 0;
+    /* pass 2 */
+    DD_FORWARD(dd__graph_backward(m, hook_input, 1, 0));
+    for (int i = 0; i <= m->logits; i++) {
+        m->nodes[i].out.tan_nonzero = 0;
+        m->nodes[i].out.bar_nonzero = 0;
+    }
+    double J = m->last_loss;
+    for (int h = 0; h < m->nhooks; h++) {
+        dd__tensor *t = &m->nodes[m->hooks[h].tensor].out;
+        double reg, align;
+        dd__gfa_align(t->grad, t->data, t->tan, t->bar, n, t->sample_floats, m->gfa_mode,
+                      m->hooks[h].lambda, (double *)m->gfa_work, ctx->nthreads, &reg, &align);
+        t->tan_nonzero = t->bar_nonzero = 1;
+        J += m->hooks[h].lambda * reg;
+        if (a->stats) {
+            a->stats->hook_node[h] = m->hooks[h].tensor;
+            a->stats->hook_lambda[h] = m->hooks[h].lambda;
+            a->stats->hook_reg[h] = reg;
+            a->stats->hook_align[h] = align;
+        }
+    }
+    if (a->stats) {
+        a->stats->num_hooks = m->nhooks;
+        a->stats->objective = J;
+    }
+    DD_RETURN_IF(!isfinite(J), DD_ERR_NUMERIC, "GFA: the objective is not finite");
+    /* pass 3 */
+    for (int i = 1; i <= m->logits; i++) DD_FORWARD(tangent_node(m, &m->nodes[i]));
+    /* seed of pass 4: Zbar = (1/B)(p * T_z - p <p, T_z>) */
+    dd__tensor *z = &m->nodes[m->logits].out;
+    if (z->tan_nonzero) {
+        for (int i = 0; i < n; i++) {
+            const float *p = m->probs + (size_t)i * K, *tz = z->tan + (size_t)i * K;
+            float *g = z->grad + (size_t)i * K;
+            double pt = 0;
+            for (int j = 0; j < K; j++) pt += (double)p[j] * tz[j];
+            for (int j = 0; j < K; j++) g[j] = (float)((p[j] * tz[j] - p[j] * pt) / n);
+        }
+    } else {
+        memset(z->grad, 0, (size_t)n * K * sizeof(float));
+    }
+    /* pass 4 */
+    return dd__graph_backward(m, 0, 1, 1);
+}

@@ -1,0 +1,211 @@
+/* lib/graph/graph.h -- the model graph as the library sees it (internal).
+ *
+ * A dd_model owns an array of nodes; node i's output is tensor i. Node 0 is
+ * the input. Each node type is a const dd__node_ops table in
+ * lib/nodes/<type>.c; graph code calls through the table and never
+ * switches on the type.
+ *
+ * Tensors. Per-sample shape (C, H, W) or (C), and a layout:
+ *   DD__NCHW     plain (N, C, H, W)            -- the image input
+ *   DD__NCHW16C  oneDNN aBcd16b: (N, ceil(C/16), H, W, 16), zero padding channels
+ *   DD__NC       plain (N, C)
+ * In every layout a sample is one contiguous chunk of `sample_floats`
+ * floats and the batch is outermost, so a batch of n < max_batch is a prefix
+ * of the buffer. Buffers (data, grad, and with GFA tan and bar) live in the
+ * model's activation arena and never move after dd_model_build.
+ *
+ * Parameters. Master copies, gradients and optimizer state are plain
+ * (PyTorch layout) in two arenas (params, grads). m->param_version is bumped
+ * whenever parameters change so nodes can cache reordered weights.
+ *
+ * Plans. oneDNN descriptors fix the batch size, so each node keeps a plan
+ * per batch size (created on first use, DD__MAX_PLANS kept, least recently
+ * used evicted): node->ops->plan_create(node, ctx, &plan).
+ */
+#ifndef DD_LIB_GRAPH_H
+#define DD_LIB_GRAPH_H
+
+#include <dnnl.h>
+#include <deepdefense/model.h>
+#include "../core/core.h"
+
+typedef enum dd__layout { DD__NC = 0, DD__NCHW = 1, DD__NCHW16C = 2 } dd__layout;
+
+typedef struct dd__tensor {
+    int ndims;              /* 2 or 4 */
+    int c, h, w;            /* per-sample shape; h = w = 1 when ndims == 2 */
+    dd__layout layout;
+    size_t sample_floats;   /* floats per sample, padding included */
+    float *data;            /* forward value Y_t       [max_batch * sample_floats] */
+    float *grad;            /* dL/dY_t (pass 2), then the second backward's adjoint (pass 4) */
+    float *tan;             /* GFA tangent T_t (NULL without hooks) */
+    float *bar;             /* GFA Ybar_t + Xbar_t (NULL unless hooked or needed) */
+    int consumers;          /* number of node inputs reading this tensor */
+    int written;            /* per pass: has grad been written (else it is zero) */
+    int need_grad;          /* per pass: must dL/dY_t be computed */
+    int upstream_params;    /* some node at or before this one has trainable params */
+    int tan_nonzero;        /* GFA pass 3: tan holds a tangent (else it is zero) */
+    int bar_nonzero;        /* GFA: bar holds Ybar/Xbar to inject in pass 4 */
+} dd__tensor;
+
+typedef struct dd__param {
+    char name[96];          /* "<node>.<field>" */
+    int node;
+    int ndims;
+    int64_t dims[4];        /* PyTorch shape */
+    size_t count;
+    int trainable;          /* 0: batch-norm running statistic */
+    int decay;              /* weight decay applies (weights, not biases/BN) */
+    float *data;            /* plain, in the params arena */
+    float *grad;            /* plain, in the grads arena (NULL if not trainable) */
+} dd__param;
+
+struct dd__node;
+struct dd__ctx;
+
+/* The per-node-type table. Slots marked optional may be NULL. All tensor
+ * pointers are full buffers of the tensors' layouts for ctx->n samples. */
+typedef struct dd__node_ops {
+    dd_node_type type;
+    const char *name;                /* "conv2d", as in checkpoint metadata */
+    /* Declare parameters (dd__node_add_param) after the node's output shape
+     * is known; called by dd_model_build before the arenas exist. optional */
+    dd_status (*declare_params)(struct dd__node *n);
+    /* Initialise parameters from the model RNG (arenas exist). optional */
+    void (*init_params)(struct dd__node *n, dd__rng *rng);
+    /* Create the plan for batch size ctx->n; *plan owned by the node type. optional */
+    dd_status (*plan_create)(struct dd__node *n, struct dd__ctx *ctx, void **plan);
+    void (*plan_destroy)(void *plan);
+    /* y = f(x). ctx->train selects training behaviour. */
+    dd_status (*forward)(struct dd__node *n, void *plan, struct dd__ctx *ctx,
+                         const float *const *x, float *y);
+    /* Given dy: dx[i] = (dy/dx_i)^T dy for each i with dx[i] != NULL
+     * (overwritten), and, if ctx->want_param_grad, dL/dtheta added into the
+     * params' grad arrays. */
+    dd_status (*backward)(struct dd__node *n, void *plan, struct dd__ctx *ctx,
+                          const float *dy, float *const *dx);
+    /* GFA slot 1: ty = J_x f . tx (linearised forward, no bias). optional:
+     * NULL means the node type does not support GFA (DD_ERR_UNSUPPORTED). */
+    dd_status (*jvp)(struct dd__node *n, void *plan, struct dd__ctx *ctx,
+                     const float *const *tx, float *ty);
+    /* GFA slot 2: second-order terms of <tx, backward(gy)>: adds
+     * d/dtheta into the params' grads and d/dx into xbar[i] (+=) where the
+     * backward depends on x (xbar[i] may be NULL when it does not). optional:
+     * NULL means no second-order term. */
+    dd_status (*second_order)(struct dd__node *n, void *plan, struct dd__ctx *ctx,
+                              const float *const *tx, const float *gy, float *const *xbar);
+    /* Adds the node's configuration to a JSON object (jansson json_t *). */
+    dd_status (*describe)(const struct dd__node *n, void *json_object);
+    /* Fills the type-specific fields of a dd_node_info. optional */
+    void (*info)(const struct dd__node *n, dd_node_info *info);
+    /* Frees n->state. optional */
+    void (*destroy)(struct dd__node *n);
+} dd__node_ops;
+
+#define DD__MAX_PLANS 4
+
+typedef struct dd__node {
+    const dd__node_ops *ops;
+    struct dd_model *model;     /* owner (does not move; the node array may) */
+    int id;
+    char name[64];
+    int ninputs;
+    int inputs[2];
+    dd__tensor out;
+    int first_param, nparams;   /* range in m->params */
+    void *state;                /* node-type configuration and caches */
+    int plan_batch[DD__MAX_PLANS];
+    void *plan[DD__MAX_PLANS];
+    uint64_t plan_used[DD__MAX_PLANS];
+} dd__node;
+
+/* Everything a pass needs. One per model (no allocation per pass). */
+typedef struct dd__ctx {
+    struct dd_model *m;
+    dnnl_engine_t eng;
+    dnnl_stream_t strm;
+    int n;                  /* batch size of this pass */
+    int train;              /* 1: training-mode forward (batch-norm batch stats) */
+    int want_param_grad;    /* backward: accumulate parameter gradients */
+    int nthreads;           /* > 0: the model's OpenMP thread count */
+    void *scratchpad;       /* shared user scratchpad of all primitives */
+    size_t scratchpad_bytes;
+} dd__ctx;
+
+typedef struct dd__hook {
+    int tensor;
+    double lambda;
+} dd__hook;
+
+struct dd_model {
+    dd_model_options opts;
+    int in_c, in_h, in_w, num_classes;
+    int nnodes, cap_nodes;
+    dd__node *nodes;
+    int built, max_batch, logits;
+    int nparams, cap_params;
+    dd__param *params;
+    float *param_arena, *grad_arena, *act_arena;
+    size_t param_floats, act_bytes;
+    uint64_t param_version;     /* bumped when parameters change */
+    uint64_t plan_clock;
+    dd__ctx ctx;
+    dd__rng rng;
+    /* last forward */
+    int last_n, last_train, have_forward;
+    float *probs;               /* softmax of the logits [max_batch * K] */
+    float *scratch, *scratch2;  /* max tensor size each, for gradient accumulation */
+    float *grad_backup;         /* copy of the gradients while a backward may fail */
+    int grads_zero;             /* gradients known to be all zero */
+    double last_loss;
+    float *gfa_work;            /* per-sample GFA reductions */
+    /* GFA (lib/gfa) */
+    int gfa_mode;
+    int nhooks;
+    dd__hook hooks[DD_MAX_HOOKS];
+    int gfa_ready;              /* tan/bar buffers allocated */
+};
+
+/* ---- graph helpers used by node files ------------------------------------ */
+/* Input tensor i of node n. */
+static inline dd__tensor *dd__in(dd__node *n, int i) { return &n->model->nodes[n->inputs[i]].out; }
+DD_INTERNAL dd_status dd__node_add_param(dd__node *n, const char *field, int ndims,
+                                         const int64_t *dims, int trainable, int decay);
+DD_INTERNAL dd__param *dd__node_param(dd__node *n, int i);
+/* Memory descriptor of tensor t for batch n in its own layout. */
+DD_INTERNAL dd_status dd__tensor_md(const dd__tensor *t, int n, dnnl_memory_desc_t *md);
+DD_INTERNAL dnnl_format_tag_t dd__layout_tag(const dd__tensor *t);
+/* Number of floats of t for batch n. */
+static inline size_t dd__tensor_floats(const dd__tensor *t, int n) {
+    return (size_t)n * t->sample_floats;
+}
+/* Float offset of element (c, y, x) inside one sample of t. */
+static inline size_t dd__tensor_offset(const dd__tensor *t, int c, int y, int x) {
+    switch (t->layout) {
+    case DD__NCHW16C:
+        return (((size_t)(c / 16) * t->h + y) * t->w + x) * 16 + (c % 16);
+    case DD__NCHW:
+        return ((size_t)c * t->h + y) * t->w + x;
+    default:
+        return (size_t)c;
+    }
+}
+
+/* ---- architecture metadata (lib/io/arch.c) --------------------------------
+ * JSON text of the architecture (see lib/io/arch.c for the schema);
+ * *json is allocated with dd__malloc, the caller dd__free()s it. */
+DD_INTERNAL dd_status dd__model_arch_json(const dd_model *m, char **json);
+/* Creates and builds a model from that JSON (max_batch 0 = the saved one). */
+DD_INTERNAL dd_status dd__model_from_arch(const char *json, size_t len,
+                                          const dd_model_options *opts, int max_batch,
+                                          dd_model **out);
+/* Marks parameters as changed (invalidates cached reordered weights). */
+static inline void dd__model_params_changed(dd_model *m) { m->param_version++; }
+
+/* Registry of node types (lib/nodes). */
+extern const dd__node_ops dd__input_ops, dd__normalize_ops, dd__conv2d_ops, dd__linear_ops,
+    dd__relu_ops, dd__maxpool_ops, dd__avgpool_ops, dd__gavgpool_ops, dd__batchnorm_ops,
+    dd__add_ops, dd__flatten_ops;
+DD_INTERNAL const dd__node_ops *dd__node_ops_by_name(const char *name);
+
+#endif

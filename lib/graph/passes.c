@@ -1,0 +1,255 @@
+/* lib/graph/passes.c -- forward, backward and input-gradient passes.
+ *
+ * Every pass is a loop over the node array (creation order is topological):
+ * forwards for the forward pass, backwards for the backward passes. A node
+ * computes the gradient of an input only if that tensor needs it (it leads
+ * to a trainable parameter, a GFA hook, or the image when the input
+ * gradient is wanted). A tensor read by several nodes gets its gradient from
+ * the first of them (in backward order) written in place and from the others
+ * through a scratch buffer that is then added: oneDNN primitives overwrite
+ * their outputs.
+ *
+ * Plans (oneDNN primitives for one batch size) are created on first use of a
+ * batch size and kept, DD__MAX_PLANS per node, least recently used evicted.
+ */
+#include "graph_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "../gfa/gfa.h"
+#include "../loss/loss.h"
+
+void dd__axpy1(float *dst, const float *src, size_t count, int nthreads) {
+    if (count < 65536) nthreads = 1;
+#pragma omp parallel for simd num_threads(nthreads) schedule(static)
+    for (size_t i = 0; i < count; i++) dst[i] += src[i];
+}
+
+dd_status dd__node_plan(dd__node *n, dd__ctx *ctx, void **plan) {
+    dd_model *m = n->model;
+    *plan = NULL;
+    if (!n->ops->plan_create) return DD_OK;
+    int victim = 0;
+    for (int j = 0; j < DD__MAX_PLANS; j++) {
+        if (n->plan[j] && n->plan_batch[j] == ctx->n) {
+            n->plan_used[j] = ++m->plan_clock;
+            *plan = n->plan[j];
+            return DD_OK;
+        }
+        if (!n->plan[j] || (n->plan[victim] && n->plan_used[j] < n->plan_used[victim])) victim = j;
+    }
+    void *p = NULL;
+    DD_FORWARD(n->ops->plan_create(n, ctx, &p));
+    if (n->plan[victim] && n->ops->plan_destroy) n->ops->plan_destroy(n->plan[victim]);
+    n->plan[victim] = p;
+    n->plan_batch[victim] = ctx->n;
+    n->plan_used[victim] = ++m->plan_clock;
+    *plan = p;
+    return DD_OK;
+}
+
+dd_status dd_model_forward(dd_model *m, const float *x, int n, dd_mode mode, float *logits) {
+    DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_model_forward: model is NULL");
+    DD_RETURN_IF(!m->built, DD_ERR_STATE, "dd_model_forward: the model is not built");
+    DD_RETURN_IF(!x, DD_ERR_INVALID_ARGUMENT, "dd_model_forward: x is NULL");
+    DD_RETURN_IF(n < 1 || n > m->max_batch, DD_ERR_INVALID_ARGUMENT,
+                 "dd_model_forward: n = %d outside [1, max_batch = %d]", n, m->max_batch);
+    DD_RETURN_IF(mode != DD_EVAL && mode != DD_TRAIN, DD_ERR_INVALID_ARGUMENT,
+                 "dd_model_forward: mode = %d", (int)mode);
+    dd__ctx *ctx = &m->ctx;
+    size_t in_floats = (size_t)n * m->nodes[0].out.sample_floats;
+    DD_RETURN_IF(!dd__all_finite(x, in_floats, ctx->nthreads), DD_ERR_NUMERIC,
+                 "dd_model_forward: x holds NaN or Inf");
+    m->have_forward = 0;
+    memcpy(m->nodes[0].out.data, x, in_floats * sizeof(float));
+    ctx->n = n;
+    ctx->train = mode == DD_TRAIN;
+    for (int i = 1; i <= m->logits; i++) {
+        dd__node *node = &m->nodes[i];
+        void *plan;
+        DD_FORWARD(dd__node_plan(node, ctx, &plan));
+        const float *xs[2] = {NULL, NULL};
+        for (int k = 0; k < node->ninputs; k++) xs[k] = dd__in(node, k)->data;
+        DD_FORWARD(node->ops->forward(node, plan, ctx, xs, node->out.data));
+    }
+    const float *z = m->nodes[m->logits].out.data;
+    size_t zc = (size_t)n * (size_t)m->num_classes;
+    DD_RETURN_IF(!dd__all_finite(z, zc, 1), DD_ERR_NUMERIC,
+                 "dd_model_forward: the logits are not finite (diverged parameters?)");
+    dd__softmax(z, n, m->num_classes, m->probs);
+    if (logits) memcpy(logits, z, zc * sizeof(float));
+    m->last_n = n;
+    m->last_train = ctx->train;
+    m->have_forward = 1;
+    return DD_OK;
+}
+
+dd_status dd_model_get_logits(const dd_model *m, float *out, size_t count) {
+    DD_RETURN_IF(!m || !out, DD_ERR_INVALID_ARGUMENT, "dd_model_get_logits: NULL argument");
+    DD_RETURN_IF(!m->have_forward, DD_ERR_STATE, "dd_model_get_logits: no forward pass yet");
+    size_t need = (size_t)m->last_n * (size_t)m->num_classes;
+    DD_RETURN_IF(count < need, DD_ERR_INVALID_ARGUMENT,
+                 "dd_model_get_logits: count %zu < n*K = %zu", count, need);
+    memcpy(out, m->nodes[m->logits].out.data, need * sizeof(float));
+    return DD_OK;
+}
+
+/* need_grad per tensor for this pass (see the file comment). */
+static void mark_needs(dd_model *m, int want_input, int want_params, int hooks) {
+    for (int i = 0; i <= m->logits; i++) {
+        dd__tensor *t = &m->nodes[i].out;
+        dd__node *n = &m->nodes[i];
+        int need = (i == 0 && want_input) || (want_params && t->upstream_params);
+        for (int k = 0; k < n->ninputs && !need; k++) need = m->nodes[n->inputs[k]].out.need_grad;
+        for (int h = 0; hooks && h < m->nhooks && !need; h++) need = m->hooks[h].tensor == i;
+        t->need_grad = need;
+        t->written = 0;
+    }
+}
+
+dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int inject) {
+    dd__ctx *ctx = &m->ctx;
+    ctx->want_param_grad = want_params;
+    mark_needs(m, want_input, want_params, !inject);
+    m->nodes[m->logits].out.written = 1;
+    for (int i = m->logits; i >= 1; i--) {
+        dd__node *node = &m->nodes[i];
+        dd__tensor *ot = &node->out;
+        if (inject && ot->bar_nonzero && ot->need_grad) {
+            /* GFA pass 4: every consumer has written; add Ybar + Xbar. */
+            if (ot->written)
+                dd__axpy1(ot->grad, ot->bar, dd__tensor_floats(ot, ctx->n), ctx->nthreads);
+            else
+                memcpy(ot->grad, ot->bar, dd__tensor_floats(ot, ctx->n) * sizeof(float));
+            ot->written = 1;
+        }
+        if (!ot->written) continue; /* not on a path to the logits: zero gradient */
+        void *plan;
+        DD_FORWARD(dd__node_plan(node, ctx, &plan));
+        float *dx[2] = {NULL, NULL};
+        int acc[2] = {0, 0};
+        int any = 0;
+        for (int k = 0; k < node->ninputs; k++) {
+            dd__tensor *in = dd__in(node, k);
+            if (!in->need_grad) continue;
+            int taken = in->written || (k == 1 && node->inputs[0] == node->inputs[1] && dx[0]);
+            acc[k] = taken;
+            dx[k] = taken ? (k == 0 ? m->scratch : m->scratch2) : in->grad;
+            any = 1;
+        }
+        if (!any && !(want_params && node->nparams > 0)) continue;
+        DD_FORWARD(node->ops->backward(node, plan, ctx, node->out.grad, dx));
+        for (int k = 0; k < node->ninputs; k++) {
+            if (!dx[k]) continue;
+            dd__tensor *in = dd__in(node, k);
+            if (acc[k]) dd__axpy1(in->grad, dx[k], dd__tensor_floats(in, ctx->n), ctx->nthreads);
+            in->written = 1;
+        }
+    }
+    /* Needed tensors that no path reached have a zero gradient. */
+    for (int i = 0; i <= m->logits; i++) {
+        dd__tensor *t = &m->nodes[i].out;
+        if (t->need_grad && !t->written) {
+            memset(t->grad, 0, dd__tensor_floats(t, ctx->n) * sizeof(float));
+            t->written = 1;
+        }
+    }
+    return DD_OK;
+}
+
+static dd_status check_labels(const dd_model *m, const int32_t *labels, int n, const char *fn) {
+    DD_RETURN_IF(!labels, DD_ERR_INVALID_ARGUMENT, "%s: labels is NULL", fn);
+    for (int i = 0; i < n; i++)
+        DD_RETURN_IF(labels[i] < 0 || labels[i] >= m->num_classes, DD_ERR_INVALID_ARGUMENT,
+                     "%s: labels[%d] = %d outside [0, %d)", fn, i, (int)labels[i], m->num_classes);
+    return DD_OK;
+}
+
+/* Runs fn with the parameter gradients protected: on failure they are
+ * restored to their values before the call. */
+static dd_status guarded_grads(dd_model *m, dd_status (*fn)(dd_model *, void *), void *arg) {
+    size_t bytes = m->param_floats * sizeof(float);
+    int was_zero = m->grads_zero;
+    if (!was_zero) {
+        if (!m->grad_backup) {
+            m->grad_backup = dd__aligned_alloc(bytes + 64);
+            DD_RETURN_IF(!m->grad_backup, DD_ERR_OUT_OF_MEMORY, "gradient backup of %zu bytes", bytes);
+        }
+        memcpy(m->grad_backup, m->grad_arena, bytes);
+    }
+    m->grads_zero = 0;
+    dd_status s = fn(m, arg);
+    if (s == DD_OK && !dd__all_finite(m->grad_arena, m->param_floats, m->ctx.nthreads))
+        s = DD_ERROR(DD_ERR_NUMERIC, "backward: the parameter gradients are not finite");
+    if (s != DD_OK) {
+        if (was_zero)
+            memset(m->grad_arena, 0, bytes);
+        else
+            memcpy(m->grad_arena, m->grad_backup, bytes);
+        m->grads_zero = was_zero;
+    }
+    return s;
+}
+
+static dd_status plain_backward(dd_model *m, void *arg) {
+    (void)arg;
+    return dd__graph_backward(m, 0, 1, 0);
+}
+
+static dd_status seed_xent(dd_model *m, const int32_t *labels, dd_step_stats *stats) {
+    int n = m->last_n, k = m->num_classes;
+    double loss;
+    int correct;
+    dd__xent(m->nodes[m->logits].out.data, labels, n, k, m->probs, m->nodes[m->logits].out.grad,
+             &loss, &correct);
+    DD_RETURN_IF(!isfinite(loss), DD_ERR_NUMERIC, "backward: the loss is not finite");
+    m->last_loss = loss;
+    if (stats) {
+        size_t sz = stats->struct_size;
+        memset(stats, 0, sizeof *stats);
+        stats->struct_size = sz;
+        stats->loss = loss;
+        stats->objective = loss;
+        stats->correct = correct;
+        stats->batch = n;
+    }
+    return DD_OK;
+}
+
+dd_status dd_model_backward(dd_model *m, const int32_t *labels, dd_step_stats *stats) {
+    DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_model_backward: model is NULL");
+    DD_RETURN_IF(!m->built, DD_ERR_STATE, "dd_model_backward: the model is not built");
+    DD_RETURN_IF(stats && stats->struct_size != sizeof *stats, DD_ERR_INVALID_ARGUMENT,
+                 "dd_model_backward: stats->struct_size not set (call dd_step_stats_init)");
+    DD_RETURN_IF(!m->have_forward, DD_ERR_STATE, "dd_model_backward: no forward pass to differentiate");
+    DD_FORWARD(check_labels(m, labels, m->last_n, "dd_model_backward"));
+    DD_FORWARD(seed_xent(m, labels, stats));
+    m->ctx.n = m->last_n;
+    m->ctx.train = m->last_train;
+    if (m->nhooks > 0) {
+        dd__gfa_args a = {labels, stats};
+        return guarded_grads(m, dd__gfa_backward, &a);
+    }
+    return guarded_grads(m, plain_backward, NULL);
+}
+
+dd_status dd_model_input_grad(dd_model *m, const float *dlogits, float *dx) {
+    DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_model_input_grad: model is NULL");
+    DD_RETURN_IF(!m->built, DD_ERR_STATE, "dd_model_input_grad: the model is not built");
+    DD_RETURN_IF(!dlogits || !dx, DD_ERR_INVALID_ARGUMENT, "dd_model_input_grad: NULL buffer");
+    DD_RETURN_IF(!m->have_forward, DD_ERR_STATE, "dd_model_input_grad: no forward pass");
+    size_t zc = (size_t)m->last_n * (size_t)m->num_classes;
+    DD_RETURN_IF(!dd__all_finite(dlogits, zc, 1), DD_ERR_NUMERIC,
+                 "dd_model_input_grad: dlogits holds NaN or Inf");
+    m->ctx.n = m->last_n;
+    m->ctx.train = m->last_train;
+    memcpy(m->nodes[m->logits].out.grad, dlogits, zc * sizeof(float));
+    int saved = m->nhooks;
+    m->nhooks = 0; /* hooks only matter to dd_model_backward */
+    dd_status s = dd__graph_backward(m, 1, 0, 0);
+    m->nhooks = saved;
+    DD_FORWARD(s);
+    memcpy(dx, m->nodes[0].out.grad, (size_t)m->last_n * m->nodes[0].out.sample_floats * sizeof(float));
+    return DD_OK;
+}

@@ -1,0 +1,128 @@
+/* lib/nodes/kernels.c -- per-channel and elementwise OpenMP kernels.
+ *
+ * A sample in nChw16c is ceil(C/16) blocks of H*W*16 floats; channel
+ * c = block*16 + lane. In plain NCHW each channel is H*W contiguous floats,
+ * in NC one float. The loops run over (sample, channel block) pairs so each
+ * thread writes disjoint memory; reductions keep one partial row per thread
+ * and fold them in thread order, so results depend only on the thread count.
+ */
+#include "kernels.h"
+
+#include <omp.h>
+#include <string.h>
+
+/* Geometry of a tensor as blocks of `lanes` channels, each of `hw` positions. */
+typedef struct {
+    int blocks, lanes;
+    size_t hw, block_floats;
+} geom;
+
+static geom geometry(const dd__tensor *t) {
+    geom g;
+    g.hw = (size_t)t->h * (size_t)t->w;
+    if (t->layout == DD__NCHW16C) {
+        g.lanes = 16;
+        g.blocks = (t->c + 15) / 16;
+    } else {
+        g.lanes = 1;
+        g.blocks = t->c;
+    }
+    g.block_floats = g.hw * (size_t)g.lanes;
+    return g;
+}
+
+void dd__chan_affine(const dd__tensor *t, int n, const float *x, float *y, const float *scale,
+                     const float *shift, int nthreads) {
+    geom g = geometry(t);
+    long total = (long)n * g.blocks;
+    if ((size_t)total * g.block_floats < 32768) nthreads = 1;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (long sb = 0; sb < total; sb++) {
+        int b = (int)(sb % g.blocks);
+        size_t base = (size_t)sb * g.block_floats;
+        float sc[16], sh[16];
+        for (int l = 0; l < g.lanes; l++) {
+            int c = b * g.lanes + l;
+            sc[l] = c < t->c ? scale[c] : 0.0f;
+            sh[l] = c < t->c && shift ? shift[c] : 0.0f;
+        }
+        if (g.lanes == 16) {
+            for (size_t p = 0; p < g.hw; p++)
+                for (int l = 0; l < 16; l++) y[base + p * 16 + l] = x[base + p * 16 + l] * sc[l] + sh[l];
+        } else {
+            for (size_t p = 0; p < g.hw; p++) y[base + p] = x[base + p] * sc[0] + sh[0];
+        }
+    }
+}
+
+void dd__chan_sums(const dd__tensor *t, int n, const float *a, const float *b, double *sum_ab,
+                   double *sum_a, double *work, int nthreads) {
+    geom g = geometry(t);
+    int cpad = g.blocks * g.lanes;
+    if ((size_t)n * g.blocks * g.block_floats < 32768) nthreads = 1;
+    memset(work, 0, sizeof(double) * 2 * (size_t)cpad * (size_t)nthreads);
+#pragma omp parallel num_threads(nthreads)
+    {
+        double *ab = work + (size_t)omp_get_thread_num() * 2 * cpad;
+        double *aa = ab + cpad;
+#pragma omp for schedule(static)
+        for (int s = 0; s < n; s++) {
+            for (int blk = 0; blk < g.blocks; blk++) {
+                const float *pa = a + ((size_t)s * g.blocks + blk) * g.block_floats;
+                const float *pb = b ? b + ((size_t)s * g.blocks + blk) * g.block_floats : NULL;
+                for (int l = 0; l < g.lanes; l++) {
+                    double sab = 0, sa = 0;
+                    for (size_t p = 0; p < g.hw; p++) {
+                        float av = pa[p * g.lanes + l];
+                        sa += av;
+                        sab += pb ? (double)av * pb[p * g.lanes + l] : av;
+                    }
+                    ab[blk * g.lanes + l] += sab;
+                    aa[blk * g.lanes + l] += sa;
+                }
+            }
+        }
+    }
+    for (int c = 0; c < t->c; c++) {
+        double sab = 0, sa = 0;
+        for (int th = 0; th < nthreads; th++) {
+            sab += work[(size_t)th * 2 * cpad + c];
+            sa += work[(size_t)th * 2 * cpad + cpad + c];
+        }
+        if (sum_ab) sum_ab[c] = sab;
+        if (sum_a) sum_a[c] = sa;
+    }
+}
+
+void dd__chan_lincomb(const dd__tensor *t, int n, float *y, const float *a, const float *b,
+                      const float *e, const float *ca, const float *cb, const float *cc, const float *cd,
+                      int nthreads) {
+    geom g = geometry(t);
+    long total = (long)n * g.blocks;
+    if ((size_t)total * g.block_floats < 32768) nthreads = 1;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (long sb = 0; sb < total; sb++) {
+        int blk = (int)(sb % g.blocks);
+        size_t base = (size_t)sb * g.block_floats;
+        float k1[16], k2[16], k3[16], k4[16];
+        for (int l = 0; l < g.lanes; l++) {
+            int c = blk * g.lanes + l;
+            int real = c < t->c;
+            k1[l] = real ? ca[c] : 0.0f;
+            k2[l] = real ? cb[c] : 0.0f;
+            k3[l] = real ? cc[c] : 0.0f;
+            k4[l] = real ? cd[c] : 0.0f;
+        }
+        for (size_t p = 0; p < g.hw; p++)
+            for (int l = 0; l < g.lanes; l++) {
+                size_t o = base + p * g.lanes + l;
+                y[o] += k1[l] * a[o] + k2[l] * b[o] + k3[l] * e[o] + k4[l];
+            }
+    }
+}
+
+void dd__add2(const float *a, const float *b, float *y, size_t count, int nthreads) {
+    if (count < 65536) nthreads = 1;
+#pragma omp parallel for simd num_threads(nthreads) schedule(static)
+    for (size_t i = 0; i < count; i++) y[i] = a[i] + b[i];
+}

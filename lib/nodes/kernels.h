@@ -1,0 +1,33 @@
+/* lib/nodes/kernels.h -- our own OpenMP kernels over graph tensors (internal).
+ *
+ * All of them honour the tensor's layout (plain or nChw16c with zero
+ * padding channels) and write zeros into padding lanes, so buffers reused
+ * for different tensors never carry stale padding. x, y: (n, C, H, W) or
+ * (n, C) in t's layout; per-channel arrays have C entries.
+ */
+#ifndef DD_LIB_NODES_KERNELS_H
+#define DD_LIB_NODES_KERNELS_H
+
+#include "../graph/graph.h"
+
+/* y = x * scale[c] + shift[c] (shift may be NULL: 0); y may equal x. */
+DD_INTERNAL void dd__chan_affine(const dd__tensor *t, int n, const float *x, float *y,
+                                 const float *scale, const float *shift, int nthreads);
+/* Per channel, in double: sum_ab[c] = sum of a*b over n, h, w (b NULL: of a),
+ * sum_a[c] = sum of a (either output may be NULL). work: scratch of
+ * dd__chan_work_doubles(t, nthreads) doubles. Deterministic for a thread count
+ * (threads beyond what the work buffer was sized for are not used). */
+DD_INTERNAL void dd__chan_sums(const dd__tensor *t, int n, const float *a, const float *b,
+                               double *sum_ab, double *sum_a, double *work, int nthreads);
+static inline size_t dd__chan_work_doubles(const dd__tensor *t, int nthreads) {
+    return 2 * (size_t)((t->c + 15) / 16 * 16) * (size_t)nthreads;
+}
+/* y += ca[c] * a + cb[c] * b + cc[c] * e + cd[c] over real channels (padding
+ * lanes untouched). */
+DD_INTERNAL void dd__chan_lincomb(const dd__tensor *t, int n, float *y, const float *a, const float *b,
+                                  const float *e, const float *ca, const float *cb, const float *cc,
+                                  const float *cd, int nthreads);
+/* y = a + b elementwise over n samples (padding included). */
+DD_INTERNAL void dd__add2(const float *a, const float *b, float *y, size_t count, int nthreads);
+
+#endif

@@ -1,0 +1,139 @@
+/* lib/nodes/maxpool.c -- max pooling with our own argmax.
+ *
+ * Forward records, for every output element, the offset (within its
+ * sample) of the winning input element: the first maximum in row-major
+ * window order, as PyTorch and oneDNN do; padding positions never win.
+ * Backward scatters dy to those offsets; the GFA JVP gathers the tangent
+ * from them. Owning the indices (instead of decoding oneDNN's
+ * implementation-defined workspace) makes the three maps consistent by
+ * construction. Blocked layouts are processed 16 channels at a time so
+ * the lane loop vectorises. The argmax buffer lives in the per-batch plan.
+ */
+#include <float.h>
+#include <string.h>
+
+#include "pool.h"
+
+typedef struct {
+    int32_t *argmax; /* [n * out.sample_floats], -1 in padding lanes */
+} maxpool_plan;
+
+static void plan_destroy(void *p) {
+    maxpool_plan *mp = p;
+    if (!mp) return;
+    dd__free_aligned(mp->argmax);
+    dd__free(mp);
+}
+
+static dd_status plan_create(dd__node *n, dd__ctx *ctx, void **out) {
+    maxpool_plan *mp = dd__calloc(1, sizeof *mp);
+    DD_RETURN_IF(!mp, DD_ERR_OUT_OF_MEMORY, "maxpool plan");
+    mp->argmax = dd__aligned_alloc(dd__tensor_floats(&n->out, ctx->n) * sizeof(int32_t));
+    if (!mp->argmax) {
+        dd__free(mp);
+        return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "maxpool '%s': argmax buffer", n->name);
+    }
+    *out = mp;
+    return DD_OK;
+}
+
+static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *const *x, float *y) {
+    maxpool_plan *mp = plan;
+    const dd__pool_cfg *c = n->state;
+    const dd__tensor *in = dd__in(n, 0);
+    const dd__tensor *ot = &n->out;
+    int lanes = in->layout == DD__NCHW16C ? 16 : 1;
+    int blocks = lanes == 16 ? (in->c + 15) / 16 : in->c;
+    size_t ib = (size_t)in->h * in->w * lanes, ob = (size_t)ot->h * ot->w * lanes;
+    long total = (long)ctx->n * blocks;
+    int nt = (size_t)total * ib < 32768 ? 1 : ctx->nthreads;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (long sb = 0; sb < total; sb++) {
+        int s = (int)(sb / blocks), b = (int)(sb % blocks);
+        size_t in_base = (size_t)b * ib, in_sample = (size_t)s * in->sample_floats;
+        const float *xs = x[0] + in_sample;
+        float *ys = y + (size_t)s * ot->sample_floats + (size_t)b * ob;
+        int32_t *as = mp->argmax + (size_t)s * ot->sample_floats + (size_t)b * ob;
+        int real = lanes == 16 ? (in->c - b * 16 < 16 ? in->c - b * 16 : 16) : 1;
+        for (int oy = 0; oy < ot->h; oy++)
+            for (int ox = 0; ox < ot->w; ox++) {
+                float best[16];
+                int32_t arg[16];
+                for (int l = 0; l < lanes; l++) {
+                    best[l] = -FLT_MAX;
+                    arg[l] = -1;
+                }
+                for (int ky = 0; ky < c->kh; ky++) {
+                    int iy = oy * c->sh - c->ph + ky;
+                    if (iy < 0 || iy >= in->h) continue;
+                    for (int kx = 0; kx < c->kw; kx++) {
+                        int ix = ox * c->sw - c->pw + kx;
+                        if (ix < 0 || ix >= in->w) continue;
+                        size_t off = in_base + ((size_t)iy * in->w + ix) * lanes;
+                        for (int l = 0; l < lanes; l++) {
+                            float v = xs[off + l];
+                            int better = v > best[l] || arg[l] < 0;
+                            best[l] = better ? v : best[l];
+                            arg[l] = better ? (int32_t)(off + l) : arg[l];
+                        }
+                    }
+                }
+                size_t o = ((size_t)oy * ot->w + ox) * lanes;
+                for (int l = 0; l < lanes; l++) {
+                    ys[o + l] = l < real ? best[l] : 0.0f;
+                    as[o + l] = l < real ? arg[l] : -1;
+                }
+            }
+    }
+    return DD_OK;
+}
+
+static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy, float *const *dx) {
+    if (!dx[0]) return DD_OK;
+    maxpool_plan *mp = plan;
+    const dd__tensor *in = dd__in(n, 0);
+    size_t of = n->out.sample_floats;
+    int nt = (size_t)ctx->n * in->sample_floats < 32768 ? 1 : ctx->nthreads;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int s = 0; s < ctx->n; s++) {
+        float *xs = dx[0] + (size_t)s * in->sample_floats;
+        const float *g = dy + (size_t)s * of;
+        const int32_t *a = mp->argmax + (size_t)s * of;
+        memset(xs, 0, in->sample_floats * sizeof(float));
+        for (size_t o = 0; o < of; o++)
+            if (a[o] >= 0) xs[a[o]] += g[o];
+    }
+    return DD_OK;
+}
+
+static dd_status jvp(dd__node *n, void *plan, dd__ctx *ctx, const float *const *tx, float *ty) {
+    maxpool_plan *mp = plan;
+    const dd__tensor *in = dd__in(n, 0);
+    size_t of = n->out.sample_floats;
+    int nt = (size_t)ctx->n * of < 32768 ? 1 : ctx->nthreads;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int s = 0; s < ctx->n; s++) {
+        const float *t = tx[0] + (size_t)s * in->sample_floats;
+        const int32_t *a = mp->argmax + (size_t)s * of;
+        float *o = ty + (size_t)s * of;
+        for (size_t i = 0; i < of; i++) o[i] = a[i] >= 0 ? t[a[i]] : 0.0f;
+    }
+    return DD_OK;
+}
+
+const dd__node_ops dd__maxpool_ops = {
+    .type = DD_NODE_MAXPOOL,
+    .name = "maxpool",
+    .plan_create = plan_create,
+    .plan_destroy = plan_destroy,
+    .forward = forward,
+    .backward = backward,
+    .jvp = jvp,
+    .describe = dd__pool_describe,
+    .info = dd__pool_info,
+    .destroy = dd__pool_destroy,
+};
+
+dd_status dd_model_add_maxpool(dd_model *m, dd_node input, const dd_pool_options *opts, dd_node *out) {
+    return dd__pool_append(m, &dd__maxpool_ops, input, opts, "dd_model_add_maxpool", out);
+}

@@ -1,0 +1,262 @@
+/* lib/nodes/wlayer.c -- plans and passes of the weight layers (see wlayer.h).
+ *
+ * Passes, for input x, output y, master weights W (plain):
+ *   forward        y  = op(x; W_fwd) + b
+ *   backward       dW += bwd_w(x, dy) (reorder-accumulate), db += sum dy,
+ *                  dx  = bwd_d(dy; W_bwd)
+ *   jvp (GFA)      ty  = op(tx; W_fwd)              (bias-free: zero bias)
+ *   second order   dW += bwd_w(tx, gy)              (no bias term, no Xbar)
+ */
+#include "wlayer.h"
+
+#include <math.h>
+#include <string.h>
+
+struct dd__wplan {
+    dd__wl_cfg cfg;
+    dd__prim fwd, bwdd, bwdw;
+    int have_bwdd;
+    dnnl_memory_t f_src, f_w, f_b, f_dst;
+    dnnl_memory_t d_dsrc, d_w, d_ddst;
+    dnnl_memory_t w_src, w_dw, w_db, w_ddst;
+    float *w_fwd, *w_bwd, *dw, *db, *zero_bias;
+    float *dsrc_tmp, *wsrc_tmp, *wddst_tmp;      /* NULL: no layout conversion needed */
+    dd__reorder r_wfwd, r_wbwd, r_dw, r_dsrc, r_wsrc, r_wddst;
+    uint64_t ver_fwd, ver_bwd;
+    dnnl_memory_desc_t src_md, dst_md, b_md, wplain_md;
+};
+
+static dd_status buffer(float **p, const dnnl_memory_desc_t *md, const char *what) {
+    size_t bytes = dnnl_memory_desc_get_size(md);
+    *p = dd__aligned_alloc(bytes > 0 ? bytes : 64);
+    DD_RETURN_IF(!*p, DD_ERR_OUT_OF_MEMORY, "%s: %zu bytes", what, bytes);
+    return DD_OK;
+}
+
+void dd__wl_plan_destroy(void *plan) {
+    dd__wplan *p = plan;
+    if (!p) return;
+    dd__prim_destroy(&p->fwd);
+    dd__prim_destroy(&p->bwdd);
+    dd__prim_destroy(&p->bwdw);
+    dnnl_memory_t *mems[] = {&p->f_src, &p->f_w, &p->f_b, &p->f_dst, &p->d_dsrc, &p->d_w,
+                             &p->d_ddst, &p->w_src, &p->w_dw, &p->w_db, &p->w_ddst};
+    for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++) dd__mem_destroy(mems[i]);
+    if (p->w_bwd != p->w_fwd) dd__free_aligned(p->w_bwd);
+    float *bufs[] = {p->w_fwd, p->dw, p->db, p->zero_bias, p->dsrc_tmp, p->wsrc_tmp, p->wddst_tmp};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dd__free_aligned(bufs[i]);
+    dd__reorder *rs[] = {&p->r_wfwd, &p->r_wbwd, &p->r_dw, &p->r_dsrc, &p->r_wsrc, &p->r_wddst};
+    for (size_t i = 0; i < sizeof rs / sizeof rs[0]; i++) dd__reorder_destroy(rs[i]);
+    dd__free(p);
+}
+
+/* Creates a primitive from the layer's descriptor callback. */
+static dd_status make(dd__node *n, dd__ctx *ctx, dd__wplan *p, dd__wl_kind kind, int wino,
+                      const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst, dd__prim *out) {
+    union {
+        dnnl_convolution_desc_t conv;
+        dnnl_inner_product_desc_t ip;
+    } desc;
+    dnnl_memory_desc_t wany;
+    dnnl_dims_t wd;
+    for (int i = 0; i < p->cfg.wndims; i++) wd[i] = p->cfg.wdims[i];
+    DD_CHECK_DNNL(dnnl_memory_desc_init_by_tag(&wany, p->cfg.wndims, wd, dnnl_f32, dnnl_format_tag_any));
+    static const char *what[] = {"forward", "backward-data", "backward-weights"};
+    dnnl_status_t st = p->cfg.desc(n, kind, wino, src, &wany,
+                                   p->cfg.bias && kind != DD__WL_BWD_DATA ? &p->b_md : NULL, dst, &desc);
+    DD_RETURN_IF(st != dnnl_success, DD_ERR_BACKEND, "%s '%s': %s descriptor rejected", n->ops->name,
+                 n->name, what[kind]);
+    return dd__prim_create(ctx, out, &desc, NULL, kind == DD__WL_FWD ? NULL : &p->fwd, what[kind]);
+}
+
+static dd_status create_fwd(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
+    dd_status s = DD_ERR_UNSUPPORTED;
+    if (p->cfg.winograd) {
+        s = make(n, ctx, p, DD__WL_FWD, 1, &p->src_md, &p->dst_md, &p->fwd);
+        if (s != DD_OK) {
+            p->cfg.winograd = 0;
+            dd__clear_error();
+        }
+    }
+    if (s != DD_OK) DD_FORWARD(make(n, ctx, p, DD__WL_FWD, 0, &p->src_md, &p->dst_md, &p->fwd));
+    const dnnl_memory_desc_t *wmd = dd__prim_md(&p->fwd, dnnl_query_weights_md, 0);
+    DD_FORWARD(buffer(&p->w_fwd, wmd, "forward weights"));
+    DD_FORWARD(dd__reorder_create(ctx, &p->r_wfwd, &p->wplain_md, wmd, 0));
+    DD_FORWARD(dd__mem_create(ctx, &p->f_src, &p->src_md));
+    DD_FORWARD(dd__mem_create(ctx, &p->f_w, wmd));
+    DD_FORWARD(dd__mem_create(ctx, &p->f_dst, &p->dst_md));
+    if (p->cfg.bias) DD_FORWARD(dd__mem_create(ctx, &p->f_b, &p->b_md));
+    DD_FORWARD(buffer(&p->zero_bias, &p->b_md, "zero bias"));
+    return DD_OK;
+}
+
+/* Backward-weights, with the tensors' own layouts if oneDNN has a fast
+ * kernel for them, else with its choice and input reorders. */
+static dd_status create_bwdw(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
+    dd_status s = make(n, ctx, p, DD__WL_BWD_WEIGHTS, p->cfg.winograd, &p->src_md, &p->dst_md, &p->bwdw);
+    if (s != DD_OK) {
+        dd__clear_error();
+        dnnl_memory_desc_t sany = p->src_md, dany = p->dst_md;
+        DD_CHECK_DNNL(dnnl_memory_desc_init_by_tag(&sany, p->src_md.ndims, p->src_md.dims, dnnl_f32,
+                                                   dnnl_format_tag_any));
+        DD_CHECK_DNNL(dnnl_memory_desc_init_by_tag(&dany, p->dst_md.ndims, p->dst_md.dims, dnnl_f32,
+                                                   dnnl_format_tag_any));
+        DD_FORWARD(make(n, ctx, p, DD__WL_BWD_WEIGHTS, p->cfg.winograd, &sany, &dany, &p->bwdw));
+    }
+    const dnnl_memory_desc_t *smd = dd__prim_md(&p->bwdw, dnnl_query_src_md, 0);
+    const dnnl_memory_desc_t *dmd = dd__prim_md(&p->bwdw, dnnl_query_diff_dst_md, 0);
+    const dnnl_memory_desc_t *wmd = dd__prim_md(&p->bwdw, dnnl_query_diff_weights_md, 0);
+    if (!dnnl_memory_desc_equal(smd, &p->src_md)) {
+        DD_FORWARD(buffer(&p->wsrc_tmp, smd, "backward-weights src"));
+        DD_FORWARD(dd__reorder_create(ctx, &p->r_wsrc, &p->src_md, smd, 0));
+    }
+    if (!dnnl_memory_desc_equal(dmd, &p->dst_md)) {
+        DD_FORWARD(buffer(&p->wddst_tmp, dmd, "backward-weights diff_dst"));
+        DD_FORWARD(dd__reorder_create(ctx, &p->r_wddst, &p->dst_md, dmd, 0));
+    }
+    DD_FORWARD(buffer(&p->dw, wmd, "weight gradient"));
+    DD_FORWARD(dd__reorder_create(ctx, &p->r_dw, wmd, &p->wplain_md, 1));
+    DD_FORWARD(dd__mem_create(ctx, &p->w_src, smd));
+    DD_FORWARD(dd__mem_create(ctx, &p->w_ddst, dmd));
+    DD_FORWARD(dd__mem_create(ctx, &p->w_dw, wmd));
+    if (p->cfg.bias) {
+        DD_FORWARD(buffer(&p->db, &p->b_md, "bias gradient"));
+        DD_FORWARD(dd__mem_create(ctx, &p->w_db, &p->b_md));
+    }
+    return DD_OK;
+}
+
+static dd_status create_bwdd(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
+    dd_status s = make(n, ctx, p, DD__WL_BWD_DATA, p->cfg.winograd, &p->src_md, &p->dst_md, &p->bwdd);
+    if (s != DD_OK) {
+        dd__clear_error();
+        dnnl_memory_desc_t sany;
+        DD_CHECK_DNNL(dnnl_memory_desc_init_by_tag(&sany, p->src_md.ndims, p->src_md.dims, dnnl_f32,
+                                                   dnnl_format_tag_any));
+        DD_FORWARD(make(n, ctx, p, DD__WL_BWD_DATA, p->cfg.winograd, &sany, &p->dst_md, &p->bwdd));
+    }
+    const dnnl_memory_desc_t *smd = dd__prim_md(&p->bwdd, dnnl_query_diff_src_md, 0);
+    const dnnl_memory_desc_t *wmd = dd__prim_md(&p->bwdd, dnnl_query_weights_md, 0);
+    if (!dnnl_memory_desc_equal(smd, &p->src_md)) {
+        DD_FORWARD(buffer(&p->dsrc_tmp, smd, "backward-data diff_src"));
+        DD_FORWARD(dd__reorder_create(ctx, &p->r_dsrc, smd, &p->src_md, 0));
+    }
+    if (dnnl_memory_desc_equal(wmd, dd__prim_md(&p->fwd, dnnl_query_weights_md, 0))) {
+        p->w_bwd = p->w_fwd;
+    } else {
+        DD_FORWARD(buffer(&p->w_bwd, wmd, "backward-data weights"));
+        DD_FORWARD(dd__reorder_create(ctx, &p->r_wbwd, &p->wplain_md, wmd, 0));
+    }
+    DD_FORWARD(dd__mem_create(ctx, &p->d_dsrc, smd));
+    DD_FORWARD(dd__mem_create(ctx, &p->d_w, wmd));
+    DD_FORWARD(dd__mem_create(ctx, &p->d_ddst, &p->dst_md));
+    p->ver_bwd = 0;
+    p->have_bwdd = 1;
+    return DD_OK;
+}
+
+dd_status dd__wl_plan_create(dd__node *n, dd__ctx *ctx, const dd__wl_cfg *cfg, void **plan) {
+    dd__wplan *p = dd__calloc(1, sizeof *p);
+    DD_RETURN_IF(!p, DD_ERR_OUT_OF_MEMORY, "%s plan", n->ops->name);
+    p->cfg = *cfg;
+    dd_status s = dd__tensor_md(dd__in(n, 0), ctx->n, &p->src_md);
+    if (s == DD_OK) s = dd__tensor_md(&n->out, ctx->n, &p->dst_md);
+    if (s == DD_OK) s = dd__md_plain(&p->wplain_md, cfg->wndims, cfg->wdims);
+    if (s == DD_OK) s = dd__md_plain(&p->b_md, 1, &cfg->wdims[0]);
+    if (s == DD_OK) s = create_fwd(n, ctx, p);
+    if (s == DD_OK) s = create_bwdw(n, ctx, p);
+    if (s != DD_OK) {
+        dd__wl_plan_destroy(p);
+        return s;
+    }
+    *plan = p;
+    return DD_OK;
+}
+
+const char *dd__wl_impl(const void *plan) {
+    const dd__wplan *p = plan;
+    const char *impl = "";
+    dnnl_primitive_desc_query(p->fwd.pd, dnnl_query_impl_info_str, 0, &impl);
+    return impl;
+}
+
+static dd_status run_fwd(dd__node *n, dd__wplan *p, dd__ctx *ctx, const float *x, const float *bias,
+                         float *y) {
+    dd_model *m = n->model;
+    if (p->ver_fwd != m->param_version) {
+        DD_FORWARD(dd__reorder_run(ctx, &p->r_wfwd, dd__node_param(n, 0)->data, p->w_fwd));
+        p->ver_fwd = m->param_version;
+    }
+    dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, dd__mem(p->f_src, x)},
+                           {DNNL_ARG_WEIGHTS, dd__mem(p->f_w, p->w_fwd)},
+                           {DNNL_ARG_DST, dd__mem(p->f_dst, y)},
+                           {DNNL_ARG_BIAS, p->cfg.bias ? dd__mem(p->f_b, bias) : NULL}};
+    return dd__exec(ctx, &p->fwd, p->cfg.bias ? 4 : 3, a);
+}
+
+dd_status dd__wl_forward(dd__node *n, void *plan, dd__ctx *ctx, const float *const *x, float *y) {
+    return run_fwd(n, plan, ctx, x[0], n->nparams > 1 ? dd__node_param(n, 1)->data : NULL, y);
+}
+
+dd_status dd__wl_jvp(dd__node *n, void *plan, dd__ctx *ctx, const float *const *tx, float *ty) {
+    dd__wplan *p = plan;
+    return run_fwd(n, p, ctx, tx[0], p->zero_bias, ty);
+}
+
+/* dW += bwd_w(src, ddst); with_bias: db += sum ddst. */
+static dd_status run_bwdw(dd__node *n, dd__wplan *p, dd__ctx *ctx, const float *src, const float *ddst,
+                          int with_bias) {
+    if (p->wsrc_tmp) {
+        DD_FORWARD(dd__reorder_run(ctx, &p->r_wsrc, src, p->wsrc_tmp));
+        src = p->wsrc_tmp;
+    }
+    if (p->wddst_tmp) {
+        DD_FORWARD(dd__reorder_run(ctx, &p->r_wddst, ddst, p->wddst_tmp));
+        ddst = p->wddst_tmp;
+    }
+    dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, dd__mem(p->w_src, src)},
+                           {DNNL_ARG_DIFF_DST, dd__mem(p->w_ddst, ddst)},
+                           {DNNL_ARG_DIFF_WEIGHTS, dd__mem(p->w_dw, p->dw)},
+                           {DNNL_ARG_DIFF_BIAS, p->cfg.bias ? dd__mem(p->w_db, p->db) : NULL}};
+    DD_FORWARD(dd__exec(ctx, &p->bwdw, p->cfg.bias ? 4 : 3, a));
+    DD_FORWARD(dd__reorder_run(ctx, &p->r_dw, p->dw, dd__node_param(n, 0)->grad));
+    if (with_bias && p->cfg.bias) {
+        dd__param *b = dd__node_param(n, 1);
+        for (size_t i = 0; i < b->count; i++) b->grad[i] += p->db[i];
+    }
+    return DD_OK;
+}
+
+dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy, float *const *dx) {
+    dd__wplan *p = plan;
+    if (ctx->want_param_grad) DD_FORWARD(run_bwdw(n, p, ctx, dd__in(n, 0)->data, dy, 1));
+    if (!dx[0]) return DD_OK;
+    if (!p->have_bwdd) DD_FORWARD(create_bwdd(n, ctx, p));
+    if (p->w_bwd != p->w_fwd && p->ver_bwd != n->model->param_version) {
+        DD_FORWARD(dd__reorder_run(ctx, &p->r_wbwd, dd__node_param(n, 0)->data, p->w_bwd));
+        p->ver_bwd = n->model->param_version;
+    } else if (p->w_bwd == p->w_fwd && p->ver_fwd != n->model->param_version) {
+        DD_FORWARD(dd__reorder_run(ctx, &p->r_wfwd, dd__node_param(n, 0)->data, p->w_fwd));
+        p->ver_fwd = n->model->param_version;
+    }
+    float *out = p->dsrc_tmp ? p->dsrc_tmp : dx[0];
+    dnnl_exec_arg_t a[] = {{DNNL_ARG_DIFF_DST, dd__mem(p->d_ddst, dy)},
+                           {DNNL_ARG_WEIGHTS, dd__mem(p->d_w, p->w_bwd)},
+                           {DNNL_ARG_DIFF_SRC, dd__mem(p->d_dsrc, out)}};
+    DD_FORWARD(dd__exec(ctx, &p->bwdd, 3, a));
+    if (p->dsrc_tmp) DD_FORWARD(dd__reorder_run(ctx, &p->r_dsrc, p->dsrc_tmp, dx[0]));
+    return DD_OK;
+}
+
+dd_status dd__wl_second_order(dd__node *n, void *plan, dd__ctx *ctx, const float *const *tx,
+                              const float *gy, float *const *xbar) {
+    (void)xbar;
+    return run_bwdw(n, plan, ctx, tx[0], gy, 0);
+}
+
+void dd__wl_init_params(dd__node *n, dd__rng *rng, size_t fan_in) {
+    dd__param *w = dd__node_param(n, 0);
+    double sd = sqrt(2.0 / (double)fan_in);
+    for (size_t i = 0; i < w->count; i++) w->data[i] = (float)(sd * dd__rng_normal(rng));
+    if (n->nparams > 1) memset(dd__node_param(n, 1)->data, 0, dd__node_param(n, 1)->count * sizeof(float));
+}
