@@ -786,13 +786,14 @@ enum mut {
     M_NONE, M_NO_META, M_NO_ARCH, M_F16, M_SHAPE, M_OFF_RANGE, M_OFF_REVERSED, M_OFF_LEN,
     M_OFF_OVERLAP, M_MISSING, M_EXTRA, M_TRUNC, M_NAN, M_META_NOT_STRING,
     M_ARCH_TYPE, M_ARCH_FWD, M_ARCH_NEG_KERNEL, M_ARCH_UNKNOWN_FIELD, M_ARCH_BAD_JSON,
-    M_COUNT
+    M_ARCH_HUGE_WEIGHTS, M_ARCH_HUGE_BATCH, M_COUNT
 };
 static const char *const mut_names[M_COUNT] = {
     "none", "no metadata", "no arch", "F16", "shape", "offsets out of range", "offsets reversed",
     "offsets wrong length", "offsets overlap", "missing tensor", "extra tensor",
     "truncated data", "NaN", "metadata not a string", "arch bad type", "arch forward input",
-    "arch negative kernel", "arch unknown field", "arch bad JSON",
+    "arch negative kernel", "arch unknown field", "arch bad JSON", "arch huge weights",
+    "arch huge max_batch",
 };
 
 /* The saved architecture string of a model (through the independent parser). */
@@ -824,6 +825,15 @@ static void gen_file(const char *path, const snap *s, const char *arch_in, enum 
         t = replace_once(arch, "\"kernel\":[3,3]", "\"dilation\":[2,2],\"kernel\":[3,3]");
     if (mut == M_ARCH_BAD_JSON)
         t = replace_once(arch, "\"nodes\":[", "\"nodes\":[[");
+    /* 130 GB of weights the file does not hold: refused before anything is
+     * allocated; 16M samples: refused by dd_model_build */
+    if (mut == M_ARCH_HUGE_WEIGHTS) {   /* both convolutions, so the residual add fits */
+        char *t1 = replace_once(arch, "\"out_channels\":16", "\"out_channels\":60000");
+        t = replace_once(t1, "\"out_channels\":16", "\"out_channels\":60000");
+        free(t1);
+    }
+    if (mut == M_ARCH_HUGE_BATCH)
+        t = replace_once(arch, "\"max_batch\":4", "\"max_batch\":16000000");
     if (t) {
         free(arch);
         arch = t;
@@ -969,6 +979,10 @@ START_TEST(test_generated_files)
             mention = "gelu";
         if (k == M_ARCH_FWD || k == M_ARCH_NEG_KERNEL || k == M_ARCH_UNKNOWN_FIELD)
             mention = "node";
+        if (k == M_ARCH_HUGE_WEIGHTS)
+            mention = "bytes of weights";
+        if (k == M_ARCH_HUGE_BATCH)
+            mention = "max_batch";
         /* without arch metadata the weights alone are fine for load_weights */
         int weights_ok = k == M_NO_META || k == M_NO_ARCH || k >= M_ARCH_TYPE;
         expect_fail(p, DD_ERR_FORMAT, mut_names[k], mention, weights_ok ? NULL : victim);

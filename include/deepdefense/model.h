@@ -266,7 +266,11 @@ DD_API dd_status dd_model_param_read(const dd_model *m, int index, float *dst, s
 DD_API dd_status dd_model_param_write(dd_model *m, int index, const float *src, size_t count);
 /** Copies the accumulated gradient of trainable parameter `index`. */
 DD_API dd_status dd_model_grad_read(const dd_model *m, int index, float *dst, size_t count);
-/** Bytes the model holds (arenas, primitives' scratchpads excluded). */
+/** Seconds spent inside oneDNN primitives (execute + wait) by this model
+ *  since creation or the last reset (reset != 0 zeroes the counter after
+ *  reading). For benchmarks: time outside = wall time - this. */
+DD_API dd_status dd_model_primitive_seconds(dd_model *m, double *seconds, int reset);
+/** Bytes the model holds (arenas and the shared scratchpad). */
 DD_API dd_status dd_model_memory_size(const dd_model *m, size_t *bytes);
 
 #ifdef __cplusplus

@@ -241,17 +241,6 @@ static dd_status apgd_single(dd_attack *a, apgd_state *s, int m, dd__loss loss) 
     return DD_OK;
 }
 
-/* Index of the r-th largest entry of z (r = 1 is the argmax; ties: lower
- * index ranks higher). */
-static int rank_index(const float *z, int K, int r) {
-    for (int j = 0; j < K; j++) {
-        int above = 0;
-        for (int q = 0; q < K; q++) above += z[q] > z[j] || (z[q] == z[j] && q < j);
-        if (above == r - 1) return j;
-    }
-    return 0;
-}
-
 static dd_status apgd_run(dd_attack *a, const float *x, const int32_t *y, int n, float *out) {
     apgd_state *s = a->state;
     const dd_attack_kind kind = a->o.kind;
@@ -274,7 +263,7 @@ static dd_status apgd_run(dd_attack *a, const float *x, const int32_t *y, int n,
             dd__atk_gather(s->x0, x, s->idx, m, d);
             for (int j = 0; j < m; j++) {
                 s->y[j] = y[s->idx[j]];
-                s->t[j] = targeted ? rank_index(a->clean_logits + (size_t)s->idx[j] * a->K, a->K, tc) : s->y[j];
+                s->t[j] = targeted ? dd__rank_index(a->clean_logits + (size_t)s->idx[j] * a->K, a->K, tc) : s->y[j];
             }
             DD_FORWARD(apgd_single(a, s, m, loss));
             for (int j = 0; j < m; j++) {

@@ -149,6 +149,17 @@ static inline int dd__argmax_except(const float *z, int K, int y) {
     return best;
 }
 
+/* Index of the r-th largest entry of z (r = 1: the argmax; ties: the lower
+ * index ranks higher). APGD-T and FAB-T take targets this way. */
+static inline int dd__rank_index(const float *z, int K, int r) {
+    for (int j = 0; j < K; j++) {
+        int above = 0;
+        for (int q = 0; q < K; q++) above += z[q] > z[j] || (z[q] == z[j] && q < j);
+        if (above == r - 1) return j;
+    }
+    return 0;
+}
+
 /* Cross-entropy CE(z, y) = logsumexp(z) - z_y and, if dz != NULL,
  * dz = softmax(z) - onehot(y). Double accumulation, max-shifted. */
 static inline double dd__ce_loss(const float *z, int K, int y, float *dz) {

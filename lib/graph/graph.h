@@ -130,6 +130,7 @@ typedef struct dd__ctx {
     int nthreads;           /* > 0: the model's OpenMP thread count */
     void *scratchpad;       /* shared user scratchpad of all primitives */
     size_t scratchpad_bytes;
+    double prim_seconds;    /* time inside dd__exec */
 } dd__ctx;
 
 typedef struct dd__hook {

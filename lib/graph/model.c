@@ -431,6 +431,13 @@ dd_status dd_model_memory_size(const dd_model *m, size_t *bytes) {
     return DD_OK;
 }
 
+dd_status dd_model_primitive_seconds(dd_model *m, double *seconds, int reset) {
+    DD_RETURN_IF(!m || !seconds, DD_ERR_INVALID_ARGUMENT, "dd_model_primitive_seconds: NULL argument");
+    *seconds = m->ctx.prim_seconds;
+    if (reset) m->ctx.prim_seconds = 0;
+    return DD_OK;
+}
+
 dd_status dd_model_zero_grad(dd_model *m) {
     DD__CHECK_BUILT(m, "dd_model_zero_grad");
     memset(m->grad_arena, 0, m->param_floats * sizeof(float));

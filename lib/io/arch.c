@@ -18,9 +18,9 @@
  * range and array length; unknown keys are refused (a field we ignored could
  * silently change the model); a node may only consume earlier nodes. Any
  * failure is DD_ERR_FORMAT naming the node index and the field. Before
- * dd_model_build() allocates, the node count, the activation bytes at the
- * saved batch size, and (for a checkpoint) the weight bytes against the
- * file's data section are bounded.
+ * dd_model_build() allocates, the node count and (for a checkpoint) the
+ * weight bytes, against the file's data section, are bounded; the
+ * activations are bounded by dd_model_build itself.
  */
 #include <float.h>
 #include <math.h>
@@ -41,7 +41,6 @@
 #define ARCH_MAX_NODES 65536
 #define ARCH_MAX_DIM (1 << 24)       /* channels, features, image size, batch */
 #define ARCH_MAX_WINDOW 65535        /* kernel, stride, padding */
-#define ARCH_MAX_ACT_BYTES ((uint64_t)1 << 36) /* 64 GiB of activations at the saved max_batch */
 
 /* ======================================================================== */
 /* Writing                                                                   */
@@ -605,7 +604,6 @@ static dd_status arch_build(json_t *root, const dd_model_options *opts, int max_
     *out = m;   /* the caller destroys it on failure */
 
     arch_reader r = {m, NULL, NULL, NULL, NULL, 0};
-    uint64_t act_floats = arch_mul(arch_mul((uint64_t)in[0], (uint64_t)in[1]), (uint64_t)in[2]);
     for (int i = 0; i < nnodes; i++) {
         arch_at at = {i, NULL};
         const struct arch_type *type = NULL;
@@ -627,13 +625,6 @@ static dd_status arch_build(json_t *root, const dd_model_options *opts, int max_
         DD_RETURN_IF(id != i, DD_ERR_FORMAT,
                      "checkpoint architecture: node %d (%s) was created as node %d", i,
                      type->type, (int)id);
-        dd_node_info info;
-        memset(&info, 0, sizeof info);
-        info.struct_size = sizeof info;
-        DD_FORWARD(arch_engine_fail(dd_model_node_info(m, id, &info), &at));
-        act_floats = arch_add(act_floats, arch_mul(arch_mul((uint64_t)info.channels,
-                                                            (uint64_t)info.height),
-                                                   (uint64_t)info.width));
     }
 
     uint64_t weight_bytes = arch_mul(r.weight_floats, sizeof(float));
@@ -642,13 +633,6 @@ static dd_status arch_build(json_t *root, const dd_model_options *opts, int max_
                  "the file holds %llu bytes of tensor data",
                  (unsigned long long)weight_bytes, (unsigned long long)max_weight_bytes);
     int batch = max_batch > 0 ? max_batch : saved_batch;
-    if (max_batch == 0) {
-        uint64_t act_bytes = arch_mul(arch_mul(act_floats, sizeof(float)), (uint64_t)batch);
-        DD_RETURN_IF(act_bytes > ARCH_MAX_ACT_BYTES, DD_ERR_FORMAT,
-                     "checkpoint architecture: max_batch %d needs over %llu GiB of activations; "
-                     "pass a smaller max_batch to dd_model_load_ex",
-                     batch, (unsigned long long)(act_bytes >> 30));
-    }
     /* GFA hooks, kept as lib/gfa keeps them; set before the build so that
      * dd_model_build lays out the GFA buffers with the activations. */
     m->gfa_mode = mode;

@@ -20,8 +20,8 @@ struct dd__wplan {
     dnnl_memory_t d_dsrc, d_w, d_ddst;
     dnnl_memory_t w_src, w_dw, w_db, w_ddst;
     float *w_fwd, *w_bwd, *dw, *db, *zero_bias;
-    float *dsrc_tmp, *wsrc_tmp, *wddst_tmp;      /* NULL: no layout conversion needed */
-    dd__reorder r_wfwd, r_wbwd, r_dw, r_dsrc, r_wsrc, r_wddst;
+    float *fsrc_tmp, *dsrc_tmp, *wsrc_tmp, *wddst_tmp; /* NULL: no layout conversion needed */
+    dd__reorder r_wfwd, r_wbwd, r_dw, r_fsrc, r_dsrc, r_wsrc, r_wddst;
     uint64_t ver_fwd, ver_bwd;
     dnnl_memory_desc_t src_md, dst_md, b_md, wplain_md;
 };
@@ -43,9 +43,9 @@ void dd__wl_plan_destroy(void *plan) {
                              &p->d_ddst, &p->w_src, &p->w_dw, &p->w_db, &p->w_ddst};
     for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++) dd__mem_destroy(mems[i]);
     if (p->w_bwd != p->w_fwd) dd__free_aligned(p->w_bwd);
-    float *bufs[] = {p->w_fwd, p->dw, p->db, p->zero_bias, p->dsrc_tmp, p->wsrc_tmp, p->wddst_tmp};
+    float *bufs[] = {p->w_fwd, p->dw, p->db, p->zero_bias, p->fsrc_tmp, p->dsrc_tmp, p->wsrc_tmp, p->wddst_tmp};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dd__free_aligned(bufs[i]);
-    dd__reorder *rs[] = {&p->r_wfwd, &p->r_wbwd, &p->r_dw, &p->r_dsrc, &p->r_wsrc, &p->r_wddst};
+    dd__reorder *rs[] = {&p->r_wfwd, &p->r_wbwd, &p->r_dw, &p->r_fsrc, &p->r_dsrc, &p->r_wsrc, &p->r_wddst};
     for (size_t i = 0; i < sizeof rs / sizeof rs[0]; i++) dd__reorder_destroy(rs[i]);
     dd__free(p);
 }
@@ -78,11 +78,25 @@ static dd_status create_fwd(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
             dd__clear_error();
         }
     }
-    if (s != DD_OK) DD_FORWARD(make(n, ctx, p, DD__WL_FWD, 0, &p->src_md, &p->dst_md, &p->fwd));
+    if (s != DD_OK) s = make(n, ctx, p, DD__WL_FWD, 0, &p->src_md, &p->dst_md, &p->fwd);
+    if (s != DD_OK) {
+        /* no fast kernel for the input's layout (odd channel counts): let
+         * oneDNN choose and reorder the input */
+        dd__clear_error();
+        dnnl_memory_desc_t sany;
+        DD_CHECK_DNNL(dnnl_memory_desc_init_by_tag(&sany, p->src_md.ndims, p->src_md.dims, dnnl_f32,
+                                                   dnnl_format_tag_any));
+        DD_FORWARD(make(n, ctx, p, DD__WL_FWD, 0, &sany, &p->dst_md, &p->fwd));
+    }
+    const dnnl_memory_desc_t *fsmd = dd__prim_md(&p->fwd, dnnl_query_src_md, 0);
+    if (!dnnl_memory_desc_equal(fsmd, &p->src_md)) {
+        DD_FORWARD(buffer(&p->fsrc_tmp, fsmd, "forward src"));
+        DD_FORWARD(dd__reorder_create(ctx, &p->r_fsrc, &p->src_md, fsmd, 0));
+    }
     const dnnl_memory_desc_t *wmd = dd__prim_md(&p->fwd, dnnl_query_weights_md, 0);
     DD_FORWARD(buffer(&p->w_fwd, wmd, "forward weights"));
     DD_FORWARD(dd__reorder_create(ctx, &p->r_wfwd, &p->wplain_md, wmd, 0));
-    DD_FORWARD(dd__mem_create(ctx, &p->f_src, &p->src_md));
+    DD_FORWARD(dd__mem_create(ctx, &p->f_src, fsmd));
     DD_FORWARD(dd__mem_create(ctx, &p->f_w, wmd));
     DD_FORWARD(dd__mem_create(ctx, &p->f_dst, &p->dst_md));
     if (p->cfg.bias) DD_FORWARD(dd__mem_create(ctx, &p->f_b, &p->b_md));
@@ -186,6 +200,10 @@ static dd_status run_fwd(dd__node *n, dd__wplan *p, dd__ctx *ctx, const float *x
     if (p->ver_fwd != m->param_version) {
         DD_FORWARD(dd__reorder_run(ctx, &p->r_wfwd, dd__node_param(n, 0)->data, p->w_fwd));
         p->ver_fwd = m->param_version;
+    }
+    if (p->fsrc_tmp) {
+        DD_FORWARD(dd__reorder_run(ctx, &p->r_fsrc, x, p->fsrc_tmp));
+        x = p->fsrc_tmp;
     }
     dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, dd__mem(p->f_src, x)},
                            {DNNL_ARG_WEIGHTS, dd__mem(p->f_w, p->w_fwd)},
