@@ -606,6 +606,11 @@ START_TEST(test_load_ex_options)
     dd_model *c = (dd_model *)&c;
     ck_assert_int_eq(dd_model_load_ex(f, NULL, -1, &c), DD_ERR_INVALID_ARGUMENT);
     ck_assert_ptr_null(c);
+    /* bad options are the caller's fault, not the file's */
+    o.num_threads = -1;
+    c = (dd_model *)&c;
+    ck_assert_int_eq(dd_model_load_ex(f, &o, 0, &c), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_ptr_null(c);
     dd_model_destroy(a);
     dd_model_destroy(b);
     remove_tmpdir();
@@ -727,6 +732,85 @@ START_TEST(test_format_independent_parser)
 }
 END_TEST
 
+/* GFA hooks and mode survive the trip, and the loaded model's GFA step
+ * (which needs the GFA buffers laid out at build) matches the original. */
+START_TEST(test_gfa_hooks_round_trip)
+{
+    make_tmpdir();
+    dd_model *a = build_model(17);
+    randomise(a);
+    OK(dd_gfa_hook_defaults(a, 0.05f, DD_GFA_TANGENT));
+    OK(dd_gfa_hook(a, 7, 0.3f));   /* the residual sum, a middle tensor */
+    int nh = 0;
+    OK(dd_gfa_num_hooks(a, &nh));
+    ck_assert_int_ge(nh, 3);
+    const char *f = tpath("gfa.safetensors");
+    OK(dd_model_save(a, f));
+    dd_model *b = NULL;
+    OK(dd_model_load(f, &b));
+    int nb = 0;
+    OK(dd_gfa_num_hooks(b, &nb));
+    ck_assert_int_eq(nb, nh);
+    for (int i = 0; i < nh; i++) {
+        dd_node ta, tb;
+        float la, lb;
+        OK(dd_gfa_get_hook(a, i, &ta, &la));
+        OK(dd_gfa_get_hook(b, i, &tb, &lb));
+        ck_assert_int_eq(ta, tb);
+        ck_assert(la == lb);
+    }
+    dd_gfa_mode mode;
+    OK(dd_gfa_get_mode(b, &mode));
+    ck_assert_int_eq(mode, DD_GFA_TANGENT);
+
+    float x[BATCH * IMG];
+    int32_t labels[BATCH] = {0, 1, 2, 4};
+    random_images(x, BATCH);
+    dd_step_stats sa, sb;
+    dd_step_stats_init(&sa);
+    dd_step_stats_init(&sb);
+    dd_model *ms[2] = {a, b};
+    dd_step_stats *ss[2] = {&sa, &sb};
+    for (int k = 0; k < 2; k++) {
+        OK(dd_model_zero_grad(ms[k]));
+        OK(dd_model_forward(ms[k], x, BATCH, DD_TRAIN, NULL));
+        OK(dd_model_backward(ms[k], labels, ss[k]));
+    }
+    ck_assert_int_eq(sa.num_hooks, nh);
+    ck_assert(sa.objective == sb.objective);
+    ck_assert(sa.objective != sa.loss);   /* the hooks did contribute */
+    snap pa;
+    snap_take(a, &pa);
+    for (int i = 0; i < pa.n; i++) {
+        dd_param_info pi;
+        memset(&pi, 0, sizeof pi);
+        pi.struct_size = sizeof pi;
+        OK(dd_model_param_info(a, i, &pi));
+        if (!pi.trainable)
+            continue;
+        float *ga = malloc(pi.count * sizeof *ga), *gb = malloc(pi.count * sizeof *gb);
+        OK(dd_model_grad_read(a, i, ga, pi.count));
+        OK(dd_model_grad_read(b, i, gb, pi.count));
+        ck_assert_msg(memcmp(ga, gb, pi.count * sizeof *ga) == 0, "GFA gradient of %s differs",
+                      pi.name);
+        free(ga);
+        free(gb);
+    }
+    snap_free(&pa);
+
+    /* a model without hooks loads without hooks */
+    OK(dd_gfa_clear(a));
+    OK(dd_model_save(a, f));
+    dd_model_destroy(b);
+    OK(dd_model_load(f, &b));
+    OK(dd_gfa_num_hooks(b, &nb));
+    ck_assert_int_eq(nb, 0);
+    dd_model_destroy(a);
+    dd_model_destroy(b);
+    remove_tmpdir();
+}
+END_TEST
+
 /* ======================================================================== */
 /* Hostile files                                                             */
 /* ======================================================================== */
@@ -786,14 +870,14 @@ enum mut {
     M_NONE, M_NO_META, M_NO_ARCH, M_F16, M_SHAPE, M_OFF_RANGE, M_OFF_REVERSED, M_OFF_LEN,
     M_OFF_OVERLAP, M_MISSING, M_EXTRA, M_TRUNC, M_NAN, M_META_NOT_STRING,
     M_ARCH_TYPE, M_ARCH_FWD, M_ARCH_NEG_KERNEL, M_ARCH_UNKNOWN_FIELD, M_ARCH_BAD_JSON,
-    M_ARCH_HUGE_WEIGHTS, M_ARCH_HUGE_BATCH, M_COUNT
+    M_ARCH_HUGE_WEIGHTS, M_ARCH_HUGE_BATCH, M_ARCH_BAD_HOOK, M_ARCH_NEG_LAMBDA, M_COUNT
 };
 static const char *const mut_names[M_COUNT] = {
     "none", "no metadata", "no arch", "F16", "shape", "offsets out of range", "offsets reversed",
     "offsets wrong length", "offsets overlap", "missing tensor", "extra tensor",
     "truncated data", "NaN", "metadata not a string", "arch bad type", "arch forward input",
     "arch negative kernel", "arch unknown field", "arch bad JSON", "arch huge weights",
-    "arch huge max_batch",
+    "arch huge max_batch", "arch hook on a missing tensor", "arch negative lambda",
 };
 
 /* The saved architecture string of a model (through the independent parser). */
@@ -832,6 +916,10 @@ static void gen_file(const char *path, const snap *s, const char *arch_in, enum 
         t = replace_once(t1, "\"out_channels\":16", "\"out_channels\":60000");
         free(t1);
     }
+    if (mut == M_ARCH_BAD_HOOK)
+        t = replace_once(arch, "\"hooks\":[]", "\"hooks\":[{\"tensor\":99,\"lambda\":1}]");
+    if (mut == M_ARCH_NEG_LAMBDA)
+        t = replace_once(arch, "\"hooks\":[]", "\"hooks\":[{\"tensor\":0,\"lambda\":-1}]");
     if (mut == M_ARCH_HUGE_BATCH)
         t = replace_once(arch, "\"max_batch\":4", "\"max_batch\":16000000");
     if (t) {
@@ -983,6 +1071,8 @@ START_TEST(test_generated_files)
             mention = "bytes of weights";
         if (k == M_ARCH_HUGE_BATCH)
             mention = "max_batch";
+        if (k == M_ARCH_BAD_HOOK || k == M_ARCH_NEG_LAMBDA)
+            mention = "hooks";
         /* without arch metadata the weights alone are fine for load_weights */
         int weights_ok = k == M_NO_META || k == M_NO_ARCH || k >= M_ARCH_TYPE;
         expect_fail(p, DD_ERR_FORMAT, mut_names[k], mention, weights_ok ? NULL : victim);
@@ -1300,6 +1390,7 @@ static Suite *io_suite(void)
     tcase_add_test(tc, test_round_trip);
     tcase_add_test(tc, test_load_ex_options);
     tcase_add_test(tc, test_format_independent_parser);
+    tcase_add_test(tc, test_gfa_hooks_round_trip);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("hostile");

@@ -68,8 +68,11 @@ static void finish(dd_model *m, dd_node t) {
     ck_assert_msg(dd_model_build(m, z, MAXB) == DD_OK, "build: %s", dd_last_error());
 }
 
-/* Compares m with the reference at n = 3, 1, 4 in `mode`. */
-static void check_model(dd_model *m, dd_mode mode, uint64_t seed, const char *label) {
+/* Compares m with the reference at n = 3, 1, 4 in `mode`. quant: inputs
+ * take only the values {-1, -0.5, 0, 0.5, 1}, so that max-pool windows hold
+ * ties (the first maximum must win). With DD_TEST_VERBOSE set in the
+ * environment the measured errors are printed. */
+static void check_model_q(dd_model *m, dd_mode mode, uint64_t seed, const char *label, int quant) {
     static const int ns[3] = {3, 1, MAXB};
     ref_rng g;
     ref_rng_seed(&g, seed);
@@ -84,12 +87,17 @@ static void check_model(dd_model *m, dd_mode mode, uint64_t seed, const char *la
     for (int t = 0; t < 3; t++) {
         int n = ns[t];
         ref_fill_uniform_f(&g, x, (size_t)n * insz, -1.0, 1.0);
+        if (quant)
+            for (size_t i = 0; i < (size_t)n * insz; i++) x[i] = floorf(x[i] * 2.0f + 0.5f) * 0.5f;
         ref_fill_normal_f(&g, dz, (size_t)n * K, 1.0);
         for (int i = 0; i < n; i++) lab[i] = (int32_t)(ref_rng_uniform(&g) * K);
         ref_cmp cmp;
         int rc = ref_compare(m, x, n, mode, lab, dz, &cmp);
         ck_assert_msg(rc == 0, "%s n=%d: %s", label, n, cmp.what);
         const char *md = mode == DD_TRAIN ? "train" : "eval";
+        if (getenv("DD_TEST_VERBOSE"))
+            printf("%-24s %s n=%d: logits %.2e loss %.2e dx %.2e grad %.2e (param %d) running %.2e\n", label,
+                   md, n, cmp.logits, cmp.loss, cmp.dx, cmp.grad, cmp.grad_worst, cmp.running);
         ck_assert_msg(cmp.logits < TOL, "%s %s n=%d: logits rel err %.3g", label, md, n, cmp.logits);
         ck_assert_msg(cmp.loss < TOL, "%s %s n=%d: loss rel err %.3g", label, md, n, cmp.loss);
         ck_assert_msg(cmp.correct_lib == cmp.correct_ref, "%s %s n=%d: correct %d vs %d", label, md,
@@ -104,6 +112,10 @@ static void check_model(dd_model *m, dd_mode mode, uint64_t seed, const char *la
     }
     free(x);
     free(dz);
+}
+
+static void check_model(dd_model *m, dd_mode mode, uint64_t seed, const char *label) {
+    check_model_q(m, mode, seed, label, 0);
 }
 
 /* ---- normalize ----------------------------------------------------------- */
@@ -302,6 +314,33 @@ END_TEST
 START_TEST(test_avgpool) { pool_test(_i, 0); }
 END_TEST
 
+/* Ties: inputs on a 5-level grid, max pooling directly on the NCHW input and
+ * behind a normalize node (which keeps ties exact); the gradient must go to
+ * the first maximum in row-major window order. */
+START_TEST(test_maxpool_ties) {
+    static const float mean[7] = {0.1f, 0, 0, 0, 0, 0, 0.2f};
+    static const float sd[7] = {0.5f, 1, 1, 2, 1, 1, 1};
+    for (int variant = 0; variant < 4; variant++) {
+        dd_model *m = new_model(7, 6, 6, DD_CONV_AUTO, 56);
+        dd_node in = DD_INPUT, t = -1;
+        if (variant & 1) ck_assert(dd_model_add_normalize(m, DD_INPUT, mean, sd, 7, NULL, &in) == DD_OK);
+        dd_pool_options po;
+        dd_pool_options_init(&po);
+        if (variant & 2) {
+            po.kernel_h = po.kernel_w = 3;
+            po.stride_h = po.stride_w = 1;
+            po.pad_h = po.pad_w = 1;
+        }
+        ck_assert(dd_model_add_maxpool(m, in, &po, &t) == DD_OK);
+        finish(m, t);
+        char label[64];
+        snprintf(label, sizeof label, "maxpool ties %d", variant);
+        check_model_q(m, DD_EVAL, 560 + (uint64_t)variant, label, 1);
+        dd_model_destroy(m);
+    }
+}
+END_TEST
+
 START_TEST(test_global_avgpool) {
     for (int variant = 0; variant < 2; variant++) {
         dd_model *m = new_model(variant ? 17 : 3, 5, 4, DD_CONV_AUTO, 60);
@@ -356,7 +395,9 @@ START_TEST(test_batchnorm_2d) {
     dd_node f = -1, l1 = -1, b = -1, z = -1;
     ck_assert(dd_model_add_flatten(m, DD_INPUT, NULL, &f) == DD_OK);
     ck_assert(dd_model_add_linear(m, f, 9, 1, NULL, &l1) == DD_OK);
-    ck_assert_msg(dd_model_add_batchnorm(m, l1, NULL, &b) == DD_OK, "%s", dd_last_error());
+    dd_batchnorm_options bo;
+    dd_batchnorm_options_init(&bo);
+    ck_assert_msg(dd_model_add_batchnorm(m, l1, &bo, &b) == DD_OK, "%s", dd_last_error());
     ck_assert(dd_model_add_linear(m, b, K, 1, NULL, &z) == DD_OK);
     ck_assert_msg(dd_model_build(m, z, MAXB) == DD_OK, "%s", dd_last_error());
     /* n = 1 in training mode would have one value per channel; only eval
@@ -382,7 +423,9 @@ END_TEST
 START_TEST(test_batchnorm_running_sequence) {
     dd_model *m = new_model(5, 4, 4, DD_CONV_AUTO, 76);
     dd_node t = -1;
-    ck_assert(dd_model_add_batchnorm(m, pre(m, DD_INPUT, 5), NULL, &t) == DD_OK);
+    dd_batchnorm_options bo;
+    dd_batchnorm_options_init(&bo);
+    ck_assert(dd_model_add_batchnorm(m, pre(m, DD_INPUT, 5), &bo, &t) == DD_OK);
     finish(m, t);
     ref_rng g;
     ref_rng_seed(&g, 760);
@@ -512,6 +555,7 @@ static Suite *nodes_suite(void) {
     tcase_add_test(tc, test_relu_2d);
     tcase_add_loop_test(tc, test_maxpool, 0, (int)(sizeof pool_cases / sizeof pool_cases[0]));
     tcase_add_loop_test(tc, test_avgpool, 0, (int)(sizeof pool_cases / sizeof pool_cases[0]));
+    tcase_add_test(tc, test_maxpool_ties);
     tcase_add_test(tc, test_global_avgpool);
     tcase_add_loop_test(tc, test_batchnorm, 0, (int)(sizeof bn_cases / sizeof bn_cases[0]));
     tcase_add_test(tc, test_batchnorm_2d);

@@ -176,7 +176,8 @@ DD_API dd_status dd_attack_create(dd_attack **out, dd_model *m, const dd_attack_
 /** DESTRUCTOR of dd_attack. NULL is a no-op. The model is not affected. */
 DD_API void dd_attack_destroy(dd_attack *a);
 
-/** METHOD: copies the attack's options into *opts. */
+/** METHOD: copies the attack's options (as created, eps as last set) into
+ *  *opts. Returns DD_OK or DD_ERR_INVALID_ARGUMENT (NULL). */
 DD_API dd_status dd_attack_get_options(const dd_attack *a, dd_attack_options *opts);
 
 /** METHOD: changes the budget (eps >= 0 and finite; +infinity is accepted

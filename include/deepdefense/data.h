@@ -203,12 +203,14 @@ typedef struct dd_batch_iter_options {
     int shuffle;        /**< 1 (default): new permutation every epoch; 0: index order */
     uint64_t seed;      /**< seed of shuffling and augmentation (default 1) */
     int drop_last;      /**< 1: skip a final batch smaller than batch_size (default 0) */
-    int num_threads;    /**< OpenMP threads over samples; 0 (default) = omp_get_max_threads() at creation */
+    int num_threads;    /**< OpenMP threads over samples; 0 (default): omp_get_max_threads() */
     int crop_padding;   /**< random-crop padding p in pixels, 0 (default) = no crop; CIFAR uses 4 */
     int hflip;          /**< 1: random horizontal flip; 0 (default) = none */
 } dd_batch_iter_options;
 
-/** Fills *opts with the defaults listed above. NULL is a no-op. */
+/** Fills *opts with the defaults listed above (num_threads 0 is resolved
+ *  by dd_batch_iter_create(), on the calling thread). NULL is a no-op.
+ *  Thread-safe. */
 DD_API void dd_batch_iter_options_init(dd_batch_iter_options *opts);
 
 /** CONSTRUCTOR of dd_batch_iter: batches of up to batch_size samples of ds

@@ -10,5 +10,6 @@
 #include "zoo.h"
 #include "gfa.h"
 #include "data.h"
+#include "attack.h"
 
 #endif

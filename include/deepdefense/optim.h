@@ -61,6 +61,35 @@ DD_API dd_status dd_optimizer_get_lr(const dd_optimizer *opt, float *lr);
 /** METHOD: number of steps taken (Adam's t). */
 DD_API dd_status dd_optimizer_steps(const dd_optimizer *opt, int64_t *steps);
 
+/* ---- state, for exact resumption ----------------------------------------
+ * The state of an optimizer is its step count and its moment buffers (SGD
+ * momentum; Adam/AdamW first and second moments). Saved with the model's
+ * weights (io.h) and restored into an optimizer created with the same
+ * options on the same architecture, it makes a resumed run take exactly the
+ * steps of an uninterrupted one. The blob is opaque: a small header (magic,
+ * format version, kind, layout, step count, size) and the moments as raw
+ * float32, in the host's byte order (a blob moves between runs on one
+ * platform, not between platforms). The learning rate is not part of it:
+ * set it with dd_optimizer_set_lr() (or from a schedule) after restoring. */
+
+/** METHOD: *bytes = the size of the state blob of opt. Returns DD_OK,
+ *  DD_ERR_INVALID_ARGUMENT (NULL). */
+DD_API dd_status dd_optimizer_state_size(const dd_optimizer *opt, size_t *bytes);
+
+/** METHOD: copies the state of opt into dst (caller-owned, size bytes, size
+ *  >= dd_optimizer_state_size()). Returns DD_OK, DD_ERR_INVALID_ARGUMENT
+ *  (NULL, size too small: nothing written). */
+DD_API dd_status dd_optimizer_state_read(const dd_optimizer *opt, void *dst, size_t size);
+
+/** METHOD: restores the state of opt from src (borrowed, size bytes) as
+ *  produced by dd_optimizer_state_read() on an optimizer of the same kind,
+ *  momentum setting and model architecture. Everything is checked before
+ *  anything changes. Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL),
+ *  DD_ERR_FORMAT (bad magic or version, size mismatch, another kind or
+ *  parameter layout, negative step count), DD_ERR_NUMERIC (a non-finite
+ *  moment). */
+DD_API dd_status dd_optimizer_state_write(dd_optimizer *opt, const void *src, size_t size);
+
 /* ---- learning-rate schedules: pure functions of the step ---------------- */
 
 typedef enum dd_schedule_kind {

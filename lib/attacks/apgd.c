@@ -109,21 +109,6 @@ static void proj_l2_one(float *v, const float *x0, size_t d, float eps, float lo
     }
 }
 
-/* The checkpoint decision of one sample (conditions 1 and 2 above).
- * hist(j) reads the loss history at iteration j (j = -1 included). */
-static int apgd_reduce(const float *ring, int ring_len, int stride, int sample, int i, int k, double rho,
-                       int reduced_last, float lbest_last, float lbest) {
-    int count = 0;
-    for (int c = 0; c < k; c++) {
-        int j1 = i - c, j0 = i - c - 1;
-        int s1 = ((j1 % ring_len) + ring_len) % ring_len, s0 = ((j0 % ring_len) + ring_len) % ring_len;
-        count += ring[(size_t)s1 * stride + sample] > ring[(size_t)s0 * stride + sample];
-    }
-    int cond1 = (double)count <= (double)k * rho;
-    int cond2 = !reduced_last && lbest_last >= lbest;
-    return cond1 || cond2;
-}
-
 /* One attack_single_run on the m compacted samples in s->x0 / s->y / s->t.
  * On return s->acc[j] == 0 marks samples fooled at some iterate, whose last
  * misclassified iterate is in s->xadv. */
@@ -224,7 +209,7 @@ static dd_status apgd_single(dd_attack *a, apgd_state *s, int m, dd__loss loss) 
         }
         if (++counter == k) {
             for (int i = 0; i < m; i++) {
-                int red = apgd_reduce(s->ring, s->ring_len, a->max_batch, i, it, k, rho, s->reduced[i],
+                int red = dd__apgd_reduce(s->ring, s->ring_len, a->max_batch, i, it, k, rho, s->reduced[i],
                                       s->lbest_last[i], s->lbest[i]);
                 s->reduced[i] = red;
                 s->lbest_last[i] = s->lbest[i];

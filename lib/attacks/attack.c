@@ -474,7 +474,7 @@ dd_status dd_attack_run(dd_attack *a, const float *x, const int32_t *labels, int
         r->forward_passes = a->n_fwd;
         r->gradient_passes = a->n_grad;
     }
-    memcpy(x_adv, a->out, count * sizeof(float));
+    if (x_adv != a->out) memcpy(x_adv, a->out, count * sizeof(float));
     return DD_OK;
 }
 

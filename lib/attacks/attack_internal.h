@@ -249,6 +249,26 @@ static inline int dd__apgd_checkpoints(int N, int *it, int cap) {
     return count;
 }
 
+/* APGD's step-size decision for one sample at the checkpoint of 0-based
+ * iteration i with window k: condition 1, at most rho*k loss increases over
+ * the last k steps (`<=`, as the code); condition 2, not reduced at the
+ * previous checkpoint and no best-loss progress since. ring holds the loss
+ * history, slot j % ring_len, row stride `stride`, column `sample`;
+ * iteration -1 reads a slot never written (zero), the official code's
+ * loss_steps[-1]. Returns 1 to halve the step. */
+static inline int dd__apgd_reduce(const float *ring, int ring_len, int stride, int sample, int i, int k,
+                                  double rho, int reduced_last, float lbest_last, float lbest) {
+    int count = 0;
+    for (int c = 0; c < k; c++) {
+        int j1 = i - c, j0 = i - c - 1;
+        int s1 = ((j1 % ring_len) + ring_len) % ring_len, s0 = ((j0 % ring_len) + ring_len) % ring_len;
+        count += ring[(size_t)s1 * stride + sample] > ring[(size_t)s0 * stride + sample];
+    }
+    int cond1 = (double)count <= (double)k * rho;
+    int cond2 = !reduced_last && lbest_last >= lbest;
+    return cond1 || cond2;
+}
+
 /* Square's p schedule (square.py p_selection): iteration `it` (0-based) of
  * n_queries, optionally rescaled to a 10000-query budget. */
 static inline double dd__square_p(int it, int n_queries, double p_init, int rescale) {

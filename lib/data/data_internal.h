@@ -92,12 +92,14 @@ typedef struct dd__grow {
     size_t size, cap;
 } dd__grow;
 
-/* Makes room for extra more bytes: to size + hint when hint >= 0 (what the
- * input can still deliver), else doubling from 1 MiB; never below need. */
+/* Makes room for `extra` more bytes: to size + hint when hint >= 0 (what
+ * the input can still deliver), else doubling from 64 KiB; never less than
+ * size + extra. */
 DD_INTERNAL dd_status dd__grow_reserve(dd__grow *g, size_t extra, int64_t hint);
-/* Appends up to want bytes from r to g (growing it; never allocates more
- * than max(2 * bytes read, 1 MiB) beyond what g held); *got as in
- * dd__reader_read. */
+/* Appends up to want bytes from r to g, growing g with the data actually
+ * delivered (to a plain input's known remaining size, else by doubling), so
+ * a large `want` from an untrusted header costs at most about twice the
+ * bytes really present; *got as in dd__reader_read. */
 DD_INTERNAL dd_status dd__grow_read(dd__grow *g, dd__reader *r, size_t want, size_t *got);
 /* Shrinks g to its size (failure to shrink is harmless) and hands the
  * buffer over: returns it and empties g. */

@@ -1,24 +1,20 @@
 /* lib/data/reader.c -- byte streams for the dataset readers: file or memory,
  * plain or gzip, with offsets for error messages and bounded allocation.
  *
- * A dd__reader delivers the bytes of a file or a borrowed memory block. The
- * first two bytes decide the encoding: 1f 8b (the gzip magic) starts a zlib
- * inflate stream (windowBits 16 + 15: gzip wrapper, CRC-32 and length
- * checked at the end of each member), anything else is read as is; the name
- * of a file never matters. Concatenated gzip members are read in sequence,
- * as gzip(1) does; bytes after the last member that do not form another
- * member are a format error, as are a corrupt or truncated stream. zlib
- * allocates through dd__malloc, so allocation-failure injection covers it.
+ * The first two bytes decide the encoding: 1f 8b (the gzip magic) starts a
+ * zlib inflate stream (windowBits 16 + 15: gzip wrapper, CRC-32 and length
+ * checked at the end of each member), anything else is read as is; a file's
+ * name never matters. Concatenated gzip members are read in sequence, as
+ * gzip(1) does; anything after the last member, a corrupt or a truncated
+ * stream is a format error. zlib allocates through dd__malloc, so
+ * allocation-failure injection covers it. Every error names the file and
+ * the byte offset (for gzip, in both the decompressed and compressed data).
  *
- * Every error names the file and the byte offset: for plain input the
- * offset in the file, for gzip input the offset in the decompressed stream
- * and in the compressed file.
- *
- * dd__grow reads data whose final size comes from an untrusted header (or
- * is unknown) into a buffer that grows with the bytes actually delivered:
- * to the size still left in a plain input when that is known (real data,
- * never a header's claim), otherwise by doubling from 1 MiB. A header that
- * claims 2^40 bytes therefore costs at most twice the data really present.
+ * dd__grow reads data whose size comes from an untrusted header (or is
+ * unknown) into a buffer that grows with the bytes actually delivered: at
+ * once to the size left in a plain input of known size (real data, never a
+ * header's claim), otherwise by doubling from 64 KiB. A header that claims
+ * 2^40 bytes therefore costs at most twice the data really present.
  */
 #include <errno.h>
 #include <limits.h>
@@ -29,7 +25,7 @@
 /* First capacity of a growing buffer whose final size is unknown: large
  * enough that small datasets need one allocation, small enough to be
  * harmless when a hostile header lies. */
-#define DD_GROW_MIN ((size_t)1 << 20)
+#define DD_GROW_MIN ((size_t)1 << 16)
 
 /* ---- zlib allocation hooks ---------------------------------------------- */
 

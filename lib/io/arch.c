@@ -557,8 +557,14 @@ static dd_status arch_gfa(const arch_at *top, json_t *root, int ntensors, int *m
         if (!json_is_object(h))
             return arch_fail(at, "hooks", "entry %zu is not an object", i);
         DD_FORWARD(arch_check_keys(at, h, hkeys));
-        DD_FORWARD(arch_int(at, h, "tensor", 0, ntensors - 1, &hooks[i].tensor));
-        DD_FORWARD(arch_num(at, h, "lambda", 0.0, FLT_MAX, &hooks[i].lambda));
+        char ft[48], fl[48];
+        snprintf(ft, sizeof ft, "gfa.hooks[%zu].tensor", i);
+        snprintf(fl, sizeof fl, "gfa.hooks[%zu].lambda", i);
+        json_t *tv = json_object_get(h, "tensor"), *lv = json_object_get(h, "lambda");
+        if (!tv || !lv)
+            return arch_fail(at, tv ? fl : ft, "missing");
+        DD_FORWARD(arch_int_value(at, ft, tv, 0, ntensors - 1, &hooks[i].tensor));
+        DD_FORWARD(arch_num_value(at, fl, lv, 0.0, FLT_MAX, &hooks[i].lambda));
         for (size_t j = 0; j < i; j++)
             if (hooks[j].tensor == hooks[i].tensor)
                 return arch_fail(at, "hooks", "tensor %d is hooked twice", hooks[i].tensor);
@@ -600,7 +606,20 @@ static dd_status arch_build(json_t *root, const dd_model_options *opts, int max_
     DD_FORWARD(arch_gfa(&top, root, logits + 1, &mode, &nhooks, hooks));
 
     dd_model *m = NULL;
-    DD_FORWARD(arch_engine_fail(dd_model_create(&m, in[0], in[1], in[2], k, opts), &top));
+    dd_status s = dd_model_create(&m, in[0], in[1], in[2], k, opts);
+    if (s == DD_ERR_INVALID_ARGUMENT && opts) {
+        /* the caller's options, or the file's sizes? Options that fail on a
+         * 1x1x1 model are the caller's: keep that status and message. */
+        char why[512];
+        snprintf(why, sizeof why, "%s", dd_last_error());
+        dd_model *probe = NULL;
+        dd_status ps = dd_model_create(&probe, 1, 1, 1, 1, opts);
+        dd_model_destroy(probe);
+        if (ps == DD_ERR_INVALID_ARGUMENT)
+            return ps;
+        s = DD_ERROR(DD_ERR_INVALID_ARGUMENT, "%s", why);
+    }
+    DD_FORWARD(arch_engine_fail(s, &top));
     *out = m;   /* the caller destroys it on failure */
 
     arch_reader r = {m, NULL, NULL, NULL, NULL, 0};

@@ -271,9 +271,9 @@ dd_status dd_model_save(const dd_model *m, const char *path)
     DD_FORWARD(st_make_header(m, &header, &header_len));
 
     /* "<path>.tmp.<pid>"; if that exists (another thread's save of the same
-     * path, or a crashed process with our pid), ".tmp.<pid>.<k>". */
-    /* Both names are made now: once the rename is done, nothing may fail
-     * for lack of memory. */
+     * path, or a crashed process with our pid), ".tmp.<pid>.<k>". The
+     * directory's name is made now too: once the rename is done, nothing may
+     * fail for lack of memory. */
     size_t tmp_size = strlen(path) + 48;
     char *tmp = dd__malloc(tmp_size + strlen(path) + 2), *dir = tmp + tmp_size;
     if (!tmp) {
@@ -302,7 +302,7 @@ dd_status dd_model_save(const dd_model *m, const char *path)
         return s;
     }
 
-    const char *what = "cannot write";
+    const char *what = "cannot write", *subject = tmp;
     int failed = st_write_all(fd, header, header_len);
     if (!failed && fault == 2) {
         errno = EIO;   /* after the header: a partial file is left to clean up */
@@ -321,7 +321,8 @@ dd_status dd_model_save(const dd_model *m, const char *path)
         failed = 1;
     }
     if (!failed) {
-        what = "cannot rename over the checkpoint";
+        what = "cannot rename the temporary file over";
+        subject = path;
         failed = fault == 4 ? (err = EIO, 1) : rename(tmp, path) != 0;
         if (failed && fault != 4)
             err = errno;
@@ -331,7 +332,7 @@ dd_status dd_model_save(const dd_model *m, const char *path)
         unlink(tmp);
         char msg[64];
         snprintf(msg, sizeof msg, "dd_model_save: %s", what);
-        dd_status s = st_io_error(err, msg, tmp);
+        dd_status s = st_io_error(err, msg, subject);
         dd__free(tmp);
         return s;
     }

@@ -319,3 +319,120 @@ DD_API dd_status dd_optimizer_steps(const dd_optimizer *opt, int64_t *steps)
     *steps = opt->t;
     return DD_OK;
 }
+
+/* ======================================================================== */
+/* State blob (exact resumption)                                             */
+/* ======================================================================== */
+
+/* Layout of the blob, host byte order, no padding (fields copied with
+ * memcpy, so the blob needs no alignment):
+ *   0  char[8]  magic "DDOPTST" + NUL
+ *   8  uint32   format version (1)
+ *  12  uint32   kind
+ *  16  uint32   moment buffers per parameter (nbuf)
+ *  20  uint32   number of parameters of the model
+ *  24  uint64   layout fingerprint: FNV-1a over the trainable parameter counts
+ *  32  int64    steps taken (t)
+ *  40  uint64   number of floats that follow (arena_floats)
+ *  48  float32  the moment arena, padding included (zero) */
+#define DD__OPTSTATE_HEADER 48
+static const char dd__optstate_magic[8] = "DDOPTST";
+
+static uint64_t layout_fingerprint(const dd_optimizer *opt)
+{
+    const dd_model *m = opt->model;
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a 64-bit offset basis */
+    for (int i = 0; i < m->nparams; i++) {
+        uint64_t v = m->params[i].trainable ? (uint64_t)m->params[i].count + 1u : 0u;
+        for (int b = 0; b < 8; b++) {
+            h ^= (v >> (8 * b)) & 0xffu;
+            h *= 1099511628211ULL; /* FNV-1a 64-bit prime */
+        }
+    }
+    return h;
+}
+
+DD_API dd_status dd_optimizer_state_size(const dd_optimizer *opt, size_t *bytes)
+{
+    DD_CHECK_ARG(opt != NULL);
+    DD_CHECK_ARG(bytes != NULL);
+    *bytes = DD__OPTSTATE_HEADER + opt->arena_floats * sizeof(float);
+    return DD_OK;
+}
+
+DD_API dd_status dd_optimizer_state_read(const dd_optimizer *opt, void *dst, size_t size)
+{
+    DD_CHECK_ARG(opt != NULL);
+    DD_CHECK_ARG(dst != NULL);
+    size_t need = DD__OPTSTATE_HEADER + opt->arena_floats * sizeof(float);
+    DD_RETURN_IF(size < need, DD_ERR_INVALID_ARGUMENT,
+                 "dd_optimizer_state_read: buffer of %zu bytes, the state needs %zu", size, need);
+    unsigned char *p = dst;
+    uint32_t version = 1, kind = (uint32_t)opt->o.kind, nbuf = (uint32_t)opt->nbuf;
+    uint32_t nparams = (uint32_t)opt->nparams;
+    uint64_t fp = layout_fingerprint(opt), floats = opt->arena_floats;
+    int64_t t = opt->t;
+    memcpy(p + 0, dd__optstate_magic, 8);
+    memcpy(p + 8, &version, 4);
+    memcpy(p + 12, &kind, 4);
+    memcpy(p + 16, &nbuf, 4);
+    memcpy(p + 20, &nparams, 4);
+    memcpy(p + 24, &fp, 8);
+    memcpy(p + 32, &t, 8);
+    memcpy(p + 40, &floats, 8);
+    if (opt->arena_floats > 0)
+        memcpy(p + DD__OPTSTATE_HEADER, opt->arena, opt->arena_floats * sizeof(float));
+    return DD_OK;
+}
+
+DD_API dd_status dd_optimizer_state_write(dd_optimizer *opt, const void *src, size_t size)
+{
+    DD_CHECK_ARG(opt != NULL);
+    DD_CHECK_ARG(src != NULL);
+    const unsigned char *p = src;
+    DD_RETURN_IF(size < DD__OPTSTATE_HEADER, DD_ERR_FORMAT,
+                 "dd_optimizer_state_write: %zu bytes, shorter than the %d-byte header", size,
+                 DD__OPTSTATE_HEADER);
+    DD_RETURN_IF(memcmp(p, dd__optstate_magic, 8) != 0, DD_ERR_FORMAT,
+                 "dd_optimizer_state_write: bad magic at offset 0 (not an optimizer state)");
+    uint32_t version, kind, nbuf, nparams;
+    uint64_t fp, floats;
+    int64_t t;
+    memcpy(&version, p + 8, 4);
+    memcpy(&kind, p + 12, 4);
+    memcpy(&nbuf, p + 16, 4);
+    memcpy(&nparams, p + 20, 4);
+    memcpy(&fp, p + 24, 8);
+    memcpy(&t, p + 32, 8);
+    memcpy(&floats, p + 40, 8);
+    DD_RETURN_IF(version != 1, DD_ERR_FORMAT,
+                 "dd_optimizer_state_write: format version %u at offset 8, expected 1", version);
+    DD_RETURN_IF(kind != (uint32_t)opt->o.kind || nbuf != (uint32_t)opt->nbuf, DD_ERR_FORMAT,
+                 "dd_optimizer_state_write: state of kind %u with %u moment buffers, this "
+                 "optimizer is kind %d with %d", kind, nbuf, (int)opt->o.kind, opt->nbuf);
+    DD_RETURN_IF(nparams != (uint32_t)opt->nparams || fp != layout_fingerprint(opt) ||
+                     floats != (uint64_t)opt->arena_floats, DD_ERR_FORMAT,
+                 "dd_optimizer_state_write: the state belongs to another architecture "
+                 "(%u parameters, %llu floats; here %d, %zu)", nparams,
+                 (unsigned long long)floats, opt->nparams, opt->arena_floats);
+    DD_RETURN_IF(t < 0, DD_ERR_FORMAT, "dd_optimizer_state_write: step count %lld at offset 32",
+                 (long long)t);
+    size_t need = DD__OPTSTATE_HEADER + opt->arena_floats * sizeof(float);
+    DD_RETURN_IF(size != need, DD_ERR_FORMAT,
+                 "dd_optimizer_state_write: %zu bytes, the state of this optimizer has %zu", size,
+                 need);
+    if (opt->arena_floats > 0) {
+        /* The blob may be unaligned: check finiteness on a copy made float by float. */
+        const unsigned char *q = p + DD__OPTSTATE_HEADER;
+        for (size_t i = 0; i < opt->arena_floats; i++) {
+            float v;
+            memcpy(&v, q + i * sizeof(float), sizeof v);
+            DD_RETURN_IF(!isfinite(v), DD_ERR_NUMERIC,
+                         "dd_optimizer_state_write: moment %zu (offset %zu) is not finite", i,
+                         (size_t)DD__OPTSTATE_HEADER + i * sizeof(float));
+        }
+        memcpy(opt->arena, q, opt->arena_floats * sizeof(float));
+    }
+    opt->t = t;
+    return DD_OK;
+}
