@@ -30,6 +30,7 @@
 #include <deepdefense/deepdefense.h>
 
 #include "attacks/attack_internal.h"
+#include "internal.h"
 
 #define TOL 1e-5
 
@@ -881,6 +882,45 @@ START_TEST(test_train_step_parity) {
 }
 END_TEST
 
+START_TEST(test_oom_and_no_alloc) {
+    /* Every allocation of dd_attack_create may fail cleanly (ASan builds
+     * check for leaks); dd_attack_run allocates nothing once the model has
+     * seen the batch size. */
+    dd_model *m = relu_net();
+    float x[NB * IC * IH * IW], xa[NB * IC * IH * IW];
+    int32_t y[NB];
+    relu_inputs(m, x, y);
+    const dd_attack_kind kinds[] = {DD_ATTACK_PGD_LINF, DD_ATTACK_APGD_T_L2, DD_ATTACK_DEEPFOOL_L2, DD_ATTACK_EAD,
+                                    DD_ATTACK_CW_L2, DD_ATTACK_SQUARE_L2, DD_ATTACK_FAB_T_LINF,
+                                    DD_ATTACK_AUTOATTACK_LINF};
+    for (size_t q = 0; q < sizeof kinds / sizeof kinds[0]; q++) {
+        dd_attack_options o;
+        dd_attack_options_init(&o, kinds[q]);
+        cheap(&o);
+        dd_attack *a = NULL;
+        dd__alloc_fail_after(-1);
+        ck_assert_int_eq(dd_attack_create(&a, m, &o), DD_OK);
+        long count = dd__alloc_count();
+        ck_assert(count > 0);
+        ck_assert_int_eq(dd_attack_run(a, x, y, NB, xa, NULL), DD_OK);
+        dd__alloc_fail_after(0); /* every allocation from here on fails */
+        ck_assert_int_eq(dd_attack_run(a, x, y, NB, xa, NULL), DD_OK);
+        dd__alloc_fail_after(-1);
+        dd_attack_destroy(a);
+        for (long k = 0; k < count; k++) {
+            a = (dd_attack *)&a;
+            dd__alloc_fail_after(k);
+            dd_status s = dd_attack_create(&a, m, &o);
+            dd__alloc_fail_after(-1);
+            ck_assert_msg(s == DD_ERR_OUT_OF_MEMORY, "%s: failing allocation %ld gave %s",
+                          dd_attack_kind_name(kinds[q]), k, dd_status_string(s));
+            ck_assert_ptr_null(a);
+        }
+    }
+    dd_model_destroy(m);
+}
+END_TEST
+
 /* ======================================================================== */
 
 static Suite *attack_suite(void) {
@@ -911,6 +951,7 @@ static Suite *attack_suite(void) {
     tcase_add_loop_test(tc, test_invariants, 0, DD_ATTACK_TRADES_KL - DD_ATTACK_FGSM + 1);
     tcase_add_test(tc, test_square_all_misclassified);
     tcase_add_test(tc, test_train_step_parity);
+    tcase_add_test(tc, test_oom_and_no_alloc);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -208,6 +208,17 @@ DD_API void dd_step_stats_init(dd_step_stats *stats);
  *  are left as they were), DD_ERR_BACKEND, DD_ERR_UNSUPPORTED. */
 DD_API dd_status dd_model_backward(dd_model *m, const int32_t *labels, dd_step_stats *stats);
 
+/** Backward pass from a host-given loss gradient at the logits: dlogits
+ *  (n, K) f32 = dL/dlogits of the last forward pass (borrowed). Accumulates
+ *  dL/dtheta into the parameter gradients like dd_model_backward, for losses
+ *  the library does not define (TRADES' KL term, custom objectives). GFA
+ *  hooks are ignored here (they regularise the cross-entropy of
+ *  dd_model_backward only). stats may be NULL; its loss fields are zero.
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT, DD_ERR_STATE (no forward pass),
+ *  DD_ERR_NUMERIC (dlogits or the result not finite: gradients unchanged),
+ *  DD_ERR_BACKEND. */
+DD_API dd_status dd_model_backward_logits(dd_model *m, const float *dlogits, dd_step_stats *stats);
+
 /** Sets every parameter gradient to zero. */
 DD_API dd_status dd_model_zero_grad(dd_model *m);
 

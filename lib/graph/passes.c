@@ -234,6 +234,32 @@ dd_status dd_model_backward(dd_model *m, const int32_t *labels, dd_step_stats *s
     return guarded_grads(m, plain_backward, NULL);
 }
 
+dd_status dd_model_backward_logits(dd_model *m, const float *dlogits, dd_step_stats *stats) {
+    DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_model_backward_logits: model is NULL");
+    DD_RETURN_IF(!m->built, DD_ERR_STATE, "dd_model_backward_logits: the model is not built");
+    DD_RETURN_IF(!dlogits, DD_ERR_INVALID_ARGUMENT, "dd_model_backward_logits: dlogits is NULL");
+    DD_RETURN_IF(stats && stats->struct_size != sizeof *stats, DD_ERR_INVALID_ARGUMENT,
+                 "dd_model_backward_logits: stats->struct_size not set (call dd_step_stats_init)");
+    DD_RETURN_IF(!m->have_forward, DD_ERR_STATE, "dd_model_backward_logits: no forward pass");
+    size_t zc = (size_t)m->last_n * (size_t)m->num_classes;
+    DD_RETURN_IF(!dd__all_finite(dlogits, zc, 1), DD_ERR_NUMERIC,
+                 "dd_model_backward_logits: dlogits holds NaN or Inf");
+    m->ctx.n = m->last_n;
+    m->ctx.train = m->last_train;
+    memcpy(m->nodes[m->logits].out.grad, dlogits, zc * sizeof(float));
+    if (stats) {
+        size_t sz = stats->struct_size;
+        memset(stats, 0, sizeof *stats);
+        stats->struct_size = sz;
+        stats->batch = m->last_n;
+    }
+    int saved = m->nhooks;
+    m->nhooks = 0;
+    dd_status s = guarded_grads(m, plain_backward, NULL);
+    m->nhooks = saved;
+    return s;
+}
+
 dd_status dd_model_input_grad(dd_model *m, const float *dlogits, float *dx) {
     DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_model_input_grad: model is NULL");
     DD_RETURN_IF(!m->built, DD_ERR_STATE, "dd_model_input_grad: the model is not built");

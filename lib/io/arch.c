@@ -301,12 +301,13 @@ static uint64_t arch_add(uint64_t a, uint64_t b)
     return a > UINT64_MAX - b ? UINT64_MAX : a + b;
 }
 
-/* An error of a public add/build call: invalid arguments are the file's
- * fault (DD_ERR_FORMAT, with the engine's message); anything else (out of
- * memory, backend) is passed on unchanged. */
+/* An error of a public add/build call: invalid arguments, and graphs the
+ * engine cannot build (DD_ERR_UNSUPPORTED), are the file's fault
+ * (DD_ERR_FORMAT, with the engine's message); anything else (out of memory,
+ * backend) is passed on unchanged. */
 static dd_status arch_engine_fail(dd_status s, const arch_at *at)
 {
-    if (s != DD_ERR_INVALID_ARGUMENT && s != DD_ERR_STATE)
+    if (s != DD_ERR_INVALID_ARGUMENT && s != DD_ERR_STATE && s != DD_ERR_UNSUPPORTED)
         return s;
     char why[512];
     snprintf(why, sizeof why, "%s", dd_last_error());
