@@ -1198,6 +1198,51 @@ START_TEST(test_every_truncation)
 }
 END_TEST
 
+/* Random byte changes (seeded): every outcome is a clean DD_OK or
+ * DD_ERR_FORMAT, never a crash (run under ASan in CI's sanitizer pass). */
+START_TEST(test_random_corruption)
+{
+    make_tmpdir();
+    dd_model *m = build_model(6);
+    const char *f = tpath("m.safetensors"), *t = tpath("t.safetensors");
+    OK(dd_model_save(m, f));
+    size_t len;
+    unsigned char *buf = read_all(f, &len), *copy = malloc(len);
+    uint64_t n = get_u64le(buf);
+    rng_state = 12345;
+    int ok = 0;
+    for (int it = 0; it < 300; it++) {
+        memcpy(copy, buf, len);
+        int flips = 1 + (int)(urand() * 4);
+        for (int k = 0; k < flips; k++) {
+            /* mostly the header (where the parsing is), sometimes anywhere */
+            size_t span = urand() < 0.8 ? (size_t)(8 + n) : len;
+            size_t at = (size_t)(urand() * (double)span);
+            if (urand() < 0.5)
+                copy[at] = (unsigned char)(urand() * 256);
+            else
+                copy[at] ^= (unsigned char)(1u << (int)(urand() * 8));
+        }
+        write_all(t, copy, len);
+        dd_model *g = (dd_model *)&g;
+        dd_status s = dd_model_load(t, &g);
+        ck_assert_msg(s == DD_OK || s == DD_ERR_FORMAT, "iteration %d: %s (%s)", it,
+                      dd_status_string(s), dd_last_error());
+        if (s == DD_OK) {
+            ok++;
+            dd_model_destroy(g);
+        } else {
+            ck_assert_ptr_null(g);
+        }
+    }
+    ck_assert_int_lt(ok, 300);   /* the corruptions were noticed at all */
+    free(copy);
+    free(buf);
+    dd_model_destroy(m);
+    remove_tmpdir();
+}
+END_TEST
+
 /* ======================================================================== */
 /* Durability and failures                                                   */
 /* ======================================================================== */
@@ -1398,6 +1443,7 @@ static Suite *io_suite(void)
     tcase_add_test(tc, test_generated_files);
     tcase_add_test(tc, test_bad_lengths);
     tcase_add_test(tc, test_every_truncation);
+    tcase_add_test(tc, test_random_corruption);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("failures");

@@ -315,6 +315,7 @@ void dd_attack_destroy(dd_attack *a) {
     if (a->ops && a->ops->destroy) a->ops->destroy(a);
     dd__free_aligned(a->out);
     dd__free_aligned(a->grad);
+    dd__free_aligned(a->pad);
     dd__free(a->logits);
     dd__free(a->dlogits);
     dd__free(a->clean_logits);
@@ -342,13 +343,15 @@ dd_status dd__attack_create_sub(dd_attack **out, dd_model *m, const dd_attack_op
     size_t B = (size_t)a->max_batch, K = (size_t)a->K;
     a->out = dd__aligned_alloc(B * a->d * sizeof(float));
     a->grad = dd__aligned_alloc(B * a->d * sizeof(float));
+    a->pad = dd__aligned_alloc(B * a->d * sizeof(float));
     a->logits = dd__malloc(B * K * sizeof(float));
     a->dlogits = dd__malloc(B * K * sizeof(float));
     a->clean_logits = dd__malloc(B * K * sizeof(float));
     a->clean_pred = dd__malloc(B * sizeof(int32_t));
     a->pred = dd__malloc(B * sizeof(int32_t));
     a->stage = dd__malloc(B * sizeof(int32_t));
-    if (!a->out || !a->grad || !a->logits || !a->dlogits || !a->clean_logits || !a->clean_pred ||
+    a->bucket_base = a->max_batch;
+    if (!a->out || !a->grad || !a->pad || !a->logits || !a->dlogits || !a->clean_logits || !a->clean_pred ||
         !a->pred || !a->stage) {
         dd_attack_destroy(a);
         return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "dd_attack_create: out of memory (%zu samples of %zu floats)",
@@ -428,6 +431,7 @@ dd_status dd_attack_run(dd_attack *a, const float *x, const int32_t *labels, int
                  (double)hi);
 
     a->n_fwd = a->n_grad = 0;
+    a->bucket_base = n;
     DD_FORWARD(dd__attack_run_raw(a, x, labels, n, a->out));
 
     /* Minimum-norm kinds: eps is a success threshold (as FAB in AutoAttack). */
@@ -483,12 +487,30 @@ dd_status dd_attack_run(dd_attack *a, const float *x, const int32_t *labels, int
 /* ======================================================================== */
 
 dd_status dd__atk_forward(dd_attack *a, const float *x, int n, float *logits) {
+    int nb = n;
+    for (int k = 3; k >= 0; k--) {
+        int size = (a->bucket_base + (1 << k) - 1) >> k; /* ceil(base / 2^k) */
+        if (size >= n) {
+            nb = size;
+            break;
+        }
+    }
+    if (nb > a->max_batch || n > a->bucket_base) nb = n;
+    a->fw_n = n;
+    a->fw_nb = nb;
     a->n_fwd++;
-    return dd_model_forward(a->m, x, n, DD_EVAL, logits ? logits : a->logits);
+    float *z = logits ? logits : a->logits;
+    if (nb == n) return dd_model_forward(a->m, x, n, DD_EVAL, z);
+    /* Padding rows repeat the first image: valid input, results ignored. */
+    memcpy(a->pad, x, (size_t)n * a->d * sizeof(float));
+    for (int i = n; i < nb; i++) memcpy(a->pad + (size_t)i * a->d, x, a->d * sizeof(float));
+    return dd_model_forward(a->m, a->pad, nb, DD_EVAL, z);
 }
 
-dd_status dd__atk_vjp(dd_attack *a, const float *dlogits, float *dx) {
+dd_status dd__atk_vjp(dd_attack *a, float *dlogits, float *dx) {
     a->n_grad++;
+    if (a->fw_nb > a->fw_n)
+        memset(dlogits + (size_t)a->fw_n * a->K, 0, (size_t)(a->fw_nb - a->fw_n) * a->K * sizeof(float));
     return dd_model_input_grad(a->m, dlogits, dx);
 }
 

@@ -64,15 +64,25 @@ struct dd_attack {
     int32_t *stage;            /* (max_batch) set by AutoAttack, else derived */
     int stage_set;             /* ops->run filled stage */
     int64_t n_fwd, n_grad;     /* passes of the current run */
+    float *pad;                /* (max_batch, d) padded forward input */
+    int bucket_base;           /* batch size of the top-level run (see dd__atk_forward) */
+    int fw_n, fw_nb;           /* rows of the last forward: used, run (padded) */
     void *state;               /* the kind's buffers */
 };
 
 /* ---- model access (attack.c) ---------------------------------------------- */
 
-/* DD_EVAL forward of n images; logits (n, K) written (a->logits if NULL). */
+/* DD_EVAL forward of n images; logits (n, K) written (a->logits if NULL).
+ * Compacted sub-batches are padded up to one of four sizes,
+ * ceil(base / 2^k), k = 0..3, base = the run's batch size, so a run uses
+ * at most four batch sizes: the model keeps four plans per node, and after
+ * the first run of a size nothing is created or allocated again. Hence
+ * `logits` must have room for max_batch rows. */
 DD_INTERNAL dd_status dd__atk_forward(struct dd_attack *a, const float *x, int n, float *logits);
-/* dx (n, d) = (dz/dx)^T dlogits for the last forward. */
-DD_INTERNAL dd_status dd__atk_vjp(struct dd_attack *a, const float *dlogits, float *dx);
+/* dx = (dz/dx)^T dlogits for the last forward (its n rows). dlogits and dx
+ * must have room for max_batch rows: padding rows of dlogits are zeroed
+ * and those of dx written. */
+DD_INTERNAL dd_status dd__atk_vjp(struct dd_attack *a, float *dlogits, float *dx);
 
 typedef enum dd__loss {
     DD__LOSS_CE = 0,       /* CE(z, y) */

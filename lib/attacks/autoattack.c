@@ -107,6 +107,7 @@ static dd_status aa_run(dd_attack *a, const float *x, const int32_t *y, int n, f
         dd_attack *sub = s->sub[k];
         sub->o.eps = a->o.eps; /* dd_attack_set_eps may have changed it */
         sub->n_fwd = sub->n_grad = 0;
+        sub->bucket_base = a->bucket_base; /* share our four batch sizes */
         dd_status st = dd__attack_run_raw(sub, s->x0, s->y, m, s->xa);
         a->n_fwd += sub->n_fwd;
         a->n_grad += sub->n_grad;
