@@ -251,6 +251,7 @@ static void report(const config *cfg, const char *mode, const timing *t, double 
     jnum("primitive_ms", t->prim_ms_median);
     jnum("outside_frac", 1.0 - t->prim_ms_median / t->ms_median);
     jnum("peak_gflops", peak);
+    printf(",\"sgemm_threads\":%d", omp_get_max_threads());
     jnum("gflop_per_step", gflop);
     jnum("efficiency", peak > 0 ? gflop / (t->ms_median * 1e-3) / peak : NAN);
     printf(",\"steps\":%d,\"disturbed\":%d", cfg->steps, t->disturbed);

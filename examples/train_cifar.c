@@ -44,7 +44,7 @@ typedef struct config {
     char gfa_mode[16];
     int epochs;               /* 0 = by data: 3 for 1-channel data, 10 otherwise */
     int batch;
-    double lr;                /* 0 = by optimizer: SGD 0.05, Adam/AdamW 1e-3 */
+    double lr;                /* 0 = by optimizer: SGD 0.01, Adam/AdamW 1e-3 */
     char schedule[16];
     char optimizer[16];       /* "" = adam for 1-channel data, sgd otherwise */
     double weight_decay;      /* < 0 = the optimizer's default */
@@ -81,14 +81,14 @@ typedef struct opt_def {
 #define O(field) offsetof(config, field), sizeof(((config *)0)->field)
 static const opt_def opt_table[] = {
     {"data", T_STR, O(data), 1, 0, 0, "DIR: CIFAR-10 binary or IDX directory (default " DEFAULT_DATA_DIR ")"},
-    {"synthetic", T_INT, O(synthetic), 1, 1, 1e7, "N: N synthetic 3x16x16 training images instead of files (tests)"},
+    {"synthetic", T_INT, O(synthetic), 1, 0, 1e7, "N: N synthetic 3x16x16 training images instead of files (tests)"},
     {"arch", T_STR, O(arch), 1, 0, 0, "cnn-cw|resnet20|preact-resnet18|mlp (default cnn-cw; mlp for 1-channel data)"},
     {"defense", T_STR, O(defense), 1, 0, 0, "none|pgd-at|trades|gfa|pgd-at+gfa|trades+gfa (default gfa)"},
     {"gfa-lambda", T_DBL, O(gfa_lambda), 1, 0, 1e6, "X: weight of every GFA hook (default 0.02)"},
     {"gfa-mode", T_STR, O(gfa_mode), 1, 0, 0, "sin2|tangent (default sin2)"},
     {"epochs", T_INT, O(epochs), 1, 1, 100000, "N (default 3 for 1-channel data, 10 otherwise)"},
     {"batch", T_INT, O(batch), 1, 1, 65536, "N: batch size (default 128)"},
-    {"lr", T_DBL, O(lr), 1, 0, 1e3, "X: base learning rate (default SGD 0.05, Adam/AdamW 1e-3)"},
+    {"lr", T_DBL, O(lr), 1, 0, 1e3, "X: base learning rate (default SGD 0.01, Adam/AdamW 1e-3)"},
     {"schedule", T_STR, O(schedule), 1, 0, 0, "cosine|step|onecycle|constant (default cosine)"},
     {"optimizer", T_STR, O(optimizer), 1, 0, 0, "sgd|adam|adamw (default sgd; adam for 1-channel data)"},
     {"weight-decay", T_DBL, O(weight_decay), 1, 0, 1, "X (default: SGD 5e-4, Adam 0, AdamW 1e-2)"},
@@ -280,7 +280,7 @@ static plan resolve(config *c, int channels)
     else if (strcmp(c->optimizer, "adamw") == 0) p.optim = DD_OPTIM_ADAMW;
     else die("--optimizer: unknown '%s' (sgd, adam, adamw)", c->optimizer);
     if (c->lr == 0.0)
-        c->lr = p.optim == DD_OPTIM_SGD ? 0.05 : 1e-3;
+        c->lr = p.optim == DD_OPTIM_SGD ? 0.01 : 1e-3;
 
     if (strcmp(c->schedule, "cosine") == 0) p.sched = DD_SCHED_COSINE;
     else if (strcmp(c->schedule, "step") == 0) p.sched = DD_SCHED_STEP;

@@ -95,8 +95,11 @@ DD_API void dd_model_destroy(dd_model *m);
 
 /* ---- building the graph -------------------------------------------------
  * Each add function appends one node consuming existing nodes and writes its
- * id to *out. Names (optional, copied, at most 63 bytes) label the node's
- * parameters in checkpoints ("<name>.weight"); NULL gives "<type><id>".
+ * id to *out. Names (optional, copied, at most 63 bytes, unique in the
+ * model; longer or repeated names give DD_ERR_INVALID_ARGUMENT) label the
+ * node's parameters in checkpoints ("<name>.weight"); NULL or "" gives
+ * "<type><id>". Options structs are required (NULL is refused): fill them
+ * with their _init function.
  * Adding is only allowed before dd_model_build() (else DD_ERR_STATE).
  * Shape mismatches give DD_ERR_INVALID_ARGUMENT with a message. */
 
@@ -264,7 +267,11 @@ typedef struct dd_param_info {
 } dd_param_info;
 
 DD_API dd_status dd_model_num_nodes(const dd_model *m, int *count);
+/** Describes node `node`. Set info->struct_size = sizeof(dd_node_info)
+ *  first (an older, smaller struct is filled up to its size). */
 DD_API dd_status dd_model_node_info(const dd_model *m, dd_node node, dd_node_info *info);
+/** The logits node given to dd_model_build. Built models only. */
+DD_API dd_status dd_model_logits_node(const dd_model *m, dd_node *node);
 DD_API dd_status dd_model_num_classes(const dd_model *m, int *k);
 DD_API dd_status dd_model_input_shape(const dd_model *m, int *c, int *h, int *w);
 DD_API dd_status dd_model_max_batch(const dd_model *m, int *max_batch);
@@ -273,9 +280,11 @@ DD_API dd_status dd_model_num_params(const dd_model *m, int *count);
 DD_API dd_status dd_model_param_info(const dd_model *m, int index, dd_param_info *info);
 /** Copies parameter `index` (PyTorch layout) into dst, count == info.count. */
 DD_API dd_status dd_model_param_read(const dd_model *m, int index, float *dst, size_t count);
-/** Overwrites parameter `index` from src (count == info.count, finite values). */
+/** Overwrites parameter `index` from src (count == info.count). Returns
+ *  DD_ERR_NUMERIC (nothing written) if src holds NaN or Inf. */
 DD_API dd_status dd_model_param_write(dd_model *m, int index, const float *src, size_t count);
-/** Copies the accumulated gradient of trainable parameter `index`. */
+/** Copies the accumulated gradient of parameter `index` (zeros for a
+ *  batch-norm running statistic, which has no gradient). */
 DD_API dd_status dd_model_grad_read(const dd_model *m, int index, float *dst, size_t count);
 /** Seconds spent inside oneDNN primitives (execute + wait) by this model
  *  since creation or the last reset (reset != 0 zeroes the counter after

@@ -96,6 +96,12 @@ dd_status dd_model_create(dd_model **out, int channels, int height, int width, i
 
 dd_status dd__graph_append(dd_model *m, const dd__node_ops *ops, const int *inputs, int ninputs,
                            const char *name, void *state, const dd__tensor *shape, int *id) {
+    DD_RETURN_IF(name && strlen(name) >= sizeof m->nodes[0].name, DD_ERR_INVALID_ARGUMENT,
+                 "%s node: name '%.20s...' longer than %zu bytes", ops->name, name,
+                 sizeof m->nodes[0].name - 1);
+    for (int i = 0; name && name[0] && i < m->nnodes; i++)
+        DD_RETURN_IF(strcmp(m->nodes[i].name, name) == 0, DD_ERR_INVALID_ARGUMENT,
+                     "%s node: name '%s' is already used by node %d", ops->name, name, i);
     if (m->nnodes == m->cap_nodes) {
         int cap = m->cap_nodes ? m->cap_nodes * 2 : 16;
         dd__node *nn = dd__realloc(m->nodes, sizeof *nn * (size_t)cap);
@@ -339,6 +345,13 @@ dd_status dd_model_node_info(const dd_model *m, dd_node node, dd_node_info *info
     full.width = n->out.w;
     if (n->ops->info) n->ops->info(n, &full);
     memcpy(info, &full, info->struct_size);
+    return DD_OK;
+}
+
+dd_status dd_model_logits_node(const dd_model *m, dd_node *node) {
+    DD_RETURN_IF(!node, DD_ERR_INVALID_ARGUMENT, "dd_model_logits_node: node is NULL");
+    DD__CHECK_BUILT(m, "dd_model_logits_node");
+    *node = m->logits;
     return DD_OK;
 }
 

@@ -58,9 +58,11 @@ run() {
     local log=$1
     shift
     echo "== $*"
-    if ! "$@" >"$log" 2>&1; then
+    local rc=0
+    "$@" >"$log" 2>&1 || rc=$?
+    if [ "$rc" -ne 0 ]; then
         cat "$log"
-        fail "exit status $? from: $*"
+        fail "exit status $rc from: $*"
     fi
     cat "$log"
 }
