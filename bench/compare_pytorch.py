@@ -12,7 +12,7 @@ CIFAR-10 normalize layer first), same synthetic batch (pixels uniform in
 with "impl":"pytorch":
 
   plain   zero_grad, forward (train), cross-entropy, backward, SGD step
-  infer   forward in eval mode under torch.no_grad()
+  infer   forward in eval mode under torch.inference_mode()
   gfa     J = L + sum_t lambda R_t over the default hooks (the input of every
           Conv2d and Linear, the normalised image included): g = B * dL/dh by
           torch.autograd.grad(L, hooked, create_graph=True), R = mean(1 - c^2),
@@ -309,7 +309,7 @@ class Bench:
     # infer ------------------------------------------------------------------
     def step_infer(self):
         self.model.eval()
-        with self.torch.no_grad():
+        with self.torch.inference_mode():
             self.model(self.x)
 
     # gfa --------------------------------------------------------------------

@@ -408,16 +408,16 @@ int main(int argc, char **argv) {
             s = dd_attack_run(c.atk, x, y, cfg.batch, x_adv, &ar);
             if (s == DD_OK) s = measure(&c, step_pgd_at, &t);
             if (s != DD_OK) {
-                fail(&cfg, "pgd-at", "step", s);
+                fail(&cfg, "pgd-at", "step", s); /* not fatal: "all" goes on with gfa */
                 rc = 1;
-                goto done;
+            } else {
+                /* An input gradient runs backward-data through every layer, the first included. */
+                double gflop = plain_gflop + 1e-9 * f.fwd * (double)(ar.forward_passes + ar.gradient_passes);
+                snprintf(extra, sizeof extra, ",\"ratio_to_plain\":%.4g,\"attack_forward_passes\":%lld,"
+                         "\"attack_gradient_passes\":%lld",
+                         t.ms_median / tp.ms_median, (long long)ar.forward_passes, (long long)ar.gradient_passes);
+                report(&cfg, "pgd-at", &t, peak, gflop, m, extra);
             }
-            /* An input gradient runs backward-data through every layer, the first included. */
-            double gflop = plain_gflop + 1e-9 * f.fwd * (double)(ar.forward_passes + ar.gradient_passes);
-            snprintf(extra, sizeof extra, ",\"ratio_to_plain\":%.4g,\"attack_forward_passes\":%lld,"
-                     "\"attack_gradient_passes\":%lld",
-                     t.ms_median / tp.ms_median, (long long)ar.forward_passes, (long long)ar.gradient_passes);
-            report(&cfg, "pgd-at", &t, peak, gflop, m, extra);
         }
     }
     if (want_gfa) {

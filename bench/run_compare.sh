@@ -66,10 +66,10 @@ LOG=$OUT.log
 : > "$OUT"
 : > "$LOG"
 
-# Busy percentage of the whole machine over `1` second, from /proc/stat.
+# Busy percentage of the whole machine over 1 second, from /proc/stat's cpu line.
 busy_pct() {
   local a b
-  a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
+  read -r -a a < /proc/stat; sleep 1; read -r -a b < /proc/stat
   local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
   for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
   [ "$total" -gt 0 ] || { echo 0; return; }

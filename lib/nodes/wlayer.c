@@ -274,7 +274,10 @@ dd_status dd__wl_second_order(dd__node *n, void *plan, dd__ctx *ctx, const float
 
 void dd__wl_init_params(dd__node *n, dd__rng *rng, size_t fan_in) {
     dd__param *w = dd__node_param(n, 0);
-    double sd = sqrt(2.0 / (double)fan_in);
+    /* He: variance 2/fan_in keeps activations' scale through ReLUs; the
+     * logits layer feeds no ReLU, so it takes gain 1 (variance 1/fan_in). */
+    double gain = n->id == n->model->logits ? 1.0 : 2.0;
+    double sd = sqrt(gain / (double)fan_in);
     for (size_t i = 0; i < w->count; i++) w->data[i] = (float)(sd * dd__rng_normal(rng));
     if (n->nparams > 1) memset(dd__node_param(n, 1)->data, 0, dd__node_param(n, 1)->count * sizeof(float));
 }

@@ -46,7 +46,7 @@ DD_INTERNAL dd_status dd__wl_second_order(dd__node *n, void *plan, dd__ctx *ctx,
                                           const float *gy, float *const *xbar);
 /* Name of the forward implementation (for logs and tests). */
 DD_INTERNAL const char *dd__wl_impl(const void *plan);
-/* He-normal weights N(0, 2 / fan_in), zero bias. */
+/* He-normal weights N(0, 2 / fan_in) (1 / fan_in for the logits layer), zero bias. */
 DD_INTERNAL void dd__wl_init_params(dd__node *n, dd__rng *rng, size_t fan_in);
 
 #endif
