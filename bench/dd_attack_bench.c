@@ -10,8 +10,7 @@
  * defaults, run once untimed (oneDNN creates its primitives for the batch
  * size on first use), then timed over --reps runs. One JSON line per
  * attack, in dd_bench's form:
- *   {"impl":"deepdefense","arch":"cnn-cw","attack":"pgd-linf","batch":128,
- *    "threads":2,"images_per_s":...,"seconds":...,"steps":10,...}
+ *   {"impl":"deepdefense","arch":"cnn-cw","attack":"pgd-linf","batch":128,"threads":2,"images_per_s":..}
  * --max-steps N caps the iteration count (and Square's queries) of every
  * attack and is reported in the line ("capped":true), for quick looks at
  * the expensive minimum-norm attacks (CW and EAD run 9 x 1000 steps).

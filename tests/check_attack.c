@@ -2,25 +2,20 @@
  *
  * The oracles are those of shared/ATTACKS.md section 13, on affine
  * classifiers built with the engine (flatten + linear, parameters written
- * through dd_model_param_write) so every answer is known exactly:
- *   reference model: 2 classes, d = 4 (1x2x2), W = [[0,0,0,0],[1,-2,2,0]],
- *   b = [0,-1], x0 = 0.5, y = 0: margin 0.5, w = (1,-2,2,0), ||w||_1 = 5,
- *   ||w||_2 = 3, ||w||_inf = 2; minimal perturbations rho2 = 1/6,
- *   rhoinf = 0.1, rho1 = 0.25 (the box is inactive).
- * FGSM/PGD give eps*sign(w) (O3, O4), PGD-L2 its closed form (O5), APGD
- * the vertex or exactly x0 (O6), DeepFool 1.02 (rho* + 1e-4) (O1, O2), FAB
- * 1.05 rho* then 1.005213 rho* (O9), EAD and CW respect Hoelder's lower
- * bound (O7) and CW converges to rho2 from above (O13), AutoAttack's robust
- * accuracy equals the exact one on a 4-class model whose CE direction is
- * constant (O8). The pure pieces (DLR values O10, APGD checkpoints and the
- * decision rule O11, Square's schedule O12, EAD's shrinkage and constant
- * search O14) are checked through the same inline functions the library
- * uses (lib/attacks/attack_internal.h). A small random ReLU network checks
- * the invariants of every kind: box, eps ball, success only where the model
- * itself misclassifies, eps = 0 gives clean accuracy, and bit-identical
- * results for the same seed. Bad input must leave x_adv untouched.
- * Tolerances: float arithmetic on values near 1 is good to ~1e-6; where a
- * test allows more it says why.
+ * with dd_model_param_write), where every answer is known exactly: FGSM
+ * and PGD give eps*sign(w) (O3, O4), PGD-L2 its closed form (O5), APGD the
+ * vertex or exactly x0 (O6), DeepFool 1.02 (rho* + 1e-4) (O1, O2), FAB
+ * 1.05 then 1.005213 rho* (O9), EAD and CW respect Hoelder's bound (O7),
+ * CW reaches rho2 from above (O13), AutoAttack's robust accuracy is the
+ * exact one (O8). The pure pieces (DLR O10, APGD checkpoints and decision
+ * O11, Square's schedule O12, EAD's shrinkage and search O14) are checked
+ * through the inline functions the library itself uses. A small random
+ * ReLU network checks every kind's invariants (box, eps ball, success only
+ * where the model misclassifies, eps = 0 gives clean accuracy, the same
+ * seed gives the same bits), OOM and no allocation in a warm run; TRADES'
+ * gradient is checked against its closed form in double. Bad input must
+ * leave x_adv untouched. Tolerances: float arithmetic on values near 1 is
+ * good to ~1e-6; where a test allows more it says why.
  */
 #include <check.h>
 #include <math.h>
@@ -70,6 +65,10 @@ static dd_model *affine_model(int K, int C, int H, int W, const float *Wm, const
     return m;
 }
 
+/* The reference model of ATTACKS.md 13: 2 classes, d = 4 (1x2x2),
+ * W = [[0,0,0,0],[1,-2,2,0]], b = [0,-1], x0 = 0.5, y = 0: margin 0.5,
+ * w = (1,-2,2,0), ||w||_1 = 5, ||w||_2 = 3, ||w||_inf = 2; minimal
+ * perturbations rho2 = 1/6, rhoinf = 0.1, rho1 = 0.25 (box inactive). */
 static const float REF_W[8] = {0, 0, 0, 0, 1, -2, 2, 0};
 static const float REF_B[2] = {0, -1};
 static const float REF_SIGNW[4] = {1, -1, 1, 0};
@@ -882,6 +881,174 @@ START_TEST(test_train_step_parity) {
 }
 END_TEST
 
+/* Reads trainable parameter `index` gradient into a new array. */
+static float *grad_copy(const dd_model *m, int index, size_t *count) {
+    dd_param_info pi;
+    memset(&pi, 0, sizeof pi);
+    pi.struct_size = sizeof pi;
+    ck_assert_int_eq(dd_model_param_info(m, index, &pi), DD_OK);
+    float *g = malloc(pi.count * sizeof(float));
+    ck_assert_int_eq(dd_model_grad_read(m, index, g, pi.count), DD_OK);
+    *count = pi.count;
+    return g;
+}
+
+START_TEST(test_trades_gradient) {
+    /* The TRADES gradient on an affine model against the closed form in
+     * double: dW = sum_i dz_i x_i^T + dz'_i x'_i^T, db = sum_i dz_i + dz'_i. */
+    const int K = 3, n = 2;
+    const float Wm[12] = {0.5f, -1.0f, 0.3f, 0.2f, -0.4f, 0.8f, -0.6f, 1.1f, 0.9f, 0.1f, -0.2f, -0.7f};
+    const float b[3] = {0.1f, -0.2f, 0.3f};
+    dd_model *m = affine_model(K, 1, 2, 2, Wm, b, 4);
+    const float xn[8] = {0.2f, 0.4f, 0.6f, 0.8f, 0.9f, 0.1f, 0.5f, 0.3f};
+    const float xa[8] = {0.25f, 0.35f, 0.65f, 0.75f, 0.85f, 0.15f, 0.45f, 0.35f};
+    const int32_t y[2] = {1, 2};
+    const float beta = 6.0f;
+    double dW[12] = {0}, db[3] = {0}, ce = 0, klsum = 0;
+    for (int i = 0; i < n; i++) {
+        double zn[3], za[3], p[3], q[3], sp = 0, sq = 0;
+        for (int k = 0; k < K; k++) {
+            zn[k] = b[k];
+            za[k] = b[k];
+            for (int j = 0; j < 4; j++) {
+                zn[k] += (double)Wm[k * 4 + j] * xn[i * 4 + j];
+                za[k] += (double)Wm[k * 4 + j] * xa[i * 4 + j];
+            }
+            p[k] = exp(zn[k]);
+            q[k] = exp(za[k]);
+            sp += p[k];
+            sq += q[k];
+        }
+        double kl = 0;
+        for (int k = 0; k < K; k++) {
+            p[k] /= sp;
+            q[k] /= sq;
+            kl += p[k] * log(p[k] / q[k]);
+        }
+        ce += -log(p[y[i]]);
+        klsum += kl;
+        for (int k = 0; k < K; k++) {
+            double gn = (p[k] - (k == y[i])) / n + beta / n * p[k] * (log(p[k] / q[k]) - kl);
+            double ga = beta / n * (q[k] - p[k]);
+            db[k] += gn + ga;
+            for (int j = 0; j < 4; j++) dW[k * 4 + j] += gn * xn[i * 4 + j] + ga * xa[i * 4 + j];
+        }
+    }
+    dd_step_stats st;
+    dd_step_stats_init(&st);
+    ck_assert_int_eq(dd_model_zero_grad(m), DD_OK);
+    ck_assert_int_eq(dd_model_backward_trades(m, xn, xa, y, n, beta, &st), DD_OK);
+    size_t cw, cb;
+    float *gw = grad_copy(m, param_index(m, "fc.weight"), &cw), *gb = grad_copy(m, param_index(m, "fc.bias"), &cb);
+    for (int k = 0; k < 12; k++) ck_assert_msg(fabs(gw[k] - dW[k]) < 1e-5, "dW[%d] %g vs %g", k, gw[k], dW[k]);
+    for (int k = 0; k < 3; k++) ck_assert_msg(fabs(gb[k] - db[k]) < 1e-5, "db[%d] %g vs %g", k, gb[k], db[k]);
+    ck_assert(fabs(st.loss - ce / n) < 1e-5);
+    ck_assert(fabs(st.objective - (ce + beta * klsum) / n) < 1e-5);
+    ck_assert_int_eq(st.batch, n);
+    free(gw);
+    free(gb);
+    /* beta = 0 is plain cross-entropy on x_nat. */
+    ck_assert_int_eq(dd_model_zero_grad(m), DD_OK);
+    ck_assert_int_eq(dd_model_backward_trades(m, xn, xa, y, n, 0.0f, NULL), DD_OK);
+    gw = grad_copy(m, param_index(m, "fc.weight"), &cw);
+    ck_assert_int_eq(dd_model_zero_grad(m), DD_OK);
+    ck_assert_int_eq(dd_model_forward(m, xn, n, DD_TRAIN, NULL), DD_OK);
+    ck_assert_int_eq(dd_model_backward(m, y, NULL), DD_OK);
+    float *gc = grad_copy(m, param_index(m, "fc.weight"), &cw);
+    for (int k = 0; k < 12; k++) ck_assert(fabs(gw[k] - gc[k]) < 1e-6);
+    free(gw);
+    free(gc);
+    /* Bad input. */
+    int32_t ybad[2] = {0, 3};
+    ck_assert_int_eq(dd_model_backward_trades(m, xn, xa, ybad, n, beta, NULL), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_model_backward_trades(m, xn, xa, y, 5, beta, NULL), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_model_backward_trades(m, xn, xa, y, n, -1.0f, NULL), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_model_backward_trades(m, xn, xa, y, n, NAN, NULL), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_model_backward_trades(m, NULL, xa, y, n, beta, NULL), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_model_backward_trades(NULL, xn, xa, y, n, beta, NULL), DD_ERR_INVALID_ARGUMENT);
+    dd_model_destroy(m);
+}
+END_TEST
+
+START_TEST(test_trades_hooks_and_step) {
+    /* With GFA hooks the difference to the hook-free gradient is exactly
+     * the hooks' contribution to the natural cross-entropy backward. */
+    float x[NB * IC * IH * IW], xa[NB * IC * IH * IW];
+    int32_t y[NB];
+    dd_model *m = relu_net();
+    relu_inputs(m, x, y);
+    for (size_t j = 0; j < sizeof x / sizeof x[0]; j++) xa[j] = fminf(1.0f, x[j] + 0.02f);
+    int np = 0;
+    ck_assert_int_eq(dd_model_num_params(m, &np), DD_OK);
+    float *g[4][8];
+    size_t cnt[8];
+    ck_assert(np <= 8);
+    for (int pass = 0; pass < 4; pass++) {
+        int hooks = pass & 1, trades = pass >> 1;
+        if (hooks)
+            ck_assert_int_eq(dd_gfa_hook_defaults(m, 0.5f, DD_GFA_SIN2), DD_OK);
+        else
+            ck_assert_int_eq(dd_gfa_clear(m), DD_OK);
+        ck_assert_int_eq(dd_model_zero_grad(m), DD_OK);
+        if (trades) {
+            ck_assert_int_eq(dd_model_backward_trades(m, x, xa, y, NB, 6.0f, NULL), DD_OK);
+        } else {
+            ck_assert_int_eq(dd_model_forward(m, x, NB, DD_TRAIN, NULL), DD_OK);
+            ck_assert_int_eq(dd_model_backward(m, y, NULL), DD_OK);
+        }
+        for (int p = 0; p < np; p++) g[pass][p] = grad_copy(m, p, &cnt[p]);
+    }
+    double diff = 0, scale = 0;
+    for (int p = 0; p < np; p++)
+        for (size_t k = 0; k < cnt[p]; k++) {
+            double hook_ce = (double)g[1][p][k] - g[0][p][k], hook_tr = (double)g[3][p][k] - g[2][p][k];
+            diff = fmax(diff, fabs(hook_ce - hook_tr));
+            scale = fmax(scale, fabs(hook_ce));
+        }
+    ck_assert_msg(scale > 1e-6, "the hooks changed nothing (scale %g)", scale);
+    ck_assert_msg(diff <= 1e-4 * fmax(scale, 1e-3), "hook contributions differ by %g (scale %g)", diff, scale);
+    for (int pass = 0; pass < 4; pass++)
+        for (int p = 0; p < np; p++) free(g[pass][p]);
+    ck_assert_int_eq(dd_gfa_clear(m), DD_OK);
+
+    /* dd_attack_trades_step equals the hand-written TRADES loop. */
+    dd_model *m2 = relu_net();
+    dd_optimizer_options oo;
+    dd_optimizer_options_init(&oo, DD_OPTIM_SGD);
+    dd_optimizer *o1 = NULL, *o2 = NULL;
+    ck_assert_int_eq(dd_optimizer_create(&o1, m, &oo), DD_OK);
+    ck_assert_int_eq(dd_optimizer_create(&o2, m2, &oo), DD_OK);
+    dd_attack_options ao;
+    dd_attack_options_init(&ao, DD_ATTACK_TRADES_KL);
+    dd_attack *a1 = make_attack(m, &ao), *a2 = make_attack(m2, &ao);
+    float xa1[NB * IC * IH * IW], xa2[NB * IC * IH * IW];
+    dd_step_stats s1, s2;
+    dd_step_stats_init(&s1);
+    dd_step_stats_init(&s2);
+    ck_assert_int_eq(dd_attack_trades_step(a1, o1, x, y, NB, 6.0f, xa1, &s1), DD_OK);
+    ck_assert_int_eq(dd_attack_run(a2, x, y, NB, xa2, NULL), DD_OK);
+    ck_assert_int_eq(dd_model_zero_grad(m2), DD_OK);
+    ck_assert_int_eq(dd_model_backward_trades(m2, x, xa2, y, NB, 6.0f, &s2), DD_OK);
+    ck_assert_int_eq(dd_optimizer_step(o2), DD_OK);
+    ck_assert_int_eq(memcmp(xa1, xa2, sizeof xa1), 0);
+    ck_assert(s1.objective == s2.objective && s1.objective > s1.loss);
+    for (int p = 0; p < np; p++) {
+        size_t c1, c2;
+        float *w1 = grad_copy(m, p, &c1), *w2 = grad_copy(m2, p, &c2);
+        ck_assert_int_eq(memcmp(w1, w2, c1 * sizeof(float)), 0);
+        free(w1);
+        free(w2);
+    }
+    ck_assert_int_eq(dd_attack_trades_step(a1, o1, x, y, NB, -1.0f, NULL, NULL), DD_ERR_INVALID_ARGUMENT);
+    dd_attack_destroy(a1);
+    dd_attack_destroy(a2);
+    dd_optimizer_destroy(o1);
+    dd_optimizer_destroy(o2);
+    dd_model_destroy(m);
+    dd_model_destroy(m2);
+}
+END_TEST
+
 START_TEST(test_oom_and_no_alloc) {
     /* Every allocation of dd_attack_create may fail cleanly (ASan builds
      * check for leaks); dd_attack_run allocates nothing once the model has
@@ -953,6 +1120,8 @@ static Suite *attack_suite(void) {
     tcase_add_test(tc, test_square_all_misclassified);
     tcase_add_test(tc, test_train_step_parity);
     tcase_add_test(tc, test_oom_and_no_alloc);
+    tcase_add_test(tc, test_trades_gradient);
+    tcase_add_test(tc, test_trades_hooks_and_step);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -21,8 +21,11 @@
  * input vector-Jacobian product: batch-norm statistics and parameter
  * gradients are never touched. All work buffers are allocated by
  * dd_attack_create() for the model's max_batch; dd_attack_run() allocates
- * nothing itself (the model may create oneDNN primitives the first time it
- * sees a batch size).
+ * nothing itself. A run of n samples feeds the model at most four batch
+ * sizes (n, and ceil(n/2), ceil(n/4), ceil(n/8), padded, for the subsets
+ * still under attack), which the model creates oneDNN primitives for on
+ * first use and keeps; repeated runs at one n then allocate nothing, unless
+ * the host's own passes at other batch sizes evict the model's plans.
  *
  * Determinism: the attack's random generator is reseeded from opts.seed at
  * the start of every dd_attack_run(), so the same inputs, seed and model
@@ -195,7 +198,7 @@ typedef struct dd_attack_results {
                                     from the label (targeted: equals the target) */
     int32_t *pred;             /**< (n): argmax logit at x_adv (ties: lowest index) */
     int32_t *clean_correct;    /**< (n): 1 if the argmax at x equals the label */
-    float *norm_l0;            /**< (n): number of pixels values changed */
+    float *norm_l0;            /**< (n): number of values changed (over C*H*W) */
     float *norm_l1;            /**< (n): ||x_adv - x||_1 over all C*H*W values */
     float *norm_l2;            /**< (n): ||x_adv - x||_2 */
     float *norm_linf;          /**< (n): ||x_adv - x||_inf */
@@ -246,6 +249,40 @@ DD_API dd_status dd_attack_run(dd_attack *a, const float *x, const int32_t *labe
 DD_API dd_status dd_attack_train_step(dd_attack *a, dd_optimizer *opt, const float *x,
                                       const int32_t *labels, int n, float *x_adv_out,
                                       dd_step_stats *stats);
+
+/** TRADES (Zhang et al. 2019) backward: accumulates (+=) into the parameter
+ *  gradients the gradient of
+ *      L = mean_i CE(f(x_nat_i), y_i)
+ *        + beta * mean_i KL(softmax f(x_nat_i) || softmax f(x_adv_i))
+ *  through both arguments of the KL, with three DD_TRAIN forward passes
+ *  (x_nat, x_adv, x_nat) as the reference trades.py, so batch-norm running
+ *  statistics move as they do there. With GFA hooks set, they regularise
+ *  the natural cross-entropy term (dd_model_backward on x_nat).
+ *  x_nat, x_adv: (n, C, H, W) f32 NCHW, borrowed (x_adv normally from a
+ *  DD_ATTACK_TRADES_KL attack); labels: (n) int32 in [0, K); beta >= 0
+ *  (the reference uses 6); stats optional: loss = the natural CE,
+ *  objective = L (+ GFA terms), correct = natural hits.
+ *  Allocates 3 n K floats of scratch for the call (dd_attack_trades_step
+ *  does not). Returns DD_OK, DD_ERR_INVALID_ARGUMENT, DD_ERR_STATE (model
+ *  not built), DD_ERR_NUMERIC (non-finite input or loss), DD_ERR_OUT_OF_MEMORY,
+ *  DD_ERR_BACKEND; after an error past the argument checks the gradients may
+ *  hold part of L's gradient (call dd_model_zero_grad). Not thread-safe for
+ *  one model (it runs the model). */
+DD_API dd_status dd_model_backward_trades(dd_model *m, const float *x_nat, const float *x_adv,
+                                          const int32_t *labels, int n, float beta,
+                                          dd_step_stats *stats);
+
+/** METHOD: one TRADES training step with attack a (normally
+ *  DD_ATTACK_TRADES_KL: eps 0.031, 10 steps of 0.007) on opt's model:
+ *      x_adv = attack(x) (DD_EVAL passes); dd_model_zero_grad;
+ *      the dd_model_backward_trades gradient; dd_optimizer_step(opt)
+ *  using the attack's preallocated buffers (no allocation). x: (n, C, H, W)
+ *  f32; labels: (n) int32; x_adv_out: optional (n, C, H, W) copy; stats as
+ *  dd_model_backward_trades. Returns the statuses of dd_attack_run,
+ *  dd_model_backward_trades and dd_optimizer_step. */
+DD_API dd_status dd_attack_trades_step(dd_attack *a, dd_optimizer *opt, const float *x,
+                                       const int32_t *labels, int n, float beta, float *x_adv_out,
+                                       dd_step_stats *stats);
 
 #ifdef __cplusplus
 }

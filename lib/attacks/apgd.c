@@ -8,8 +8,10 @@
  * iterations check at 21, 40, 56, 69, 79, 86, 92, 98); APGD-T: 9 targets,
  * the 2nd..10th largest clean logits, targeted DLR. eps 8/255 (Linf) and
  * 0.5 (L2): the official class requires eps, torchattacks uses 8/255.
- *
- * One run (attack_single_run): random start on the eps sphere (Linf:
+ */
+#include "attack_internal.h"
+
+/* One run (attack_single_run): random start on the eps sphere (Linf:
  * t/max|t|; L2: Gaussian t/||t||), clipped; per iteration the momentum step
  *     z = P(x + eta*sign(g))          (L2: P(x + eta*g/||g||))
  *     x = P(x + a(z - x) + (1-a)(x - x_prev)),   P = ball then box
@@ -28,7 +30,6 @@
  * Choices where torchattacks differs (10 iterations, its APGDT L2 bug of
  * using the first sample's step size): we follow the official code.
  */
-#include "attack_internal.h"
 
 typedef struct apgd_state {
     float *x0, *x, *xbest, *xadv, *xold, *gbest, *zc; /* (B, d) each */

@@ -6,9 +6,10 @@
  * perturb() call the same way), compute the clean logits, let the kind's
  * ops->run write x_adv into the staging buffer a->out, apply the success
  * threshold of the minimum-norm kinds, evaluate the model once more at
- * x_adv (success is always the model's verdict on the returned image, never
- * an attack's bookkeeping), then copy to the caller. Staging makes x_adv ==
- * x safe and keeps caller memory untouched on every error path.
+ * x_adv when results are wanted (success is always the model's verdict on
+ * the returned image, never an attack's bookkeeping), then copy to the
+ * caller. Staging makes x_adv == x safe and keeps caller memory untouched
+ * on every error path.
  *
  * The model is used only through dd_model_forward(DD_EVAL) and
  * dd_model_input_grad(); lib/graph/graph.h is read for nothing but the
@@ -353,9 +354,10 @@ dd_status dd__attack_create_sub(dd_attack **out, dd_model *m, const dd_attack_op
     a->bucket_base = a->max_batch;
     if (!a->out || !a->grad || !a->pad || !a->logits || !a->dlogits || !a->clean_logits || !a->clean_pred ||
         !a->pred || !a->stage) {
+        size_t d = a->d;
         dd_attack_destroy(a);
         return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "dd_attack_create: out of memory (%zu samples of %zu floats)",
-                        B, a->d);
+                        B, d);
     }
     if (a->ops->create) {
         dd_status s = a->ops->create(a);
@@ -401,11 +403,13 @@ dd_status dd_attack_set_eps(dd_attack *a, float eps) {
 /* Run                                                                       */
 /* ======================================================================== */
 
-dd_status dd__attack_run_raw(dd_attack *a, const float *x, const int32_t *y, int n, float *out) {
+dd_status dd__attack_run_raw(dd_attack *a, const float *x, const int32_t *y, int n, float *out, int clean) {
     dd__rng_seed(&a->rng, a->o.seed);
     a->stage_set = 0;
-    DD_FORWARD(dd__atk_forward(a, x, n, a->clean_logits));
-    dd__atk_argmax_rows(a->clean_logits, n, a->K, a->clean_pred);
+    if (clean) {
+        DD_FORWARD(dd__atk_forward(a, x, n, a->clean_logits));
+        dd__atk_argmax_rows(a->clean_logits, n, a->K, a->clean_pred);
+    }
     return a->ops->run(a, x, y, n, out);
 }
 
@@ -432,7 +436,11 @@ dd_status dd_attack_run(dd_attack *a, const float *x, const int32_t *labels, int
 
     a->n_fwd = a->n_grad = 0;
     a->bucket_base = n;
-    DD_FORWARD(dd__attack_run_raw(a, x, labels, n, a->out));
+    /* FGSM and PGD need neither the clean logits nor (without results) the
+     * final evaluation: two forward passes fewer in adversarial training. */
+    const dd_attack_kind kind = a->o.kind;
+    const int plain = kind == DD_ATTACK_FGSM || kind == DD_ATTACK_PGD_LINF || kind == DD_ATTACK_PGD_L2;
+    DD_FORWARD(dd__attack_run_raw(a, x, labels, n, a->out, r != NULL || !plain));
 
     /* Minimum-norm kinds: eps is a success threshold (as FAB in AutoAttack). */
     if (a->min_norm && isfinite(a->o.eps)) {
@@ -441,6 +449,10 @@ dd_status dd_attack_run(dd_attack *a, const float *x, const int32_t *labels, int
             const float *xi = x + (size_t)i * a->d;
             if (dd__atk_norm(oi, xi, a->d, a->norm) > (double)a->o.eps) memcpy(oi, xi, a->d * sizeof(float));
         }
+    }
+    if (!r) {
+        if (x_adv != a->out) memcpy(x_adv, a->out, count * sizeof(float));
+        return DD_OK;
     }
     DD_FORWARD(dd__atk_forward(a, a->out, n, a->logits));
     dd__atk_argmax_rows(a->logits, n, a->K, a->pred);
@@ -456,28 +468,24 @@ dd_status dd_attack_run(dd_attack *a, const float *x, const int32_t *labels, int
             int already = targeted ? clean_ok : !clean_ok;
             a->stage[i] = !succ ? -1 : (already ? 0 : 1);
         }
-        if (r) {
-            if (r->success) r->success[i] = succ;
-            if (r->pred) r->pred[i] = a->pred[i];
-            if (r->clean_correct) r->clean_correct[i] = clean_ok;
-            if (r->stage) r->stage[i] = a->stage[i];
-            if (r->norm_l0 || r->norm_l1 || r->norm_l2 || r->norm_linf) {
-                double nv[4];
-                dd__atk_norms(a->out + (size_t)i * a->d, x + (size_t)i * a->d, a->d, nv);
-                if (r->norm_l0) r->norm_l0[i] = (float)nv[0];
-                if (r->norm_l1) r->norm_l1[i] = (float)nv[1];
-                if (r->norm_l2) r->norm_l2[i] = (float)nv[2];
-                if (r->norm_linf) r->norm_linf[i] = (float)nv[3];
-            }
+        if (r->success) r->success[i] = succ;
+        if (r->pred) r->pred[i] = a->pred[i];
+        if (r->clean_correct) r->clean_correct[i] = clean_ok;
+        if (r->stage) r->stage[i] = a->stage[i];
+        if (r->norm_l0 || r->norm_l1 || r->norm_l2 || r->norm_linf) {
+            double nv[4];
+            dd__atk_norms(a->out + (size_t)i * a->d, x + (size_t)i * a->d, a->d, nv);
+            if (r->norm_l0) r->norm_l0[i] = (float)nv[0];
+            if (r->norm_l1) r->norm_l1[i] = (float)nv[1];
+            if (r->norm_l2) r->norm_l2[i] = (float)nv[2];
+            if (r->norm_linf) r->norm_linf[i] = (float)nv[3];
         }
     }
-    if (r) {
-        r->n = n;
-        r->num_clean_correct = nclean;
-        r->num_success = nsucc;
-        r->forward_passes = a->n_fwd;
-        r->gradient_passes = a->n_grad;
-    }
+    r->n = n;
+    r->num_clean_correct = nclean;
+    r->num_success = nsucc;
+    r->forward_passes = a->n_fwd;
+    r->gradient_passes = a->n_grad;
     if (x_adv != a->out) memcpy(x_adv, a->out, count * sizeof(float));
     return DD_OK;
 }

@@ -127,10 +127,10 @@ DD_INTERNAL void dd__atk_uniform(struct dd_attack *a, float *v, size_t count, fl
 DD_INTERNAL void dd__atk_normal(struct dd_attack *a, float *v, size_t count);
 
 /* Runs the attack `a` (already validated) on n images without the final
- * evaluation: clean logits, reseed, ops->run into out. For AutoAttack's
- * stages. */
+ * evaluation: reseed, clean logits (if clean != 0; every kind but FGSM and
+ * PGD needs them), ops->run into out. For AutoAttack's stages. */
 DD_INTERNAL dd_status dd__attack_run_raw(struct dd_attack *a, const float *x, const int32_t *y,
-                                         int n, float *out);
+                                         int n, float *out, int clean);
 /* Creates a sub-attack on the same model without public validation of the
  * caller (used by AutoAttack). */
 DD_INTERNAL dd_status dd__attack_create_sub(struct dd_attack **out, dd_model *m,

@@ -13,7 +13,10 @@
  * (dd_attack_results: n - num_success), i.e. the per-sample worst case over
  * the stages (fra31/auto-attack#45), not an average. results->stage says
  * which stage fooled each sample (0: misclassified clean).
- * Defaults: eps 8/255 (Linf) and 0.5 (L2), the CIFAR-10 budgets (the
+ */
+#include "attack_internal.h"
+
+/* Defaults: eps 8/255 (Linf) and 0.5 (L2), the CIFAR-10 budgets (the
  * official constructor's 0.3 is MNIST's); seed 0, fixed (the official
  * default draws a time-based seed per batch, so it is not reproducible).
  * The four stages are sub-handles created here with the options derived
@@ -21,7 +24,6 @@
  * rescale_schedule, alpha_max, eta, fab_beta, seed); each reseeds at its
  * start, like the official per-batch seeding.
  */
-#include "attack_internal.h"
 
 #define NSTAGES 4
 
@@ -108,7 +110,7 @@ static dd_status aa_run(dd_attack *a, const float *x, const int32_t *y, int n, f
         sub->o.eps = a->o.eps; /* dd_attack_set_eps may have changed it */
         sub->n_fwd = sub->n_grad = 0;
         sub->bucket_base = a->bucket_base; /* share our four batch sizes */
-        dd_status st = dd__attack_run_raw(sub, s->x0, s->y, m, s->xa);
+        dd_status st = dd__attack_run_raw(sub, s->x0, s->y, m, s->xa, 1);
         a->n_fwd += sub->n_fwd;
         a->n_grad += sub->n_grad;
         DD_FORWARD(st);

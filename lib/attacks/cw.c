@@ -13,14 +13,16 @@
  * z + kappa e_y differs from y) records x when its L2 distance to x0 beats
  * the best so far. c: 10x while no success was seen, then bisection;
  * with >= 10 binary steps the last one uses the upper bound.
- * Defaults: 9 binary steps, c0 1e-3, lr 1e-2, kappa 0, abort early; steps
+ */
+#include "attack_internal.h"
+
+/* Defaults: 9 binary steps, c0 1e-3, lr 1e-2, kappa 0, abort early; steps
  * 1000 (the references use 10000; torchattacks has no search: c = 1, 50
  * steps). Choices: the correct margin (max over j != y of the real
  * logits), not torchattacks' masked max that turns negative logits into 0
  * (ATTACKS.md 6.1, oracle O13); samples never fooled return x0 (foolbox
  * returns zeros with success = False). eps bounds the L2 norm of a success.
  */
-#include "attack_internal.h"
 
 typedef struct cw_state {
     float *w0, *xrec, *delta, *m, *v, *xcur, *best;  /* (B, d) */

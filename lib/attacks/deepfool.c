@@ -13,7 +13,10 @@
  *   misclassified at the start come back unchanged); the loop ends when
  *   all are frozen or after `steps` (50) steps. Samples never fooled return
  *   their last iterate.
- * Choices among the references (ATTACKS.md 5.4): foolbox's accumulated
+ */
+#include "attack_internal.h"
+
+/* Choices among the references (ATTACKS.md 5.4): foolbox's accumulated
  * overshoot with the +1e-4 and top-10 candidates (like the authors' code)
  * rather than torchattacks' per-increment overshoot over all classes;
  * clipping every step as foolbox and torchattacks (the authors' code does
@@ -22,7 +25,6 @@
  * Only not-yet-fooled samples are run through the model (compacted), so
  * the cost falls as samples converge.
  */
-#include "attack_internal.h"
 
 typedef struct deepfool_state {
     float *xa, *gbest, *ptot;     /* (B, d) */

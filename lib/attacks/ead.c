@@ -15,7 +15,10 @@
  * smallest ||d||_1; both steer the search: success lowers the upper bound
  * and bisects, failure raises the lower bound and bisects (or multiplies c
  * by 10 while no upper bound is known).
- * Defaults (the authors' EAD_Attack code, EAD0): beta 1e-3, lr 1e-2, 9
+ */
+#include "attack_internal.h"
+
+/* Defaults (the authors' EAD_Attack code, EAD0): beta 1e-3, lr 1e-2, 9
  * binary steps, c0 1e-3, kappa 0, FISTA momentum (k+1)/(k+4), reset of
  * x_k, y_k per binary step, abort early every I/10 iterations when the batch
  * loss (with the L1 term, at x_k) exceeds 0.9999 of the previous check.
@@ -25,7 +28,6 @@
  * EAD0 and foolbox return zeros); untargeted by default (EAD0 is targeted).
  * eps (default +infinity) bounds the L1 norm of a success (attack.c).
  */
-#include "attack_internal.h"
 
 typedef struct ead_state {
     float *xk, *yk, *obest;                      /* (B, d) */

@@ -14,7 +14,10 @@
  *   is the closest so far and step back x1 = x0 + beta (x1 - x0).
  *   A sample counts as fooled only if its closest point is misclassified
  *   and within eps (fab_base.py perturb); otherwise it stays x0.
- * The projections solve min ||d||_p s.t. g.(x+d) = b, x+d in the box
+ */
+#include "attack_internal.h"
+
+/* The projections solve min ||d||_p s.t. g.(x+d) = b, x+d in the box
  * exactly: d(lambda) = clip(-lambda sign(g)) (Linf) or clip(-lambda g) (L2)
  * is monotone in lambda, found by bisection in double; if the box keeps
  * the hyperplane out of reach, d is the box corner closest to it, as the
@@ -25,7 +28,6 @@
  * 2-class affine model the closest point is 1.05 rho* after one iteration
  * and 1.005213 rho* from the second on (oracle O9).
  */
-#include "attack_internal.h"
 
 typedef struct fab_state {
     float *x0, *x1, *adv, *d1, *d2;   /* (B, d) */

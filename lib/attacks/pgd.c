@@ -11,7 +11,10 @@
  *   volume); each step x += step * g / (||g||_2 + 1e-10), then
  *   delta *= min(1, eps/||delta||) and the box clip, sequentially (not the
  *   exact projection onto ball and box; every library does this).
- * TRADES_KL (Zhang et al.'s trades.py): eps 0.031, step 0.007, 10 steps,
+ */
+#include "attack_internal.h"
+
+/* TRADES_KL (Zhang et al.'s trades.py): eps 0.031, step 0.007, 10 steps,
  *   start x + 0.001 N(0, 1) (not clipped, as the reference), ascent on
  *   KL(softmax(z(x)) || softmax(z(x'))) with sign steps, Linf projection
  *   and box clip. The clean logits are the DD_EVAL ones, as the reference
@@ -21,7 +24,6 @@
  * against the 1e-10 guard for L2. Targeted mode (labels are targets)
  * ascends -CE(z, t). Random draws are taken sample by sample in order.
  */
-#include "attack_internal.h"
 
 static dd_status pgd_run(dd_attack *a, const float *x, const int32_t *y, int n, float *out) {
     const dd_attack_kind kind = a->o.kind;

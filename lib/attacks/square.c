@@ -10,15 +10,18 @@
  * rescaled to the budget) with s = round(sqrt(p H W)), offsets drawn as
  * floor(U (H - s)) (so H - s itself never occurs), and one window position
  * and one sign per channel shared by the batch, as the official code.
- *   Linf: start at x0 + eps * sign per (sample, channel, column) (vertical
- *     stripes); a candidate sets the window to x_best + 2 eps sigma_c,
- *     projected to the ball and box, i.e. to x0 +- eps.
- *   L2: start from tiles of the pseudo-Gaussian pattern eta(s0),
- *     s0 = H/5, with a sign per (sample, channel), rescaled to norm eps; a
- *     candidate moves the mass of a second window W2 into the first W1:
- *     new = eta(s) sigma + d[W1]/||d[W1]||_c, rescaled per channel to
- *     sqrt(max(eps^2 - ||d||^2, 0)/C + ||d[W1 u W2]||^2), d[W2] = 0,
- *     d[W1] = new, and x = clip(x0 + eps d/||d||).
+ */
+#include "attack_internal.h"
+
+/* Linf: start at x0 + eps * sign per (sample, channel, column) (vertical
+ *   stripes); a candidate sets the window to x_best + 2 eps sigma_c,
+ *   projected to the ball and box, i.e. to x0 +- eps.
+ * L2: start from tiles of the pseudo-Gaussian pattern eta(s0),
+ *   s0 = H/5, with a sign per (sample, channel), rescaled to norm eps; a
+ *   candidate moves the mass of a second window W2 into the first W1:
+ *   new = eta(s) sigma + d[W1]/||d[W1]||_c, rescaled per channel to
+ *   sqrt(max(eps^2 - ||d||^2, 0)/C + ||d[W1 u W2]||^2), d[W2] = 0,
+ *   d[W1] = new, and x = clip(x0 + eps d/||d||).
  * Defaults: 5000 queries, p_init 0.8, 1 restart, schedule rescaled (the
  * class default; AutoAttack sets it off). Choices: s is capped at min(H, W)
  * (later official versions); for images smaller than the official code
@@ -28,7 +31,6 @@
  * channel). Robust samples come back as x0; a sample counts as fooled only
  * if the model misclassifies its final point.
  */
-#include "attack_internal.h"
 
 typedef struct square_state {
     float *x0, *xb, *xn;          /* (B, d): compacted clean, best, candidates */

@@ -19,7 +19,23 @@
  */
 #include "attack_internal.h"
 
-#include "../graph/graph.h"
+#include <deepdefense/gfa.h>
+
+/* log-sum-exp of both rows (max-shifted, double). */
+static void lse2(const float *a, const float *b, int K, double *la, double *lb) {
+    double ma = a[0], mb = b[0];
+    for (int j = 1; j < K; j++) {
+        if (a[j] > ma) ma = a[j];
+        if (b[j] > mb) mb = b[j];
+    }
+    double sa = 0.0, sb = 0.0;
+    for (int j = 0; j < K; j++) {
+        sa += exp((double)a[j] - ma);
+        sb += exp((double)b[j] - mb);
+    }
+    *la = ma + log(sa);
+    *lb = mb + log(sb);
+}
 
 /* zn, za, dz: scratch of n*K floats each. */
 static dd_status trades_backward(dd_model *m, const float *xn, const float *xa, const int32_t *y, int n,
@@ -34,17 +50,8 @@ static dd_status trades_backward(dd_model *m, const float *xn, const float *xa, 
     /* dL/dz' first; the natural-pass gradient is built after the backward. */
     for (int i = 0; i < n; i++) {
         const float *a = zn + (size_t)i * K, *b = za + (size_t)i * K;
-        double ma = a[0], mb = b[0];
-        for (int j = 1; j < K; j++) {
-            if (a[j] > ma) ma = a[j];
-            if (b[j] > mb) mb = b[j];
-        }
-        double sa = 0.0, sb = 0.0;
-        for (int j = 0; j < K; j++) {
-            sa += exp((double)a[j] - ma);
-            sb += exp((double)b[j] - mb);
-        }
-        double la = ma + log(sa), lb = mb + log(sb), kli = 0.0;
+        double la, lb, kli = 0.0;
+        lse2(a, b, K, &la, &lb);
         for (int j = 0; j < K; j++) {
             double lp = (double)a[j] - la, lq = (double)b[j] - lb, p = exp(lp);
             kli += p * (lp - lq);
@@ -57,20 +64,12 @@ static dd_status trades_backward(dd_model *m, const float *xn, const float *xa, 
     DD_RETURN_IF(!isfinite(ce) || !isfinite(kl), DD_ERR_NUMERIC, "TRADES: the loss is not finite");
     DD_FORWARD(dd_model_backward_logits(m, dz, NULL));
     DD_FORWARD(dd_model_forward(m, xn, n, DD_TRAIN, zn));
-    const int hooks = m->nhooks > 0;
+    int hooks = 0;
+    DD_FORWARD(dd_gfa_num_hooks(m, &hooks));
     for (int i = 0; i < n; i++) {
         const float *a = zn + (size_t)i * K, *b = za + (size_t)i * K;
-        double ma = a[0], mb = b[0];
-        for (int j = 1; j < K; j++) {
-            if (a[j] > ma) ma = a[j];
-            if (b[j] > mb) mb = b[j];
-        }
-        double sa = 0.0, sb = 0.0;
-        for (int j = 0; j < K; j++) {
-            sa += exp((double)a[j] - ma);
-            sb += exp((double)b[j] - mb);
-        }
-        double la = ma + log(sa), lb = mb + log(sb), kli = 0.0;
+        double la, lb, kli = 0.0;
+        lse2(a, b, K, &la, &lb);
         for (int j = 0; j < K; j++) {
             double lp = (double)a[j] - la, lq = (double)b[j] - lb;
             kli += exp(lp) * (lp - lq);
@@ -132,7 +131,7 @@ dd_status dd_model_backward_trades(dd_model *m, const float *x_nat, const float 
 dd_status dd_attack_trades_step(dd_attack *a, dd_optimizer *opt, const float *x, const int32_t *labels, int n,
                                 float beta, float *x_adv_out, dd_step_stats *stats) {
     DD_RETURN_IF(!a || !opt, DD_ERR_INVALID_ARGUMENT, "dd_attack_trades_step: attack or optimizer is NULL");
-    DD_FORWARD(check_args(a->m, x ? x : a->out, a->out, labels, n, beta, stats, "dd_attack_trades_step"));
+    DD_FORWARD(check_args(a->m, x, a->out, labels, n, beta, stats, "dd_attack_trades_step"));
     DD_FORWARD(dd_attack_run(a, x, labels, n, a->out, NULL));
     if (x_adv_out) memcpy(x_adv_out, a->out, (size_t)n * a->d * sizeof(float));
     DD_FORWARD(dd_model_zero_grad(a->m));
