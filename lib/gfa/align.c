@@ -29,6 +29,7 @@ void dd__gfa_align(const float *grad, const float *data, float *tan, float *bar,
         for (size_t b = 0; b < floats; b += 256) {
             size_t e = b + 256 < floats ? b + 256 : floats;
             float pgh = 0, pgg = 0, phh = 0;
+#pragma omp simd reduction(+ : pgh, pgg, phh)
             for (size_t j = b; j < e; j++) {
                 pgh += G[j] * h[j];
                 pgg += G[j] * G[j];
@@ -59,6 +60,7 @@ void dd__gfa_align(const float *grad, const float *data, float *tan, float *bar,
         float tg = (float)(lambda * al * B), th = (float)(lambda * be);
         float bg = (float)(lambda * ga), bh = (float)(lambda * de / B);
         float *T = tan + (size_t)i * floats, *Yb = bar + (size_t)i * floats;
+#pragma omp simd
         for (size_t j = 0; j < floats; j++) {
             T[j] = tg * G[j] + th * h[j];
             Yb[j] = bg * G[j] + bh * h[j];

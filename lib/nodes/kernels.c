@@ -47,9 +47,12 @@ void dd__chan_affine(const dd__tensor *t, int n, const float *x, float *y, const
             sh[l] = c < t->c && shift ? shift[c] : 0.0f;
         }
         if (g.lanes == 16) {
-            for (size_t p = 0; p < g.hw; p++)
+            for (size_t p = 0; p < g.hw; p++) {
+#pragma omp simd
                 for (int l = 0; l < 16; l++) y[base + p * 16 + l] = x[base + p * 16 + l] * sc[l] + sh[l];
+            }
         } else {
+#pragma omp simd
             for (size_t p = 0; p < g.hw; p++) y[base + p] = x[base + p] * sc[0] + sh[0];
         }
     }
@@ -113,11 +116,13 @@ void dd__chan_lincomb(const dd__tensor *t, int n, float *y, const float *a, cons
             k3[l] = real ? cc[c] : 0.0f;
             k4[l] = real ? cd[c] : 0.0f;
         }
-        for (size_t p = 0; p < g.hw; p++)
+        for (size_t p = 0; p < g.hw; p++) {
+#pragma omp simd
             for (int l = 0; l < g.lanes; l++) {
                 size_t o = base + p * g.lanes + l;
                 y[o] += k1[l] * a[o] + k2[l] * b[o] + k3[l] * e[o] + k4[l];
             }
+        }
     }
 }
 
