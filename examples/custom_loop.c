@@ -54,7 +54,7 @@ int main(int argc, char **argv)
     const char *dir = NULL, *out = "custom_loop.safetensors";
     int epochs = 2, threads = 0;
     long limit = 2000;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (v == NULL)
             die("%s needs a value (options: --data --epochs --limit --threads --out)", argv[i]);
@@ -64,7 +64,6 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--threads") == 0) threads = (int)parse_long_or_die("--threads", v, 0, 1024);
         else if (strcmp(argv[i], "--out") == 0) out = v;
         else die("unknown option '%s'", argv[i]);
-        i++;
     }
 
     dd_dataset *train, *test;

@@ -103,7 +103,7 @@ static const opt_def opt_table[] = {
     {"eval-eps", T_DBL, O(eval_eps), 0, 0, 1, "X: Linf budget of the robustness check (default 8/255)"},
     {"train-eps", T_DBL, O(train_eps), 1, 0, 1, "X: PGD-AT/TRADES Linf budget (default 8/255)"},
     {"train-steps", T_INT, O(train_steps), 1, 1, 1000, "N: PGD-AT/TRADES attack steps (default 10)"},
-    {"train-step-size", T_DBL, O(train_step_size), 1, 0, 1, "X: attack step (default 2.5*eps/steps)"},
+    {"train-step-size", T_DBL, O(train_step_size), 1, 0, 1, "X: attack step (default 2.5*eps/steps; TRADES 2.26*eps/steps)"},
     {"trades-beta", T_DBL, O(trades_beta), 1, 0, 1e3, "X: TRADES KL weight (default 6)"},
     {"stop-after", T_INT, O(stop_after), 0, 1, 100000, "N: stop after epoch N as if interrupted (for --resume)"},
     {"log-every", T_INT, O(log_every), 0, 1, 1e9, "N: batches between plain log lines (default ~10 per epoch)"},
@@ -288,8 +288,11 @@ static plan resolve(config *c, int channels)
     else if (strcmp(c->schedule, "constant") == 0) p.sched = DD_SCHED_CONSTANT;
     else die("--schedule: unknown '%s' (cosine, step, onecycle, constant)", c->schedule);
 
+    /* Madry's PGD step 2.5 eps / steps; TRADES' reference ratio is 0.007
+     * per step for eps 0.031 over 10 steps (2.26 eps / steps). */
     if (c->train_step_size == 0.0)
-        c->train_step_size = 2.5 * c->train_eps / c->train_steps;
+        c->train_step_size = (p.base == BASE_TRADES ? 0.007 / 0.031 * 10.0 : 2.5) * c->train_eps /
+                             c->train_steps;
     return p;
 }
 
@@ -542,8 +545,8 @@ typedef struct trainer {
     dd_optimizer *opt;
     dd_attack *attack;        /* PGD-AT / TRADES inner attack, or NULL */
     dd_lr_schedule sched;
-    float *x, *x_adv;
-    int32_t *y;
+    float *x;                 /* (batch, C, H, W) */
+    int32_t *y;               /* (batch) */
 } trainer;
 
 /* The inner attack of adversarial training, reseeded every epoch so that
@@ -578,10 +581,9 @@ static void train_step_or_die(trainer *t, int n, dd_step_stats *stats)
                      "dd_attack_train_step");
         break;
     case BASE_TRADES:
-        check_or_die(dd_attack_run(t->attack, t->x, t->y, n, t->x_adv, NULL),
-                     "dd_attack_run (TRADES inner maximisation)");
-        (void)stats;
-        die("TRADES_PENDING");
+        check_or_die(dd_attack_trades_step(t->attack, t->opt, t->x, t->y, n,
+                                           (float)t->c->trades_beta, NULL, stats),
+                     "dd_attack_trades_step");
         break;
     }
 }
@@ -700,7 +702,6 @@ int main(int argc, char **argv)
         t.sched.step_size = 1;
     size_t per = (size_t)C * H * W;
     t.x = malloc_or_die((size_t)cfg.batch * per, sizeof *t.x);
-    t.x_adv = malloc_or_die((size_t)cfg.batch * per, sizeof *t.x_adv);
     t.y = malloc_or_die((size_t)cfg.batch, sizeof *t.y);
 
     /* ---- header ---- */
@@ -709,11 +710,12 @@ int main(int argc, char **argv)
     printf("arch %s, defense %s", cfg.arch, cfg.defense);
     if (p.gfa)
         printf(" (lambda %g, %s)", cfg.gfa_lambda, cfg.gfa_mode);
-    if (p.base != BASE_NONE)
-        printf(" (eps %.4g, %d steps of %.4g%s)", cfg.train_eps, cfg.train_steps,
-               cfg.train_step_size, p.base == BASE_TRADES ? ", TRADES beta" : "");
+    if (p.base == BASE_PGD)
+        printf(" (eps %.4g, %d steps of %.4g)", cfg.train_eps, cfg.train_steps,
+               cfg.train_step_size);
     if (p.base == BASE_TRADES)
-        printf(" %g", cfg.trades_beta);
+        printf(" (eps %.4g, %d steps of %.4g, beta %g)", cfg.train_eps, cfg.train_steps,
+               cfg.train_step_size, cfg.trades_beta);
     printf("\n%s lr %g %s, weight decay %g, %d epochs x %d batches of %d, augment %s, "
            "seed %ld, threads %d\n",
            cfg.optimizer, cfg.lr, cfg.schedule, (double)oo.weight_decay, cfg.epochs, nb,
@@ -767,7 +769,7 @@ int main(int argc, char **argv)
         printf("%sepoch %d/%d  loss %.4f  %sacc %.2f%%%s  test acc %.2f%%  lr %.3g  %s  "
                "(%.0f img/s)  saved %s\n",
                mt.tty ? "\r\033[K" : "", epoch + 1, cfg.epochs, mt.loss_sum / seen,
-               p.base != BASE_NONE ? "adv " : "", 100.0 * (double)mt.correct / seen, align,
+               p.base == BASE_PGD ? "adv " : "", 100.0 * (double)mt.correct / seen, align,
                100.0 * test_acc, (double)lr, format_duration(train_s, dur, sizeof dur),
                (double)mt.seen / (train_s > 0 ? train_s : 1.0), cfg.out);
         fflush(stdout);
@@ -798,7 +800,6 @@ int main(int argc, char **argv)
     }
 
     free(t.x);
-    free(t.x_adv);
     free(t.y);
     dd_batch_iter_destroy(it);
     dd_optimizer_destroy(opt);

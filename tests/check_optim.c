@@ -987,6 +987,147 @@ START_TEST(test_schedule_invalid)
 END_TEST
 
 /* ======================================================================== */
+/* State blob (dd_optimizer_state_*): exact resumption                        */
+/* ======================================================================== */
+
+/* For each kind: optimizer A takes 3 steps; after step 1 its weights and
+ * state are copied into a fresh model and optimizer B, which then takes
+ * steps 2 and 3 with the same gradients. B must end bitwise equal to A. */
+static void run_resume(dd_optimizer_kind kind, const char *what)
+{
+    dd_model *ma = linear_model(40, 1), *mb = linear_model(40, 1);
+    ref_state r;
+    ref_init(&r, ma, 61u);
+    dd_optimizer_options o;
+    dd_optimizer_options_init(&o, kind);
+    o.lr = 0.01f;
+    o.weight_decay = 0.01f;
+    dd_optimizer *oa = NULL, *ob = NULL;
+    ck_assert_int_eq(dd_optimizer_create(&oa, ma, &o), DD_OK);
+    ck_assert_int_eq(dd_optimizer_create(&ob, mb, &o), DD_OK);
+
+    ref_set_grads(&r, ma, 700u, 1.0f);
+    ck_assert_int_eq(dd_optimizer_step(oa), DD_OK);
+    float *w1 = snapshot(ma);
+    size_t bytes = 0;
+    ck_assert_int_eq(dd_optimizer_state_size(oa, &bytes), DD_OK);
+    ck_assert_uint_gt(bytes, 0);
+    unsigned char *blob = malloc(bytes + 1);
+    ck_assert_ptr_nonnull(blob);
+    /* Unaligned on purpose: the blob needs no alignment. */
+    ck_assert_int_eq(dd_optimizer_state_read(oa, blob + 1, bytes), DD_OK);
+
+    size_t off = 0;
+    for (int i = 0; i < mb->nparams; i++) {
+        ck_assert_int_eq(dd_model_param_write(mb, i, w1 + off, mb->params[i].count), DD_OK);
+        off += mb->params[i].count;
+    }
+    ck_assert_int_eq(dd_optimizer_state_write(ob, blob + 1, bytes), DD_OK);
+    int64_t ta = 0, tb = 0;
+    ck_assert_int_eq(dd_optimizer_steps(ob, &tb), DD_OK);
+    ck_assert_int_eq(tb, 1);
+
+    for (int t = 2; t <= 3; t++) {
+        ref_set_grads(&r, ma, 700u + (uint32_t)t, 1.0f);
+        ref_set_grads(&r, mb, 700u + (uint32_t)t, 1.0f);
+        ck_assert_int_eq(dd_optimizer_step(oa), DD_OK);
+        ck_assert_int_eq(dd_optimizer_step(ob), DD_OK);
+    }
+    float *wa = snapshot(ma);
+    assert_same_snapshot(mb, wa);
+    ck_assert_int_eq(dd_optimizer_steps(oa, &ta), DD_OK);
+    ck_assert_int_eq(dd_optimizer_steps(ob, &tb), DD_OK);
+    ck_assert_msg(ta == 3 && tb == 3, "%s: steps %lld and %lld", what, (long long)ta,
+                  (long long)tb);
+    free(w1);
+    free(wa);
+    free(blob);
+    dd_optimizer_destroy(oa);
+    dd_optimizer_destroy(ob);
+    ref_free(&r);
+    dd_model_destroy(ma);
+    dd_model_destroy(mb);
+}
+
+START_TEST(test_state_resume_sgd) { run_resume(DD_OPTIM_SGD, "sgd"); }
+END_TEST
+START_TEST(test_state_resume_adam) { run_resume(DD_OPTIM_ADAM, "adam"); }
+END_TEST
+START_TEST(test_state_resume_adamw) { run_resume(DD_OPTIM_ADAMW, "adamw"); }
+END_TEST
+
+/* Every malformed or mismatched blob is refused and changes nothing. */
+START_TEST(test_state_invalid)
+{
+    dd_model *m = linear_model(8, 1), *other = linear_model(9, 1);
+    dd_optimizer_options o;
+    dd_optimizer_options_init(&o, DD_OPTIM_ADAM);
+    dd_optimizer *opt = NULL, *sgd = NULL, *wide = NULL;
+    ck_assert_int_eq(dd_optimizer_create(&opt, m, &o), DD_OK);
+    ck_assert_int_eq(dd_optimizer_create(&wide, other, &o), DD_OK);
+    dd_optimizer_options so;
+    dd_optimizer_options_init(&so, DD_OPTIM_SGD);
+    ck_assert_int_eq(dd_optimizer_create(&sgd, m, &so), DD_OK);
+    for (int i = 0; i < m->nparams; i++)
+        for (size_t j = 0; j < m->params[i].count; j++)
+            m->params[i].grad[j] = 0.25f;
+    ck_assert_int_eq(dd_optimizer_step(opt), DD_OK);
+
+    size_t bytes = 0;
+    ck_assert_int_eq(dd_optimizer_state_size(opt, &bytes), DD_OK);
+    unsigned char *blob = malloc(bytes), *copy = malloc(bytes), *after = malloc(bytes);
+    ck_assert(blob && copy && after);
+    ck_assert_int_eq(dd_optimizer_state_read(opt, blob, bytes), DD_OK);
+
+    /* NULL and short buffers. */
+    ck_assert_int_eq(dd_optimizer_state_size(NULL, &bytes), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_optimizer_state_size(opt, NULL), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_optimizer_state_read(NULL, blob, bytes), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_optimizer_state_read(opt, NULL, bytes), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_optimizer_state_read(opt, copy, bytes - 1), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_optimizer_state_write(NULL, blob, bytes), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_optimizer_state_write(opt, NULL, bytes), DD_ERR_INVALID_ARGUMENT);
+
+    /* Truncated, extended, bad magic, bad version. */
+    ck_assert_int_eq(dd_optimizer_state_write(opt, blob, 10), DD_ERR_FORMAT);
+    ck_assert_int_eq(dd_optimizer_state_write(opt, blob, bytes - 4), DD_ERR_FORMAT);
+    memcpy(copy, blob, bytes);
+    copy[0] ^= 0xff;
+    ck_assert_int_eq(dd_optimizer_state_write(opt, copy, bytes), DD_ERR_FORMAT);
+    memcpy(copy, blob, bytes);
+    copy[8] ^= 0x40;
+    ck_assert_int_eq(dd_optimizer_state_write(opt, copy, bytes), DD_ERR_FORMAT);
+
+    /* Another kind; another architecture of the same blob size (3x8 and
+     * 3x9 weights both pad to 32 floats: only the layout fingerprint differs). */
+    ck_assert_int_eq(dd_optimizer_state_write(sgd, blob, bytes), DD_ERR_FORMAT);
+    size_t wbytes = 0;
+    ck_assert_int_eq(dd_optimizer_state_size(wide, &wbytes), DD_OK);
+    ck_assert_uint_eq(wbytes, bytes);
+    ck_assert_int_eq(dd_optimizer_state_write(wide, blob, bytes), DD_ERR_FORMAT);
+
+    /* A NaN moment (a float of the last moment slice). */
+    memcpy(copy, blob, bytes);
+    float nan = NAN;
+    memcpy(copy + bytes - 4 * 16, &nan, sizeof nan);
+    ck_assert_int_eq(dd_optimizer_state_write(opt, copy, bytes), DD_ERR_NUMERIC);
+
+    /* None of the refused writes changed the state. */
+    ck_assert_int_eq(dd_optimizer_state_read(opt, after, bytes), DD_OK);
+    ck_assert(memcmp(after, blob, bytes) == 0);
+
+    free(blob);
+    free(copy);
+    free(after);
+    dd_optimizer_destroy(opt);
+    dd_optimizer_destroy(sgd);
+    dd_optimizer_destroy(wide);
+    dd_model_destroy(m);
+    dd_model_destroy(other);
+}
+END_TEST
+
+/* ======================================================================== */
 
 static Suite *optim_suite(void)
 {
@@ -1011,6 +1152,14 @@ static Suite *optim_suite(void)
     tcase_add_test(tc, test_batchnorm_params);
     tcase_add_test(tc, test_step_after_backward);
     suite_add_tcase(s, tc);
+
+    TCase *tst = tcase_create("state");
+    tcase_set_timeout(tst, 60);
+    tcase_add_test(tst, test_state_resume_sgd);
+    tcase_add_test(tst, test_state_resume_adam);
+    tcase_add_test(tst, test_state_resume_adamw);
+    tcase_add_test(tst, test_state_invalid);
+    suite_add_tcase(s, tst);
 
     TCase *ts = tcase_create("schedule");
     tcase_set_timeout(ts, 30);

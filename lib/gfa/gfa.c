@@ -11,6 +11,10 @@
  *      Zbar = (1/B) (p * T_z - p <p, T_z>);
  *   4. second backward seeded with Zbar, with every bar injected
  *      (dd__graph_backward's inject mode), adding into the gradients.
+ *      Weight layers skip their weight gradient in pass 2 and, in pass 4,
+ *      compute it once from G_y + adjoint (backward-weights is linear in
+ *      diff_dst): 2 forward-like, 2 backward-data and 2 backward-weights
+ *      convolutions per layer instead of 2/2/3.
  * Tangents are tracked as zero/non-zero per tensor so nodes upstream of
  * every hook cost nothing in passes 3 and 4. A node type without a jvp slot
  * on the tangent's path is refused with DD_ERR_UNSUPPORTED.
@@ -189,8 +193,11 @@ dd_status dd__gfa_backward(dd_model *m, void *arg) {
     DD_RETURN_IF(!m->gfa_ready, DD_ERR_STATE, "GFA: hooks were set after the last forward pass");
     int hook_input = 0;
     for (int h = 0; h < m->nhooks; h++) hook_input |= m->hooks[h].tensor == 0;
-    /* pass 2 */
-    DD_FORWARD(dd__graph_backward(m, hook_input, 1, 0));
+    /* pass 2 (weight layers defer their weight gradients to pass 4) */
+    ctx->gfa_phase = 2;
+    dd_status st = dd__graph_backward(m, hook_input, 1, 0);
+    ctx->gfa_phase = 0;
+    DD_FORWARD(st);
     for (int i = 0; i <= m->logits; i++) {
         m->nodes[i].out.tan_nonzero = 0;
         m->nodes[i].out.bar_nonzero = 0;
@@ -217,19 +224,36 @@ dd_status dd__gfa_backward(dd_model *m, void *arg) {
     DD_RETURN_IF(!isfinite(J), DD_ERR_NUMERIC, "GFA: the objective is not finite");
     /* pass 3 */
     for (int i = 1; i <= m->logits; i++) DD_FORWARD(tangent_node(m, &m->nodes[i]));
-    /* seed of pass 4: Zbar = (1/B)(p * T_z - p <p, T_z>) */
+    /* Pass 4 runs in the tangent buffers (free after pass 3) so that every
+     * G_y stays available to the weight layers' merged weight gradient:
+     * swap the two buffers of every tensor for the pass. */
+    for (int i = 0; i <= m->logits; i++) {
+        dd__tensor *t = &m->nodes[i].out;
+        float *g = t->grad;
+        t->grad = t->tan;
+        t->tan = g;
+    }
+    /* seed of pass 4, in place over T_z: Zbar = (1/B)(p * T_z - p <p, T_z>) */
     dd__tensor *z = &m->nodes[m->logits].out;
     if (z->tan_nonzero) {
         for (int i = 0; i < n; i++) {
-            const float *p = m->probs + (size_t)i * K, *tz = z->tan + (size_t)i * K;
+            const float *p = m->probs + (size_t)i * K;
             float *g = z->grad + (size_t)i * K;
             double pt = 0;
-            for (int j = 0; j < K; j++) pt += (double)p[j] * tz[j];
-            for (int j = 0; j < K; j++) g[j] = (float)((p[j] * tz[j] - p[j] * pt) / n);
+            for (int j = 0; j < K; j++) pt += (double)p[j] * g[j];
+            for (int j = 0; j < K; j++) g[j] = (float)((p[j] * g[j] - p[j] * pt) / n);
         }
     } else {
         memset(z->grad, 0, (size_t)n * K * sizeof(float));
     }
-    /* pass 4 */
-    return dd__graph_backward(m, 0, 1, 1);
+    ctx->gfa_phase = 4;
+    st = dd__graph_backward(m, 0, 1, 1);
+    ctx->gfa_phase = 0;
+    for (int i = 0; i <= m->logits; i++) {
+        dd__tensor *t = &m->nodes[i].out;
+        float *g = t->grad;
+        t->grad = t->tan;
+        t->tan = g;
+    }
+    return st;
 }

@@ -127,6 +127,9 @@ typedef struct dd__ctx {
     int n;                  /* batch size of this pass */
     int train;              /* 1: training-mode forward (batch-norm batch stats) */
     int want_param_grad;    /* backward: accumulate parameter gradients */
+    int gfa_phase;          /* 0; 2: GFA pass 2 (weight layers defer their weight
+                             * gradients); 4: GFA pass 4 (weight layers add the
+                             * deferred G_y, held in out.tan, to dy first) */
     int nthreads;           /* > 0: the model's OpenMP thread count */
     void *scratchpad;       /* shared user scratchpad of all primitives */
     size_t scratchpad_bytes;

@@ -4,6 +4,7 @@
  *   forward        y  = op(x; W_fwd) + b
  *   backward       dW += bwd_w(x, dy) (reorder-accumulate), db += sum dy,
  *                  dx  = bwd_d(dy; W_bwd)
+ *                  (GFA: pass 2 defers dW, pass 4 uses dy + G_y; see gfa.c)
  *   jvp (GFA)      ty  = op(tx; W_fwd)              (bias-free: zero bias)
  *   second order   dW += bwd_w(tx, gy)              (no bias term, no Xbar)
  */
@@ -247,7 +248,16 @@ static dd_status run_bwdw(dd__node *n, dd__wplan *p, dd__ctx *ctx, const float *
 
 dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy, float *const *dx) {
     dd__wplan *p = plan;
-    if (ctx->want_param_grad) DD_FORWARD(run_bwdw(n, p, ctx, dd__in(n, 0)->data, dy, 1));
+    if (ctx->want_param_grad && ctx->gfa_phase == 4) {
+        /* bwd_w is linear in diff_dst: one call for the pass-2 gradient G_y
+         * (deferred, in out.tan) and this pass's adjoint saves a third of
+         * GFA's weight-gradient work. G_y is dead after this node. */
+        dd__tensor *out = &n->out;
+        dd__axpy1(out->tan, dy, dd__tensor_floats(out, ctx->n), ctx->nthreads);
+        DD_FORWARD(run_bwdw(n, p, ctx, dd__in(n, 0)->data, out->tan, 1));
+    } else if (ctx->want_param_grad && ctx->gfa_phase != 2) {
+        DD_FORWARD(run_bwdw(n, p, ctx, dd__in(n, 0)->data, dy, 1));
+    }
     if (!dx[0]) return DD_OK;
     if (!p->have_bwdd) DD_FORWARD(create_bwdd(n, ctx, p));
     if (p->w_bwd != p->w_fwd && p->ver_bwd != n->model->param_version) {

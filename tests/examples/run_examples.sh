@@ -6,7 +6,7 @@
 # records and a test_batch.bin of 40, random pixels) and a tiny gzip'd IDX
 # directory (Fashion-MNIST file names, 28x28), then runs one example:
 #   train_cifar   full runs (mlp with PGD-AT + GFA and augmentation on CIFAR
-#                 layout; mlp with GFA on IDX; cnn-cw with GFA), checks
+#                 layout; mlp with GFA on IDX; TRADES + GFA; cnn-cw with GFA), checks
 #                 exit codes, the checkpoint and its state file, the final
 #                 report; then a run stopped after epoch 1 and resumed must
 #                 give a checkpoint and state byte-identical to the
@@ -15,7 +15,8 @@
 #   custom_loop   synthetic data.
 #   eval_robustness  the report of two checkpoints side by side.
 # Threads are fixed (2) so that the runs compared are deterministic. The
-# temporary directory is removed on exit.
+# temporary directory is removed on exit (DD_EXAMPLES_KEEP=DIR keeps the
+# eval_robustness report there).
 set -euo pipefail
 
 bin=$(cd "${1:?usage: run_examples.sh BIN_DIR CASE}" && pwd)
@@ -95,6 +96,12 @@ train_cifar)
     grep -q "arch mlp, defense gfa" idx.log || fail "unexpected defaults for 1-channel data"
     [ -s idx.safetensors ] || fail "no checkpoint written (IDX)"
 
+    # TRADES + GFA.
+    run trades.log "$bin/train_cifar" --data cifar --arch mlp --defense trades+gfa --epochs 1 \
+        --train-steps 2 "${common[@]}" --out trades.safetensors
+    grep -q "beta 6" trades.log || fail "TRADES settings not shown"
+    [ -s trades.safetensors ] || fail "no checkpoint written (TRADES)"
+
     # The paper's architecture with GFA, a few batches.
     run cw.log "$bin/train_cifar" --data cifar --arch cnn-cw --train-limit 64 --test-limit 32 \
         --epochs 1 --batch 16 --threads 2 --no-progress --eval-n 8 --out cw.safetensors
@@ -123,14 +130,34 @@ custom_loop)
     ;;
 eval_robustness)
     for d in none gfa; do
-        run "$d.log" "$bin/train_cifar" --synthetic 256 --arch mlp --defense "$d" --epochs 1 \
-            --threads 2 --no-progress --eval-n 0 --out "$d.safetensors"
+        run "$d.log" "$bin/train_cifar" --synthetic 512 --arch mlp --defense "$d" --epochs 1 \
+            --batch 32 --optimizer adam --threads 2 --no-progress --eval-n 0 --out "$d.safetensors"
     done
-    run e.log "$bin/eval_robustness" --n 16 --threads 2 --synthetic --out report \
+    # Every kind of row: budgeted Linf and L2, minimum-norm (L2 and L1), black-box, ensemble.
+    run e.log "$bin/eval_robustness" --n 24 --batch 16 --threads 2 --synthetic --out report \
+        --attacks fgsm,pgd-linf,apgd-ce-linf,pgd-l2,deepfool-l2,ead,square-linf,autoattack-linf \
+        --eps 2/255,8/255 --eps-l2 0.5 --queries 40 --ead-steps 20 --landscape 8 \
         --compare none.safetensors gfa.safetensors
-    for f in report.md report.json report.csv; do
+    for f in report.md report.json report.csv report-accuracy-linf.svg report-accuracy-l2.svg \
+        report-landscape.svg; do
         [ -s "$f" ] || fail "$f not written"
     done
+    grep -q "| none | gfa |" report.md || fail "report.md lacks the side-by-side columns"
+    grep -q "| autoattack-linf | Linf | 8/255 |" report.md || fail "report.md lacks AutoAttack"
+    grep -q '"median_l2"' report.json || fail "report.json lacks minimum-norm statistics"
+    [ "$(grep -c '^gfa,' report.csv)" -ge 10 ] || fail "report.csv lacks rows"
+    if command -v python3 >/dev/null; then
+        python3 -c 'import json, sys; json.load(open(sys.argv[1]))' report.json ||
+            fail "report.json is not valid JSON"
+    fi
+    # A missing checkpoint is an error with a message, not a crash.
+    if "$bin/eval_robustness" --n 8 --synthetic missing.safetensors >err.log 2>&1; then
+        fail "a missing checkpoint was accepted"
+    fi
+    grep -q "error:" err.log || fail "no error message for a missing checkpoint"
+    if [ -n "${DD_EXAMPLES_KEEP:-}" ]; then # keep the report for a look
+        mkdir -p "$DD_EXAMPLES_KEEP" && cp report* "$DD_EXAMPLES_KEEP/"
+    fi
     ;;
 *)
     fail "unknown case '$case_name'"

@@ -1,0 +1,928 @@
+/* examples/eval_robustness.c -- how robust is a checkpoint, and how do
+ * several compare?
+ *
+ *   eval_robustness [options] MODEL.safetensors
+ *   eval_robustness [options] --compare plain.safetensors gfa.safetensors ...
+ *
+ * Runs an attack suite on the first --n test images of --data (CIFAR-10
+ * binary or IDX; default Debian's Fashion-MNIST) for every checkpoint and
+ * writes one report with the checkpoints side by side:
+ *   PREFIX.md     robust accuracy per attack and eps (the paper's table),
+ *                 median and mean perturbation norms of the minimum-norm
+ *                 attacks (DeepFool, EAD, CW) over the samples they fooled,
+ *                 and the loss-landscape summary;
+ *   PREFIX.json   the same numbers; PREFIX.csv the same as rows;
+ *   PREFIX-accuracy-linf.svg / -l2.svg  robust accuracy against eps, one
+ *                 line per checkpoint and attack (minimum-norm attacks give
+ *                 their accuracy at each budget from their per-sample norms);
+ *   PREFIX-landscape.svg  mean cross-entropy along x + t*d for the radial
+ *                 direction d = x/|x| (the input itself) and for random
+ *                 tangential directions (Gaussian, orthogonal to x, unit
+ *                 L2), t in [-R, R], not clipped to the pixel box.
+ * Budgeted attacks run at each eps of --eps (Linf) or --eps-l2 (L2);
+ * minimum-norm attacks run once without a budget. Robust accuracy counts
+ * a sample as robust when the attack fails on it and it was classified
+ * correctly (AutoAttack's count).
+ */
+#include "common.h"
+
+#include <unistd.h>
+
+#define DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
+#define MAX_MODELS 8
+#define MAX_ATTACKS 16
+#define MAX_EPS 12
+#define MAX_POINTS 101
+
+/* ======================================================================== */
+/* Results                                                                    */
+/* ======================================================================== */
+
+typedef struct robust_row {
+    int attack;               /* index into the attack list */
+    double eps;
+    double acc;
+    double seconds;           /* 0 for rows derived from minimum-norm runs */
+} robust_row;
+
+typedef struct min_norm_row {
+    int attack;
+    int n, correct, fooled;   /* fooled: clean-correct samples the attack flipped */
+    double median[3], mean[3]; /* L2, L1, Linf over the fooled samples */
+    double seconds;
+} min_norm_row;
+
+typedef struct model_report {
+    const char *path;
+    char name[128];
+    double clean;
+    robust_row rows[MAX_ATTACKS * MAX_EPS * 2];
+    int nrows;
+    min_norm_row mn[MAX_ATTACKS];
+    int nmn;
+    double radial[MAX_POINTS], tangential[MAX_POINTS];
+} model_report;
+
+typedef struct attack_spec {
+    dd_attack_kind kind;
+    const char *name;
+    dd_norm norm;
+    int min_norm;             /* DeepFool, EAD, CW: run without a budget */
+} attack_spec;
+
+typedef struct settings {
+    const char *data;
+    int synthetic;
+    int n, batch, threads;
+    double eps_linf[MAX_EPS], eps_l2[MAX_EPS];
+    int n_linf, n_l2;
+    attack_spec attacks[MAX_ATTACKS];
+    int nattacks;
+    int queries, ead_steps, cw_steps;
+    int land_images, land_points, land_dirs;
+    double land_radius;
+    const char *out;
+    const char *models[MAX_MODELS];
+    int nmodels;
+} settings;
+
+/* ======================================================================== */
+/* Command line                                                               */
+/* ======================================================================== */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: eval_robustness [options] MODEL... | --compare MODEL MODEL...\n"
+            "  --data DIR          CIFAR-10 binary or IDX test set (default " DEFAULT_DATA_DIR ")\n"
+            "  --synthetic         the synthetic 3x16x16 test set of train_cifar --synthetic\n"
+            "  --n N               test images (default 1000)\n"
+            "  --batch N           images per attack batch (default 100)\n"
+            "  --threads N         OpenMP threads (default: OpenMP's)\n"
+            "  --attacks LIST      comma-separated (default fgsm,pgd-linf,apgd-ce-linf,\n"
+            "                      deepfool-l2,ead,square-linf,autoattack-linf; any of\n"
+            "                      dd_attack_kind_name(), e.g. pgd-l2, cw-l2, apgd-t-linf)\n"
+            "  --eps LIST          Linf budgets (default 1/255,2/255,4/255,8/255)\n"
+            "  --eps-l2 LIST       L2 budgets (default 0.25,0.5,1)\n"
+            "  --queries N         Square's query budget (default: the attack's, 5000)\n"
+            "  --ead-steps N       EAD iterations per binary step (default: the attack's)\n"
+            "  --cw-steps N        CW iterations per binary step (default: the attack's)\n"
+            "  --landscape N       images for the loss landscape (default 8, 0 = none)\n"
+            "  --landscape-radius R  range of t, L2 (default 2)\n"
+            "  --landscape-points P  points along each direction (default 21)\n"
+            "  --landscape-dirs D  tangential directions per image (default 4)\n"
+            "  --out PREFIX        report files PREFIX.md/.json/.csv/-*.svg (default robustness)\n");
+}
+
+/* Splits a comma-separated list of numbers (fractions allowed) into v. */
+static int parse_list_or_die(const char *opt, const char *s, double *v, int max)
+{
+    char buf[512];
+    if (strlen(s) >= sizeof buf)
+        die("%s: list too long", opt);
+    snprintf(buf, sizeof buf, "%s", s);
+    int n = 0;
+    for (char *tok = strtok(buf, ","); tok != NULL; tok = strtok(NULL, ",")) {
+        if (n == max)
+            die("%s: at most %d values", opt, max);
+        v[n++] = parse_double_or_die(opt, tok, 0.0, 1e6);
+    }
+    if (n == 0)
+        die("%s: empty list", opt);
+    return n;
+}
+
+static void parse_attacks_or_die(settings *s, const char *list)
+{
+    char buf[512];
+    if (strlen(list) >= sizeof buf)
+        die("--attacks: list too long");
+    snprintf(buf, sizeof buf, "%s", list);
+    s->nattacks = 0;
+    for (char *tok = strtok(buf, ","); tok != NULL; tok = strtok(NULL, ",")) {
+        if (s->nattacks == MAX_ATTACKS)
+            die("--attacks: at most %d", MAX_ATTACKS);
+        attack_spec *a = &s->attacks[s->nattacks++];
+        if (dd_attack_kind_from_name(tok, &a->kind) != DD_OK || a->kind == DD_ATTACK_TRADES_KL)
+            die("--attacks: unknown attack '%s'", tok);
+        a->name = dd_attack_kind_name(a->kind);
+        check_or_die(dd_attack_kind_norm(a->kind, &a->norm), "dd_attack_kind_norm");
+        a->min_norm = a->kind == DD_ATTACK_DEEPFOOL_L2 || a->kind == DD_ATTACK_DEEPFOOL_LINF ||
+                      a->kind == DD_ATTACK_EAD || a->kind == DD_ATTACK_CW_L2;
+        if (!a->min_norm && a->norm != DD_NORM_LINF && a->norm != DD_NORM_L2)
+            die("--attacks: '%s' has no Linf or L2 budget", tok);
+    }
+}
+
+static void parse_args(int argc, char **argv, settings *s)
+{
+    memset(s, 0, sizeof *s);
+    s->n = 1000;
+    s->batch = 100;
+    s->land_images = 8;
+    s->land_points = 21;
+    s->land_dirs = 4;
+    s->land_radius = 2.0;
+    s->out = "robustness";
+    s->n_linf = parse_list_or_die("--eps", "1/255,2/255,4/255,8/255", s->eps_linf, MAX_EPS);
+    s->n_l2 = parse_list_or_die("--eps-l2", "0.25,0.5,1", s->eps_l2, MAX_EPS);
+    parse_attacks_or_die(s, "fgsm,pgd-linf,apgd-ce-linf,deepfool-l2,ead,square-linf,autoattack-linf");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        }
+        if (strcmp(a, "--synthetic") == 0) {
+            s->synthetic = 1;
+            continue;
+        }
+        if (strcmp(a, "--compare") == 0)
+            continue; /* the checkpoints follow, as positional arguments */
+        if (strncmp(a, "--", 2) != 0) {
+            if (s->nmodels == MAX_MODELS)
+                die("at most %d checkpoints", MAX_MODELS);
+            s->models[s->nmodels++] = a;
+            continue;
+        }
+        if (i + 1 >= argc)
+            die("%s needs a value (see --help)", a);
+        const char *v = argv[++i];
+        if (strcmp(a, "--data") == 0) s->data = v;
+        else if (strcmp(a, "--n") == 0) s->n = (int)parse_long_or_die(a, v, 1, 10000000);
+        else if (strcmp(a, "--batch") == 0) s->batch = (int)parse_long_or_die(a, v, 1, 65536);
+        else if (strcmp(a, "--threads") == 0) s->threads = (int)parse_long_or_die(a, v, 0, 1024);
+        else if (strcmp(a, "--attacks") == 0) parse_attacks_or_die(s, v);
+        else if (strcmp(a, "--eps") == 0) s->n_linf = parse_list_or_die(a, v, s->eps_linf, MAX_EPS);
+        else if (strcmp(a, "--eps-l2") == 0) s->n_l2 = parse_list_or_die(a, v, s->eps_l2, MAX_EPS);
+        else if (strcmp(a, "--queries") == 0) s->queries = (int)parse_long_or_die(a, v, 1, 1000000);
+        else if (strcmp(a, "--ead-steps") == 0) s->ead_steps = (int)parse_long_or_die(a, v, 1, 1000000);
+        else if (strcmp(a, "--cw-steps") == 0) s->cw_steps = (int)parse_long_or_die(a, v, 1, 1000000);
+        else if (strcmp(a, "--landscape") == 0) s->land_images = (int)parse_long_or_die(a, v, 0, 65536);
+        else if (strcmp(a, "--landscape-radius") == 0) s->land_radius = parse_double_or_die(a, v, 1e-6, 1e6);
+        else if (strcmp(a, "--landscape-points") == 0) s->land_points = (int)parse_long_or_die(a, v, 3, MAX_POINTS);
+        else if (strcmp(a, "--landscape-dirs") == 0) s->land_dirs = (int)parse_long_or_die(a, v, 1, 1000);
+        else if (strcmp(a, "--out") == 0) s->out = v;
+        else die("unknown option '%s' (see --help)", a);
+    }
+    if (s->nmodels == 0) {
+        usage(stderr);
+        die("no checkpoint given");
+    }
+    if (s->land_images > s->batch)
+        s->land_images = s->batch;
+}
+
+/* ======================================================================== */
+/* Measurements                                                               */
+/* ======================================================================== */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median_of(double *v, int n)
+{
+    if (n == 0)
+        return NAN;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void attack_options(const settings *s, const attack_spec *a, dd_attack_options *ao)
+{
+    dd_attack_options_init(ao, a->kind);
+    if (s->queries > 0)
+        ao->queries = s->queries;
+    if (a->kind == DD_ATTACK_EAD && s->ead_steps > 0)
+        ao->steps = s->ead_steps;
+    if (a->kind == DD_ATTACK_CW_L2 && s->cw_steps > 0)
+        ao->steps = s->cw_steps;
+}
+
+/* Robust accuracy of m under a budgeted attack at eps over the n images x. */
+static double budgeted_or_die(const settings *s, dd_model *m, const attack_spec *a, double eps,
+                              const float *x, const int32_t *y, int n, size_t per, float *xa)
+{
+    dd_attack_options ao;
+    attack_options(s, a, &ao);
+    ao.eps = (float)eps;
+    dd_attack *at = NULL;
+    check_or_die(dd_attack_create(&at, m, &ao), a->name);
+    long fooled = 0;
+    for (int start = 0; start < n; start += s->batch) {
+        int b = n - start < s->batch ? n - start : s->batch;
+        dd_attack_results r;
+        dd_attack_results_init(&r);
+        check_or_die(dd_attack_run(at, x + (size_t)start * per, y + start, b, xa, &r), a->name);
+        fooled += r.num_success;
+    }
+    dd_attack_destroy(at);
+    return 1.0 - (double)fooled / n;
+}
+
+/* A minimum-norm attack without budget: statistics of the norms it needed,
+ * and the accuracy it implies at each budget of its own norm (L2 or Linf). */
+static void min_norm_or_die(const settings *s, dd_model *m, int ai, const float *x,
+                            const int32_t *y, int n, size_t per, float *xa, model_report *rep)
+{
+    const attack_spec *a = &s->attacks[ai];
+    dd_attack_options ao;
+    attack_options(s, a, &ao);
+    dd_attack *at = NULL;
+    check_or_die(dd_attack_create(&at, m, &ao), a->name);
+    int32_t *succ = malloc_or_die((size_t)n, sizeof *succ);
+    int32_t *clean = malloc_or_die((size_t)n, sizeof *clean);
+    float *nrm[3];
+    for (int k = 0; k < 3; k++)
+        nrm[k] = malloc_or_die((size_t)n, sizeof *nrm[k]);
+    double t0 = now_seconds();
+    for (int start = 0; start < n; start += s->batch) {
+        int b = n - start < s->batch ? n - start : s->batch;
+        dd_attack_results r;
+        dd_attack_results_init(&r);
+        r.success = succ + start;
+        r.clean_correct = clean + start;
+        r.norm_l2 = nrm[0] + start;
+        r.norm_l1 = nrm[1] + start;
+        r.norm_linf = nrm[2] + start;
+        check_or_die(dd_attack_run(at, x + (size_t)start * per, y + start, b, xa, &r), a->name);
+    }
+    dd_attack_destroy(at);
+
+    min_norm_row *row = &rep->mn[rep->nmn++];
+    memset(row, 0, sizeof *row);
+    row->attack = ai;
+    row->n = n;
+    row->seconds = now_seconds() - t0;
+    for (int i = 0; i < n; i++)
+        row->correct += clean[i] != 0;
+    double *v = malloc_or_die((size_t)n, sizeof *v);
+    for (int k = 0; k < 3; k++) {
+        int cnt = 0;
+        double sum = 0.0;
+        for (int i = 0; i < n; i++)
+            if (succ[i] && clean[i]) {
+                v[cnt++] = nrm[k][i];
+                sum += nrm[k][i];
+            }
+        row->fooled = cnt;
+        row->mean[k] = cnt ? sum / cnt : NAN;
+        row->median[k] = median_of(v, cnt);
+    }
+    free(v);
+
+    /* Accuracy at budget eps: correct, and not fooled within eps. */
+    if (a->norm == DD_NORM_L2 || a->norm == DD_NORM_LINF) {
+        const double *eps = a->norm == DD_NORM_L2 ? s->eps_l2 : s->eps_linf;
+        int ne = a->norm == DD_NORM_L2 ? s->n_l2 : s->n_linf;
+        const float *nv = a->norm == DD_NORM_L2 ? nrm[0] : nrm[2];
+        for (int e = 0; e < ne; e++) {
+            long robust = 0;
+            for (int i = 0; i < n; i++)
+                robust += clean[i] && !(succ[i] && nv[i] <= eps[e]);
+            robust_row *rr = &rep->rows[rep->nrows++];
+            rr->attack = ai;
+            rr->eps = eps[e];
+            rr->acc = (double)robust / n;
+            rr->seconds = 0.0;
+        }
+    }
+    free(succ);
+    free(clean);
+    for (int k = 0; k < 3; k++)
+        free(nrm[k]);
+}
+
+/* Mean cross-entropy of the n images in xb (labels y) under m. */
+static double mean_loss_or_die(dd_model *m, const float *xb, const int32_t *y, int n, int k,
+                               float *logits)
+{
+    check_or_die(dd_model_forward(m, xb, n, DD_EVAL, logits), "dd_model_forward");
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        const float *z = logits + (size_t)i * k;
+        double mx = z[0];
+        for (int j = 1; j < k; j++)
+            mx = z[j] > mx ? z[j] : mx;
+        double se = 0.0;
+        for (int j = 0; j < k; j++)
+            se += exp(z[j] - mx);
+        sum += mx + log(se) - z[y[i]];
+    }
+    return sum / n;
+}
+
+/* Loss along x + t d, radial d = x/|x| and tangential d (random, orthogonal
+ * to x, unit), t on land_points points of [-R, R]; mean over images and
+ * tangential directions. Directions are drawn from a fixed seed, so every
+ * model sees the same ones. */
+static void landscape_or_die(const settings *s, dd_model *m, const float *x, const int32_t *y,
+                             size_t per, int k, model_report *rep)
+{
+    int ni = s->land_images, np = s->land_points;
+    float *dr = malloc_or_die((size_t)ni * per, sizeof *dr);
+    float *dt = malloc_or_die((size_t)ni * per * (size_t)s->land_dirs, sizeof *dt);
+    float *xb = malloc_or_die((size_t)ni * per, sizeof *xb);
+    float *logits = malloc_or_die((size_t)ni * (size_t)k, sizeof *logits);
+    uint64_t st = 12345; /* fixed: the same directions for every model */
+    for (int i = 0; i < ni; i++) {
+        const float *xi = x + (size_t)i * per;
+        double nx = 0.0;
+        for (size_t j = 0; j < per; j++)
+            nx += (double)xi[j] * xi[j];
+        nx = sqrt(nx) > 0 ? sqrt(nx) : 1.0;
+        for (size_t j = 0; j < per; j++)
+            dr[(size_t)i * per + j] = (float)(xi[j] / nx);
+        for (int d = 0; d < s->land_dirs; d++) {
+            float *g = dt + ((size_t)d * ni + i) * per;
+            const float *r = dr + (size_t)i * per;
+            double dot = 0.0, ng = 0.0;
+            for (size_t j = 0; j < per; j++) {
+                double u1 = ((double)(example_rng_next(&st) >> 11) + 1.0) * 0x1.0p-53;
+                double u2 = (double)(example_rng_next(&st) >> 11) * 0x1.0p-53;
+                g[j] = (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2)); /* Box-Muller */
+                dot += (double)g[j] * r[j];
+            }
+            for (size_t j = 0; j < per; j++) {
+                g[j] = (float)(g[j] - dot * r[j]);
+                ng += (double)g[j] * g[j];
+            }
+            ng = sqrt(ng) > 0 ? sqrt(ng) : 1.0;
+            for (size_t j = 0; j < per; j++)
+                g[j] = (float)(g[j] / ng);
+        }
+    }
+    for (int p = 0; p < np; p++) {
+        double t = -s->land_radius + 2.0 * s->land_radius * p / (np - 1);
+        for (size_t j = 0; j < (size_t)ni * per; j++)
+            xb[j] = (float)(x[j] + t * dr[j]);
+        rep->radial[p] = mean_loss_or_die(m, xb, y, ni, k, logits);
+        double acc = 0.0;
+        for (int d = 0; d < s->land_dirs; d++) {
+            const float *g = dt + (size_t)d * ni * per;
+            for (size_t j = 0; j < (size_t)ni * per; j++)
+                xb[j] = (float)(x[j] + t * g[j]);
+            acc += mean_loss_or_die(m, xb, y, ni, k, logits);
+        }
+        rep->tangential[p] = acc / s->land_dirs;
+    }
+    free(dr);
+    free(dt);
+    free(xb);
+    free(logits);
+}
+
+/* ======================================================================== */
+/* Report writers                                                             */
+/* ======================================================================== */
+
+static const char *eps_text(dd_norm norm, double eps, char *buf, size_t size)
+{
+    double k = eps * 255.0;
+    if (norm == DD_NORM_LINF && eps > 0 && fabs(k - floor(k + 0.5)) < 1e-6)
+        snprintf(buf, size, "%.0f/255", floor(k + 0.5));
+    else
+        snprintf(buf, size, "%.4g", eps);
+    return buf;
+}
+
+static const char *norm_name(dd_norm n)
+{
+    return n == DD_NORM_L2 ? "L2" : n == DD_NORM_L1 ? "L1" : n == DD_NORM_LINF ? "Linf" : "L0";
+}
+
+static FILE *open_or_die(const char *prefix, const char *suffix, char *path, size_t size)
+{
+    snprintf(path, size, "%s%s", prefix, suffix);
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        die("cannot write %s: %s", path, strerror(errno));
+    return f;
+}
+
+static void close_or_die(FILE *f, const char *path)
+{
+    if (ferror(f) || fclose(f) != 0)
+        die("error writing %s", path);
+    printf("wrote %s\n", path);
+}
+
+/* The (attack, eps) rows of the union of all reports, in the order of the
+ * first report that has them (all reports run the same suite). */
+static const robust_row *find_row(const model_report *r, int attack, double eps)
+{
+    for (int i = 0; i < r->nrows; i++)
+        if (r->rows[i].attack == attack && r->rows[i].eps == eps)
+            return &r->rows[i];
+    return NULL;
+}
+
+static void write_markdown(const settings *s, const model_report *reps, int nr, int ntest,
+                           const char *source)
+{
+    char path[1024], e[32];
+    FILE *f = open_or_die(s->out, ".md", path, sizeof path);
+    fprintf(f, "# Robustness report\n\n");
+    fprintf(f, "%d test images of %s; robust accuracy in %%, a sample counts as robust when it is "
+               "classified correctly and the attack fails on it. Minimum-norm attacks "
+               "(DeepFool, EAD, CW) run without a budget; their rows give the accuracy implied "
+               "by their per-sample norms.\n\n", ntest, source);
+    fprintf(f, "| attack | norm | eps |");
+    for (int m = 0; m < nr; m++)
+        fprintf(f, " %s |", reps[m].name);
+    fprintf(f, "\n|---|---|---|");
+    for (int m = 0; m < nr; m++)
+        fprintf(f, "---:|");
+    fprintf(f, "\n| clean | - | 0 |");
+    for (int m = 0; m < nr; m++)
+        fprintf(f, " %.2f |", 100.0 * reps[m].clean);
+    fprintf(f, "\n");
+    for (int i = 0; i < reps[0].nrows; i++) {
+        const robust_row *r0 = &reps[0].rows[i];
+        const attack_spec *a = &s->attacks[r0->attack];
+        fprintf(f, "| %s | %s | %s |", a->name, norm_name(a->norm),
+                eps_text(a->norm, r0->eps, e, sizeof e));
+        for (int m = 0; m < nr; m++) {
+            const robust_row *r = find_row(&reps[m], r0->attack, r0->eps);
+            if (r != NULL)
+                fprintf(f, " %.2f |", 100.0 * r->acc);
+            else
+                fprintf(f, " - |");
+        }
+        fprintf(f, "\n");
+    }
+    if (reps[0].nmn > 0) {
+        static const char *nn[3] = {"L2", "L1", "Linf"};
+        fprintf(f, "\n## Minimum-norm attacks\n\nNorms of the perturbations that fooled "
+                   "correctly classified samples (median / mean).\n\n| attack | statistic |");
+        for (int m = 0; m < nr; m++)
+            fprintf(f, " %s |", reps[m].name);
+        fprintf(f, "\n|---|---|");
+        for (int m = 0; m < nr; m++)
+            fprintf(f, "---:|");
+        fprintf(f, "\n");
+        for (int j = 0; j < reps[0].nmn; j++) {
+            const char *an = s->attacks[reps[0].mn[j].attack].name;
+            fprintf(f, "| %s | fooled / correct |", an);
+            for (int m = 0; m < nr; m++)
+                fprintf(f, " %d / %d |", reps[m].mn[j].fooled, reps[m].mn[j].correct);
+            fprintf(f, "\n");
+            for (int k = 0; k < 3; k++) {
+                fprintf(f, "| %s | %s median / mean |", an, nn[k]);
+                for (int m = 0; m < nr; m++)
+                    fprintf(f, " %.4g / %.4g |", reps[m].mn[j].median[k], reps[m].mn[j].mean[k]);
+                fprintf(f, "\n");
+            }
+        }
+    }
+    if (s->land_images > 0) {
+        int np = s->land_points;
+        fprintf(f, "\n## Loss landscape\n\nMean cross-entropy of %d test images at x + t d, "
+                   "|t| <= %g (L2): d = x/|x| (radial) or random unit directions orthogonal "
+                   "to x (tangential, %d per image). See %s-landscape.svg.\n\n",
+                s->land_images, s->land_radius, s->land_dirs, s->out);
+        fprintf(f, "| model | loss at x | radial t=-%g | radial t=+%g | tangential t=+-%g |\n"
+                   "|---|---:|---:|---:|---:|\n", s->land_radius, s->land_radius, s->land_radius);
+        for (int m = 0; m < nr; m++)
+            fprintf(f, "| %s | %.4f | %.4f | %.4f | %.4f |\n", reps[m].name,
+                    reps[m].radial[np / 2], reps[m].radial[0], reps[m].radial[np - 1],
+                    0.5 * (reps[m].tangential[0] + reps[m].tangential[np - 1]));
+    }
+    fprintf(f, "\nCheckpoints:");
+    for (int m = 0; m < nr; m++)
+        fprintf(f, "%s`%s`", m ? ", " : " ", reps[m].path);
+    fprintf(f, ".\n");
+    close_or_die(f, path);
+}
+
+static void json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch < 0x20)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+/* JSON has no NaN: a missing statistic is null. */
+static void json_number(FILE *f, double v)
+{
+    if (isfinite(v))
+        fprintf(f, "%.6g", v);
+    else
+        fprintf(f, "null");
+}
+
+static void write_json(const settings *s, const model_report *reps, int nr, int ntest,
+                       const char *source)
+{
+    char path[1024];
+    FILE *f = open_or_die(s->out, ".json", path, sizeof path);
+    fprintf(f, "{\n  \"data\": ");
+    json_string(f, source);
+    fprintf(f, ",\n  \"images\": %d,\n  \"models\": [\n", ntest);
+    for (int m = 0; m < nr; m++) {
+        const model_report *r = &reps[m];
+        fprintf(f, "    {\n      \"path\": ");
+        json_string(f, r->path);
+        fprintf(f, ",\n      \"clean_accuracy\": ");
+        json_number(f, r->clean);
+        fprintf(f, ",\n      \"robust\": [");
+        for (int i = 0; i < r->nrows; i++) {
+            const attack_spec *a = &s->attacks[r->rows[i].attack];
+            fprintf(f, "%s\n        {\"attack\": \"%s\", \"norm\": \"%s\", \"eps\": ", i ? "," : "",
+                    a->name, norm_name(a->norm));
+            json_number(f, r->rows[i].eps);
+            fprintf(f, ", \"accuracy\": ");
+            json_number(f, r->rows[i].acc);
+            fprintf(f, ", \"seconds\": %.3f, \"from_min_norm\": %s}", r->rows[i].seconds,
+                    a->min_norm ? "true" : "false");
+        }
+        fprintf(f, "\n      ],\n      \"min_norm\": [");
+        for (int j = 0; j < r->nmn; j++) {
+            const min_norm_row *mn = &r->mn[j];
+            fprintf(f, "%s\n        {\"attack\": \"%s\", \"images\": %d, \"fooled\": %d",
+                    j ? "," : "", s->attacks[mn->attack].name, mn->n, mn->fooled);
+            static const char *nn[3] = {"l2", "l1", "linf"};
+            for (int k = 0; k < 3; k++) {
+                fprintf(f, ", \"median_%s\": ", nn[k]);
+                json_number(f, mn->median[k]);
+                fprintf(f, ", \"mean_%s\": ", nn[k]);
+                json_number(f, mn->mean[k]);
+            }
+            fprintf(f, ", \"seconds\": %.3f}", mn->seconds);
+        }
+        fprintf(f, "\n      ]");
+        if (s->land_images > 0) {
+            fprintf(f, ",\n      \"landscape\": {\"t\": [");
+            for (int p = 0; p < s->land_points; p++)
+                fprintf(f, "%s%.6g", p ? ", " : "",
+                        -s->land_radius + 2.0 * s->land_radius * p / (s->land_points - 1));
+            fprintf(f, "],\n        \"radial\": [");
+            for (int p = 0; p < s->land_points; p++) {
+                fprintf(f, "%s", p ? ", " : "");
+                json_number(f, r->radial[p]);
+            }
+            fprintf(f, "],\n        \"tangential\": [");
+            for (int p = 0; p < s->land_points; p++) {
+                fprintf(f, "%s", p ? ", " : "");
+                json_number(f, r->tangential[p]);
+            }
+            fprintf(f, "]}");
+        }
+        fprintf(f, "\n    }%s\n", m + 1 < nr ? "," : "");
+    }
+    fprintf(f, "  ]\n}\n");
+    close_or_die(f, path);
+}
+
+static void write_csv(const settings *s, const model_report *reps, int nr)
+{
+    char path[1024];
+    FILE *f = open_or_die(s->out, ".csv", path, sizeof path);
+    fprintf(f, "model,attack,norm,eps,accuracy,fooled,median_l2,mean_l2,median_l1,mean_l1,"
+               "median_linf,mean_linf,seconds\n");
+    for (int m = 0; m < nr; m++) {
+        const model_report *r = &reps[m];
+        fprintf(f, "%s,clean,,0,%.6g,,,,,,,,\n", r->name, r->clean);
+        for (int i = 0; i < r->nrows; i++) {
+            const attack_spec *a = &s->attacks[r->rows[i].attack];
+            fprintf(f, "%s,%s,%s,%.6g,%.6g,,,,,,,,%.3f\n", r->name, a->name, norm_name(a->norm),
+                    r->rows[i].eps, r->rows[i].acc, r->rows[i].seconds);
+        }
+        for (int j = 0; j < r->nmn; j++) {
+            const min_norm_row *mn = &r->mn[j];
+            const attack_spec *a = &s->attacks[mn->attack];
+            fprintf(f, "%s,%s,%s,inf,,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.3f\n", r->name, a->name,
+                    norm_name(a->norm), mn->fooled, mn->median[0], mn->mean[0], mn->median[1],
+                    mn->mean[1], mn->median[2], mn->mean[2], mn->seconds);
+        }
+    }
+    close_or_die(f, path);
+}
+
+/* ---- SVG line charts ---- */
+
+static void xml_text(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '<') fputs("&lt;", f);
+        else if (*s == '>') fputs("&gt;", f);
+        else if (*s == '&') fputs("&amp;", f);
+        else fputc(*s, f);
+    }
+}
+
+typedef struct series {
+    char label[160];
+    int n;
+    double x[MAX_POINTS], y[MAX_POINTS];
+    int color, dashed;
+} series;
+
+/* A round tick spacing (1, 2 or 5 times a power of ten) giving about
+ * `target` intervals over range. */
+static double nice_step(double range, int target)
+{
+    double raw = range / target, mag = pow(10.0, floor(log10(raw))), f = raw / mag;
+    return (f < 1.5 ? 1.0 : f < 3.0 ? 2.0 : f < 7.0 ? 5.0 : 10.0) * mag;
+}
+
+/* Line chart of ns series; y_from_zero: the y axis starts at 0. */
+static void write_svg(const char *path, const char *title, const char *xlabel,
+                      const char *ylabel, const series *sr, int ns, int y_from_zero)
+{
+    static const char *palette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+                                    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+    const double W = 760, H = 440, L = 70, R = 240, T = 40, B = 60;
+    double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+    for (int i = 0; i < ns; i++)
+        for (int p = 0; p < sr[i].n; p++) {
+            if (!isfinite(sr[i].y[p]))
+                continue;
+            x0 = fmin(x0, sr[i].x[p]);
+            x1 = fmax(x1, sr[i].x[p]);
+            y0 = fmin(y0, sr[i].y[p]);
+            y1 = fmax(y1, sr[i].y[p]);
+        }
+    if (y_from_zero)
+        y0 = 0.0;
+    if (!(x1 > x0)) { x0 -= 1; x1 += 1; }
+    if (!(y1 > y0)) { y0 -= 1; y1 += 1; }
+    double xs = nice_step(x1 - x0, 5), ys = nice_step(y1 - y0, 5);
+    x0 = floor(x0 / xs + 1e-9) * xs;
+    x1 = ceil(x1 / xs - 1e-9) * xs;
+    y0 = floor(y0 / ys + 1e-9) * ys;
+    y1 = ceil(y1 / ys - 1e-9) * ys;
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        die("cannot write %s: %s", path, strerror(errno));
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n"
+               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+               "<text x=\"%.0f\" y=\"24\" font-size=\"15\">%s</text>\n", W, H, L, title);
+    double pw = W - L - R, ph = H - T - B;
+#define PX(v) (L + ((v) - x0) / (x1 - x0) * pw)
+#define PY(v) (T + ph - ((v) - y0) / (y1 - y0) * ph)
+    fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
+               "stroke=\"black\"/>\n", L, T, pw, ph);
+    for (double xv = x0; xv <= x1 + 0.5 * xs; xv += xs) {
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n",
+                PX(xv), T, PX(xv), T + ph);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.4g</text>\n", PX(xv),
+                T + ph + 16, fabs(xv) < 1e-9 * xs ? 0.0 : xv);
+    }
+    for (double yv = y0; yv <= y1 + 0.5 * ys; yv += ys) {
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L,
+                PY(yv), L + pw, PY(yv));
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.4g</text>\n", L - 6,
+                PY(yv) + 4, fabs(yv) < 1e-9 * ys ? 0.0 : yv);
+    }
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", L + pw / 2,
+            H - 18, xlabel);
+    fprintf(f, "<text transform=\"translate(18 %.1f) rotate(-90)\" text-anchor=\"middle\">%s"
+               "</text>\n", T + ph / 2, ylabel);
+    for (int i = 0; i < ns; i++) {
+        const char *col = palette[sr[i].color % 10];
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"", col,
+                sr[i].dashed ? " stroke-dasharray=\"6 4\"" : "");
+        for (int p = 0; p < sr[i].n; p++)
+            if (isfinite(sr[i].y[p]))
+                fprintf(f, "%.1f,%.1f ", PX(sr[i].x[p]), PY(sr[i].y[p]));
+        fprintf(f, "\"/>\n");
+        if (sr[i].n <= 12) /* few points: mark them */
+            for (int p = 0; p < sr[i].n; p++)
+                if (isfinite(sr[i].y[p]))
+                    fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n",
+                            PX(sr[i].x[p]), PY(sr[i].y[p]), col);
+        double ly = T + 10 + 18 * i;
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+                   "stroke-width=\"2\"%s/>\n", L + pw + 12, ly, L + pw + 40, ly, col,
+                sr[i].dashed ? " stroke-dasharray=\"6 4\"" : "");
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">", L + pw + 46, ly + 4);
+        xml_text(f, sr[i].label);
+        fprintf(f, "</text>\n");
+    }
+#undef PX
+#undef PY
+    fprintf(f, "</svg>\n");
+    if (ferror(f) || fclose(f) != 0)
+        die("error writing %s", path);
+    printf("wrote %s\n", path);
+}
+
+/* Accuracy against eps for the attacks of one norm (clean accuracy at 0). */
+static void write_accuracy_svg(const settings *s, const model_report *reps, int nr, dd_norm norm)
+{
+    series *sr = malloc_or_die((size_t)MAX_MODELS * MAX_ATTACKS, sizeof *sr);
+    int ns = 0;
+    for (int ai = 0; ai < s->nattacks; ai++) {
+        const attack_spec *a = &s->attacks[ai];
+        if (a->norm != norm)
+            continue;
+        for (int m = 0; m < nr; m++) {
+            series *q = &sr[ns];
+            memset(q, 0, sizeof *q);
+            snprintf(q->label, sizeof q->label, "%s: %s", reps[m].name, a->name);
+            q->x[q->n] = 0.0;
+            q->y[q->n++] = 100.0 * reps[m].clean;
+            for (int i = 0; i < reps[m].nrows && q->n < MAX_POINTS; i++)
+                if (reps[m].rows[i].attack == ai) {
+                    q->x[q->n] = norm == DD_NORM_LINF ? 255.0 * reps[m].rows[i].eps
+                                                      : reps[m].rows[i].eps;
+                    q->y[q->n++] = 100.0 * reps[m].rows[i].acc;
+                }
+            q->color = ai;
+            q->dashed = m % 2;
+            if (q->n > 1)
+                ns++;
+        }
+    }
+    if (ns > 0) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s-accuracy-%s.svg", s->out, norm == DD_NORM_LINF ? "linf" : "l2");
+        write_svg(path, norm == DD_NORM_LINF ? "Robust accuracy, Linf attacks" : "Robust accuracy, L2 attacks",
+                  norm == DD_NORM_LINF ? "eps (x/255)" : "eps (L2)", "accuracy (%)", sr, ns, 1);
+    }
+    free(sr);
+}
+
+static void write_landscape_svg(const settings *s, const model_report *reps, int nr)
+{
+    series *sr = malloc_or_die((size_t)2 * MAX_MODELS, sizeof *sr);
+    int ns = 0;
+    for (int m = 0; m < nr; m++)
+        for (int d = 0; d < 2; d++) {
+            series *q = &sr[ns++];
+            memset(q, 0, sizeof *q);
+            snprintf(q->label, sizeof q->label, "%s: %s", reps[m].name, d ? "tangential" : "radial");
+            q->n = s->land_points;
+            for (int p = 0; p < q->n; p++) {
+                q->x[p] = -s->land_radius + 2.0 * s->land_radius * p / (q->n - 1);
+                q->y[p] = d ? reps[m].tangential[p] : reps[m].radial[p];
+            }
+            q->color = m;
+            q->dashed = d;
+        }
+    char path[1024];
+    snprintf(path, sizeof path, "%s-landscape.svg", s->out);
+    write_svg(path, "Loss along radial (solid) and tangential (dashed) directions",
+              "t (L2 step along the direction)", "mean cross-entropy", sr, ns, 0);
+    free(sr);
+}
+
+/* ======================================================================== */
+/* main                                                                       */
+/* ======================================================================== */
+
+int main(int argc, char **argv)
+{
+    settings s;
+    parse_args(argc, argv, &s);
+
+    /* ---- the test images ---- */
+    dd_dataset *test = NULL;
+    const char *source;
+    if (s.synthetic) {
+        /* train_cifar --synthetic's test set (seed 1 + 7777). */
+        test = synthetic_dataset_or_die(s.n, 3, 16, 16, 10, 1 + 7777);
+        source = "synthetic data";
+    } else {
+        source = s.data != NULL ? s.data : DEFAULT_DATA_DIR;
+        if (s.data == NULL && access(DEFAULT_DATA_DIR, R_OK) != 0)
+            die("no --data given and %s does not exist (apt-get install dataset-fashion-mnist)",
+                DEFAULT_DATA_DIR);
+        test = open_dataset_or_die(source, DD_SPLIT_TEST, s.n);
+    }
+    int n = 0, C = 0, H = 0, W = 0, K = 0;
+    check_or_die(dd_dataset_info(test, &n, &C, &H, &W, &K), "dd_dataset_info");
+    size_t per = (size_t)C * H * W;
+    float *x = malloc_or_die((size_t)n * per, sizeof *x);
+    int32_t *y = malloc_or_die((size_t)n, sizeof *y);
+    check_or_die(dd_dataset_get_range(test, 0, n, x, y), "dd_dataset_get_range");
+    float *xa = malloc_or_die((size_t)s.batch * per, sizeof *xa);
+    if (s.land_images > n)
+        s.land_images = n;
+
+    model_report *reps = calloc((size_t)s.nmodels, sizeof *reps);
+    if (reps == NULL)
+        die("out of memory");
+    for (int mi = 0; mi < s.nmodels; mi++) {
+        model_report *rep = &reps[mi];
+        rep->path = s.models[mi];
+        const char *base = strrchr(rep->path, '/');
+        snprintf(rep->name, sizeof rep->name, "%s", base ? base + 1 : rep->path);
+        char *dot = strstr(rep->name, ".safetensors");
+        if (dot != NULL)
+            *dot = '\0';
+
+        dd_model_options mo;
+        dd_model_options_init(&mo);
+        mo.num_threads = s.threads;
+        dd_model *m = NULL;
+        check_or_die(dd_model_load_ex(rep->path, &mo, s.batch, &m), rep->path);
+        int mc = 0, mh = 0, mw = 0, mk = 0;
+        check_or_die(dd_model_input_shape(m, &mc, &mh, &mw), "dd_model_input_shape");
+        check_or_die(dd_model_num_classes(m, &mk), "dd_model_num_classes");
+        if (mc != C || mh != H || mw != W || mk < K)
+            die("%s takes %dx%dx%d images and %d classes; the test set has %dx%dx%d and %d",
+                rep->path, mc, mh, mw, mk, C, H, W, K);
+        /* Attacks need no GFA tangent buffers; hooks only cost memory here. */
+        check_or_die(dd_gfa_clear(m), "dd_gfa_clear");
+
+        printf("== %s\n", rep->path);
+        rep->clean = accuracy_or_die(m, test, n);
+        printf("clean accuracy %.2f%%\n", 100.0 * rep->clean);
+        for (int ai = 0; ai < s.nattacks; ai++) {
+            const attack_spec *a = &s.attacks[ai];
+            if (a->min_norm) {
+                min_norm_or_die(&s, m, ai, x, y, n, per, xa, rep);
+                const min_norm_row *r = &rep->mn[rep->nmn - 1];
+                printf("%-16s fooled %d, median L2 %.4g, L1 %.4g, Linf %.4g  (%.1f s)\n", a->name,
+                       r->fooled, r->median[0], r->median[1], r->median[2], r->seconds);
+                continue;
+            }
+            const double *eps = a->norm == DD_NORM_L2 ? s.eps_l2 : s.eps_linf;
+            int ne = a->norm == DD_NORM_L2 ? s.n_l2 : s.n_linf;
+            for (int e = 0; e < ne; e++) {
+                double t0 = now_seconds();
+                robust_row *r = &rep->rows[rep->nrows++];
+                r->attack = ai;
+                r->eps = eps[e];
+                r->acc = budgeted_or_die(&s, m, a, eps[e], x, y, n, per, xa);
+                r->seconds = now_seconds() - t0;
+                char et[32];
+                printf("%-16s eps %-8s robust accuracy %6.2f%%  (%.1f s)\n", a->name,
+                       eps_text(a->norm, eps[e], et, sizeof et), 100.0 * r->acc, r->seconds);
+            }
+        }
+        if (s.land_images > 0)
+            landscape_or_die(&s, m, x, y, per, mk, rep);
+        fflush(stdout);
+        dd_model_destroy(m);
+    }
+
+    write_markdown(&s, reps, s.nmodels, n, source);
+    write_json(&s, reps, s.nmodels, n, source);
+    write_csv(&s, reps, s.nmodels);
+    write_accuracy_svg(&s, reps, s.nmodels, DD_NORM_LINF);
+    write_accuracy_svg(&s, reps, s.nmodels, DD_NORM_L2);
+    if (s.land_images > 0)
+        write_landscape_svg(&s, reps, s.nmodels);
+
+    free(reps);
+    free(x);
+    free(y);
+    free(xa);
+    dd_dataset_destroy(test);
+    return 0;
+}
