@@ -61,7 +61,11 @@ DD_API dd_status dd_gfa_clear(dd_model *m);
 
 /** METHOD: number of hooks; and hook i's tensor and lambda (outputs may be NULL). */
 DD_API dd_status dd_gfa_num_hooks(const dd_model *m, int *count);
+/** METHOD: hook `index`'s tensor and lambda (either output may be NULL).
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (m NULL, index out of range). */
 DD_API dd_status dd_gfa_get_hook(const dd_model *m, int index, dd_node *node, float *lambda);
+/** METHOD: *mode = the mode of the hooks. Returns DD_OK,
+ *  DD_ERR_INVALID_ARGUMENT (NULL). */
 DD_API dd_status dd_gfa_get_mode(const dd_model *m, dd_gfa_mode *mode);
 
 #ifdef __cplusplus

@@ -113,6 +113,8 @@ typedef struct dd_conv2d_options {
     int bias;                 /**< 1 = learnable bias (default), 0 = none */
     const char *name;         /**< optional, copied */
 } dd_conv2d_options;
+/** Fills *opts with the defaults above (out_channels 0: set it). NULL is a
+ *  no-op. Thread-safe. */
 DD_API void dd_conv2d_options_init(dd_conv2d_options *opts);
 
 /** Pooling options (max and average); fill with dd_pool_options_init(). */
@@ -123,6 +125,7 @@ typedef struct dd_pool_options {
     int pad_h, pad_w;         /**< default 0; average pooling counts padding (PyTorch's default) */
     const char *name;
 } dd_pool_options;
+/** Fills *opts with the defaults above. NULL is a no-op. Thread-safe. */
 DD_API void dd_pool_options_init(dd_pool_options *opts);
 
 /** Batch-norm options; fill with dd_batchnorm_options_init(). */
@@ -132,6 +135,7 @@ typedef struct dd_batchnorm_options {
     float momentum;           /**< running = (1-momentum)*running + momentum*batch; default 0.1 */
     const char *name;
 } dd_batchnorm_options;
+/** Fills *opts with the defaults above. NULL is a no-op. Thread-safe. */
 DD_API void dd_batchnorm_options_init(dd_batchnorm_options *opts);
 
 /** Per-channel (x - mean[c]) / std[c]. mean and std have C entries (copied);
@@ -146,9 +150,14 @@ DD_API dd_status dd_model_add_conv2d(dd_model *m, dd_node input, const dd_conv2d
  *  bias: 1 = with bias, 0 = without. */
 DD_API dd_status dd_model_add_linear(dd_model *m, dd_node input, int out_features, int bias,
                                      const char *name, dd_node *out);
+/** Element-wise max(x, 0), any shape (the output has the input's shape). */
 DD_API dd_status dd_model_add_relu(dd_model *m, dd_node input, const char *name, dd_node *out);
+/** Max pooling of a 4-D tensor; opts (required, from dd_pool_options_init())
+ *  gives window, stride and padding; padding positions never win the maximum. */
 DD_API dd_status dd_model_add_maxpool(dd_model *m, dd_node input, const dd_pool_options *opts,
                                       dd_node *out);
+/** Average pooling of a 4-D tensor (opts as for max pooling; padding is
+ *  counted in the divisor, as PyTorch's default). */
 DD_API dd_status dd_model_add_avgpool(dd_model *m, dd_node input, const dd_pool_options *opts,
                                       dd_node *out);
 /** Mean over H and W: (N, C, H, W) -> (N, C). */
@@ -198,6 +207,8 @@ typedef struct dd_step_stats {
     double hook_reg[DD_MAX_HOOKS];    /**< R_t = mean_i r_i */
     double hook_align[DD_MAX_HOOKS];  /**< mean_i |cos(g_i, h_i)| */
 } dd_step_stats;
+/** Sets stats->struct_size (the other fields are written by the passes).
+ *  NULL is a no-op. Thread-safe. */
 DD_API void dd_step_stats_init(dd_step_stats *stats);
 
 /** Backward pass of the mean softmax cross-entropy of the last forward pass
@@ -266,17 +277,30 @@ typedef struct dd_param_info {
     int trainable;            /**< 0 for batch-norm running statistics */
 } dd_param_info;
 
+/** METHOD: *count = the number of nodes, the input included (built or
+ *  not). Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL). */
 DD_API dd_status dd_model_num_nodes(const dd_model *m, int *count);
 /** Describes node `node`. Set info->struct_size = sizeof(dd_node_info)
  *  first (an older, smaller struct is filled up to its size). */
 DD_API dd_status dd_model_node_info(const dd_model *m, dd_node node, dd_node_info *info);
 /** The logits node given to dd_model_build. Built models only. */
 DD_API dd_status dd_model_logits_node(const dd_model *m, dd_node *node);
+/** METHOD: *k = the number of classes K given at creation. Returns DD_OK,
+ *  DD_ERR_INVALID_ARGUMENT (NULL). */
 DD_API dd_status dd_model_num_classes(const dd_model *m, int *k);
+/** METHOD: the per-sample input shape (C, H, W) given at creation. Returns
+ *  DD_OK, DD_ERR_INVALID_ARGUMENT (a NULL pointer). */
 DD_API dd_status dd_model_input_shape(const dd_model *m, int *c, int *h, int *w);
+/** METHOD: *max_batch = the largest batch of the passes, as given to
+ *  dd_model_build(). Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL),
+ *  DD_ERR_STATE (not built). */
 DD_API dd_status dd_model_max_batch(const dd_model *m, int *max_batch);
 /** Number of parameter tensors (trainable ones and batch-norm buffers). Built models only. */
 DD_API dd_status dd_model_num_params(const dd_model *m, int *count);
+/** METHOD: describes parameter `index` (0 .. dd_model_num_params() - 1;
+ *  strings borrowed until the model is destroyed). Returns DD_OK,
+ *  DD_ERR_INVALID_ARGUMENT (NULL, index out of range), DD_ERR_STATE (not
+ *  built). */
 DD_API dd_status dd_model_param_info(const dd_model *m, int index, dd_param_info *info);
 /** Copies parameter `index` (PyTorch layout) into dst, count == info.count. */
 DD_API dd_status dd_model_param_read(const dd_model *m, int index, float *dst, size_t count);

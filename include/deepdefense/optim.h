@@ -57,6 +57,8 @@ DD_API void dd_optimizer_destroy(dd_optimizer *opt);
 DD_API dd_status dd_optimizer_step(dd_optimizer *opt);
 /** METHOD: sets the learning rate (finite, >= 0). */
 DD_API dd_status dd_optimizer_set_lr(dd_optimizer *opt, float lr);
+/** METHOD: *lr = the current learning rate. Returns DD_OK,
+ *  DD_ERR_INVALID_ARGUMENT (NULL). */
 DD_API dd_status dd_optimizer_get_lr(const dd_optimizer *opt, float *lr);
 /** METHOD: number of steps taken (Adam's t). */
 DD_API dd_status dd_optimizer_steps(const dd_optimizer *opt, int64_t *steps);

@@ -171,17 +171,32 @@ static dd_status tangent_node(dd_model *m, dd__node *node) {
         out->tan_nonzero = 1;
     }
     if (node->ops->second_order && out->written) {
+        /* A node writes xbar only where its backward depends on its input
+         * (batch norm in training mode) and says so in ctx->xbar_written.
+         * The first writer of a bar buffer overwrites it (no zero fill). */
         float *xbar[2] = {NULL, NULL};
+        int fresh = 0;
         for (int k = 0; k < node->ninputs; k++) {
             dd__tensor *in = dd__in(node, k);
             if (!in->bar) continue;
-            if (!in->bar_nonzero) {
-                memset(in->bar, 0, dd__tensor_floats(in, ctx->n) * sizeof(float));
-                in->bar_nonzero = 1;
-            }
+            fresh |= !in->bar_nonzero;
             xbar[k] = in->bar;
         }
-        DD_FORWARD(node->ops->second_order(node, plan, ctx, tx, out->grad, xbar));
+        if (fresh && node->ninputs > 1) {
+            for (int k = 0; k < node->ninputs; k++)
+                if (xbar[k] && !dd__in(node, k)->bar_nonzero) {
+                    memset(xbar[k], 0, dd__tensor_floats(dd__in(node, k), ctx->n) * sizeof(float));
+                    dd__in(node, k)->bar_nonzero = 1;
+                }
+            fresh = 0;
+        }
+        ctx->xbar_fresh = fresh;
+        ctx->xbar_written = 0;
+        dd_status st = node->ops->second_order(node, plan, ctx, tx, out->grad, xbar);
+        ctx->xbar_fresh = 0;
+        DD_FORWARD(st);
+        for (int k = 0; k < node->ninputs; k++)
+            if (xbar[k] && ctx->xbar_written) dd__in(node, k)->bar_nonzero = 1;
     }
     return DD_OK;
 }

@@ -89,9 +89,10 @@ typedef struct dd__node_ops {
     dd_status (*jvp)(struct dd__node *n, void *plan, struct dd__ctx *ctx,
                      const float *const *tx, float *ty);
     /* GFA slot 2: second-order terms of <tx, backward(gy)>: adds
-     * d/dtheta into the params' grads and d/dx into xbar[i] (+=) where the
-     * backward depends on x (xbar[i] may be NULL when it does not). optional:
-     * NULL means no second-order term. */
+     * d/dtheta into the params' grads and d/dx into xbar[i] where the
+     * backward depends on x (xbar[i] may be NULL: not wanted). A node that
+     * writes xbar sets ctx->xbar_written, and overwrites instead of adding
+     * when ctx->xbar_fresh. optional: NULL means no second-order term. */
     dd_status (*second_order)(struct dd__node *n, void *plan, struct dd__ctx *ctx,
                               const float *const *tx, const float *gy, float *const *xbar);
     /* Adds the node's configuration to a JSON object (jansson json_t *). */
@@ -127,6 +128,8 @@ typedef struct dd__ctx {
     int n;                  /* batch size of this pass */
     int train;              /* 1: training-mode forward (batch-norm batch stats) */
     int want_param_grad;    /* backward: accumulate parameter gradients */
+    int xbar_fresh;         /* GFA second_order: xbar holds no value yet (write, do not add) */
+    int xbar_written;       /* GFA second_order: set by a node that wrote xbar */
     int gfa_phase;          /* 0; 2: GFA pass 2 (weight layers defer their weight
                              * gradients); 4: GFA pass 4 (weight layers add the
                              * deferred G_y, held in out.tan, to dy first) */

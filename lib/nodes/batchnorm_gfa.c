@@ -52,6 +52,9 @@ dd_status dd__bn_train_second_order(dd__node *n, dd__bn_plan *p, dd__ctx *ctx, c
             cd[c] = (float)(K * (-s * mu * q - mg * m_T - mT * m_g));
         }
     }
-    if (xbar) dd__chan_lincomb(t, ctx->n, xbar, x, gy, tx, ca, cb, cc, cd, ctx->nthreads);
+    if (xbar) {
+        dd__chan_lincomb(t, ctx->n, xbar, x, gy, tx, ca, cb, cc, cd, !ctx->xbar_fresh, ctx->nthreads);
+        ctx->xbar_written = 1;
+    }
     return DD_OK;
 }

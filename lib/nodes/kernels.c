@@ -58,6 +58,25 @@ void dd__chan_affine(const dd__tensor *t, int n, const float *x, float *y, const
     }
 }
 
+/* Sums over the hw positions of one 16-lane channel block: float partials
+ * (at most H*W products each) folded into the caller's double rows. */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void block_sums16(const float *pa, const float *pb, size_t hw, double *ab, double *aa) {
+    float sab[16] = {0}, sa[16] = {0};
+    for (size_t p = 0; p < hw; p++) {
+#pragma omp simd
+        for (int l = 0; l < 16; l++) {
+            float av = pa[p * 16 + l];
+            sa[l] += av;
+            sab[l] += pb ? av * pb[p * 16 + l] : av;
+        }
+    }
+    for (int l = 0; l < 16; l++) {
+        ab[l] += sab[l];
+        aa[l] += sa[l];
+    }
+}
+
 void dd__chan_sums(const dd__tensor *t, int n, const float *a, const float *b, double *sum_ab,
                    double *sum_a, double *work, int nthreads) {
     geom g = geometry(t);
@@ -73,16 +92,24 @@ void dd__chan_sums(const dd__tensor *t, int n, const float *a, const float *b, d
             for (int blk = 0; blk < g.blocks; blk++) {
                 const float *pa = a + ((size_t)s * g.blocks + blk) * g.block_floats;
                 const float *pb = b ? b + ((size_t)s * g.blocks + blk) * g.block_floats : NULL;
-                for (int l = 0; l < g.lanes; l++) {
-                    double sab = 0, sa = 0;
-                    for (size_t p = 0; p < g.hw; p++) {
-                        float av = pa[p * g.lanes + l];
-                        sa += av;
-                        sab += pb ? (double)av * pb[p * g.lanes + l] : av;
-                    }
-                    ab[blk * g.lanes + l] += sab;
-                    aa[blk * g.lanes + l] += sa;
+                if (g.lanes == 16) {
+                    block_sums16(pa, pb, g.hw, ab + blk * 16, aa + blk * 16);
+                    continue;
                 }
+                float sab = 0, sa = 0;
+                if (pb) {
+#pragma omp simd reduction(+ : sab, sa)
+                    for (size_t p = 0; p < g.hw; p++) {
+                        sa += pa[p];
+                        sab += pa[p] * pb[p];
+                    }
+                } else {
+#pragma omp simd reduction(+ : sa)
+                    for (size_t p = 0; p < g.hw; p++) sa += pa[p];
+                    sab = sa;
+                }
+                ab[blk] += sab;
+                aa[blk] += sa;
             }
         }
     }
@@ -99,7 +126,7 @@ void dd__chan_sums(const dd__tensor *t, int n, const float *a, const float *b, d
 
 void dd__chan_lincomb(const dd__tensor *t, int n, float *y, const float *a, const float *b,
                       const float *e, const float *ca, const float *cb, const float *cc, const float *cd,
-                      int nthreads) {
+                      int accumulate, int nthreads) {
     geom g = geometry(t);
     long total = (long)n * g.blocks;
     if ((size_t)total * g.block_floats < 32768) nthreads = 1;
@@ -120,7 +147,7 @@ void dd__chan_lincomb(const dd__tensor *t, int n, float *y, const float *a, cons
 #pragma omp simd
             for (int l = 0; l < g.lanes; l++) {
                 size_t o = base + p * g.lanes + l;
-                y[o] += k1[l] * a[o] + k2[l] * b[o] + k3[l] * e[o] + k4[l];
+                y[o] = (accumulate ? y[o] : 0.0f) + k1[l] * a[o] + k2[l] * b[o] + k3[l] * e[o] + k4[l];
             }
         }
     }

@@ -22,11 +22,11 @@ DD_INTERNAL void dd__chan_sums(const dd__tensor *t, int n, const float *a, const
 static inline size_t dd__chan_work_doubles(const dd__tensor *t, int nthreads) {
     return 2 * (size_t)((t->c + 15) / 16 * 16) * (size_t)nthreads;
 }
-/* y += ca[c] * a + cb[c] * b + cc[c] * e + cd[c] over real channels (padding
- * lanes untouched). */
+/* y (+)= ca[c] * a + cb[c] * b + cc[c] * e + cd[c] (accumulate: +=, else =;
+ * padding lanes get 0 + 0, so a, b, e must have zero padding). */
 DD_INTERNAL void dd__chan_lincomb(const dd__tensor *t, int n, float *y, const float *a, const float *b,
                                   const float *e, const float *ca, const float *cb, const float *cc,
-                                  const float *cd, int nthreads);
+                                  const float *cd, int accumulate, int nthreads);
 /* y = a + b elementwise over n samples (padding included). */
 DD_INTERNAL void dd__add2(const float *a, const float *b, float *y, size_t count, int nthreads);
 
