@@ -105,7 +105,7 @@ DD_API void dd_model_destroy(dd_model *m);
 
 /** 2-D convolution options; fill with dd_conv2d_options_init(). */
 typedef struct dd_conv2d_options {
-    size_t struct_size;
+    size_t struct_size;       /**< set by the init function (the size of the caller's struct) */
     int out_channels;         /**< required, >= 1 */
     int kernel_h, kernel_w;   /**< default 3x3 */
     int stride_h, stride_w;   /**< default 1 */
@@ -119,21 +119,21 @@ DD_API void dd_conv2d_options_init(dd_conv2d_options *opts);
 
 /** Pooling options (max and average); fill with dd_pool_options_init(). */
 typedef struct dd_pool_options {
-    size_t struct_size;
+    size_t struct_size;       /**< set by the init function (the size of the caller's struct) */
     int kernel_h, kernel_w;   /**< default 2x2 */
     int stride_h, stride_w;   /**< default 2 */
     int pad_h, pad_w;         /**< default 0; average pooling counts padding (PyTorch's default) */
-    const char *name;
+    const char *name;         /**< optional node name, copied (NULL: "<type><id>") */
 } dd_pool_options;
 /** Fills *opts with the defaults above. NULL is a no-op. Thread-safe. */
 DD_API void dd_pool_options_init(dd_pool_options *opts);
 
 /** Batch-norm options; fill with dd_batchnorm_options_init(). */
 typedef struct dd_batchnorm_options {
-    size_t struct_size;
+    size_t struct_size;       /**< set by the init function (the size of the caller's struct) */
     float eps;                /**< default 1e-5 */
     float momentum;           /**< running = (1-momentum)*running + momentum*batch; default 0.1 */
-    const char *name;
+    const char *name;         /**< optional node name, copied (NULL: "<type><id>") */
 } dd_batchnorm_options;
 /** Fills *opts with the defaults above. NULL is a no-op. Thread-safe. */
 DD_API void dd_batchnorm_options_init(dd_batchnorm_options *opts);
@@ -196,7 +196,7 @@ DD_API dd_status dd_model_forward(dd_model *m, const float *x, int n, dd_mode mo
 /** What a backward pass reports. Fill struct_size with
  *  dd_step_stats_init(); every other field is written. */
 typedef struct dd_step_stats {
-    size_t struct_size;
+    size_t struct_size;       /**< set by dd_step_stats_init() */
     double loss;              /**< L: mean softmax cross-entropy over the batch */
     double objective;         /**< J = L + sum_t lambda_t R_t (= loss without hooks) */
     int correct;              /**< samples whose argmax logit equals the label */
@@ -251,11 +251,11 @@ DD_API dd_status dd_model_get_logits(const dd_model *m, float *out, size_t count
 
 /** Description of a node (strings borrowed, valid until the model is destroyed). */
 typedef struct dd_node_info {
-    size_t struct_size;
-    dd_node_type type;
-    const char *name;
-    int num_inputs;
-    dd_node inputs[2];
+    size_t struct_size;       /**< sizeof(dd_node_info), set by the caller */
+    dd_node_type type;        /**< the node's type */
+    const char *name;         /**< its name (borrowed) */
+    int num_inputs;           /**< 0 (the input node), 1, or 2 (add) */
+    dd_node inputs[2];        /**< the nodes it consumes */
     int ndims;                /**< 2: (N, C) or 4: (N, C, H, W) */
     int channels, height, width; /**< per-sample output shape (H = W = 1 when ndims == 2) */
     /* Configuration (appended fields; 0 / NULL where a node type has none). */
@@ -268,10 +268,10 @@ typedef struct dd_node_info {
 
 /** Description of a parameter or buffer (strings borrowed as above). */
 typedef struct dd_param_info {
-    size_t struct_size;
+    size_t struct_size;       /**< written by dd_model_param_info() */
     const char *name;         /**< e.g. "conv1.weight", "bn1.running_mean" */
-    dd_node node;
-    int ndims;
+    dd_node node;             /**< the node that owns it */
+    int ndims;                /**< entries of dims in use (1 to 4) */
     int64_t dims[4];          /**< PyTorch shape, e.g. (OC, IC, KH, KW) */
     size_t count;             /**< number of floats */
     int trainable;            /**< 0 for batch-norm running statistics */

@@ -29,9 +29,11 @@ typedef enum dd_optimizer_kind {
     DD_OPTIM_ADAMW = 3
 } dd_optimizer_kind;
 
+/** Optimizer options. Fill with dd_optimizer_options_init(&o, kind), then
+ *  change fields. */
 typedef struct dd_optimizer_options {
-    size_t struct_size;
-    dd_optimizer_kind kind;
+    size_t struct_size;       /**< set by dd_optimizer_options_init() */
+    dd_optimizer_kind kind;   /**< set by dd_optimizer_options_init() */
     float lr;                 /**< learning rate (SGD 0.1, Adam/AdamW 1e-3) */
     float momentum;           /**< SGD momentum (default 0.9) */
     int nesterov;             /**< SGD Nesterov momentum (default 0) */
@@ -101,10 +103,12 @@ typedef enum dd_schedule_kind {
     DD_SCHED_ONE_CYCLE = 3   /**< linear 0 -> base over warmup_steps (default 30% of total), then linear -> min_lr */
 } dd_schedule_kind;
 
+/** A learning-rate schedule: a pure function of the step (see
+ *  dd_lr_schedule_eval). Fill with dd_lr_schedule_init(). */
 typedef struct dd_lr_schedule {
-    size_t struct_size;
-    dd_schedule_kind kind;
-    float base_lr;
+    size_t struct_size;       /**< set by dd_lr_schedule_init() */
+    dd_schedule_kind kind;    /**< the shape of the schedule */
+    float base_lr;            /**< the peak (or constant) learning rate */
     float min_lr;             /**< cosine and one-cycle floor, default 0 */
     float gamma;              /**< step decay factor, default 0.1 */
     int64_t step_size;        /**< step decay period (steps) */

@@ -8,7 +8,9 @@
  *   SIN2:    alpha = 2a^2/(P^2 Q), beta = -2a/(PQ), gamma = -2a/(PQ), delta = 2a^2/(P Q^2)
  *   TANGENT: s = a/Q, k = <u, h> = a - s |h|^2 (u = g - s h):
  *            alpha = 2, beta = gamma = -2s - 2k/Q, delta = 2s^2 + 4ks/Q
- * Then Gbar[i] = lambda dr/dg and Ybar[i] = (lambda/B) dr/dh. Reductions
+ * Then Gbar[i] = lambda dr/dg and Ybar[i] = (lambda/B) dr/dh, kept as four
+ * per-sample coefficients and applied when the passes need them (so no
+ * buffer holds them in between). Reductions
  * add float partial sums of 256 elements into double (3.7e-8 relative
  * error against double, at float speed); one OpenMP thread per sample.
  */
@@ -18,8 +20,8 @@
 
 #define DD__GFA_EPS 1e-12 /* GFA.md: keeps c finite for a zero gradient or feature */
 
-void dd__gfa_align(const float *grad, const float *data, float *tan, float *bar, int n, size_t floats,
-                   int mode, double lambda, double *work, int nthreads, double *reg, double *align) {
+void dd__gfa_align(const float *grad, const float *data, int n, size_t floats, int mode, double lambda,
+                   float *coef, double *work, int nthreads, double *reg, double *align) {
     double B = n;
     if ((size_t)n * floats < 32768) nthreads = 1;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
@@ -56,15 +58,11 @@ void dd__gfa_align(const float *grad, const float *data, float *tan, float *bar,
             ga = be;
             de = 2 * a * a / (P * Q * Q);
         }
-        /* tan = lambda (alpha B G + beta h); bar = lambda/B (gamma B G + delta h) */
-        float tg = (float)(lambda * al * B), th = (float)(lambda * be);
-        float bg = (float)(lambda * ga), bh = (float)(lambda * de / B);
-        float *T = tan + (size_t)i * floats, *Yb = bar + (size_t)i * floats;
-#pragma omp simd
-        for (size_t j = 0; j < floats; j++) {
-            T[j] = tg * G[j] + th * h[j];
-            Yb[j] = bg * G[j] + bh * h[j];
-        }
+        /* Gbar = lambda (alpha B G + beta h); Ybar = lambda/B (gamma B G + delta h) */
+        coef[4 * (size_t)i] = (float)(lambda * al * B);
+        coef[4 * (size_t)i + 1] = (float)(lambda * be);
+        coef[4 * (size_t)i + 2] = (float)(lambda * ga);
+        coef[4 * (size_t)i + 3] = (float)(lambda * de / B);
         work[2 * (size_t)i] = r;
         work[2 * (size_t)i + 1] = fabs(c);
     }
@@ -75,4 +73,22 @@ void dd__gfa_align(const float *grad, const float *data, float *tan, float *bar,
     }
     *reg = sr / n;
     *align = sc / n;
+}
+
+void dd__gfa_affine(float *out, const float *G, const float *h, const float *coef, int w, int n,
+                    size_t floats, int accumulate, int nthreads) {
+    if ((size_t)n * floats < 32768) nthreads = 1;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int i = 0; i < n; i++) {
+        float cg = coef[4 * (size_t)i + 2 * w], ch = coef[4 * (size_t)i + 2 * w + 1];
+        float *o = out + (size_t)i * floats;
+        const float *g = G + (size_t)i * floats, *x = h + (size_t)i * floats;
+        if (accumulate) {
+#pragma omp simd
+            for (size_t j = 0; j < floats; j++) o[j] += cg * g[j] + ch * x[j];
+        } else {
+#pragma omp simd
+            for (size_t j = 0; j < floats; j++) o[j] = cg * g[j] + ch * x[j];
+        }
+    }
 }

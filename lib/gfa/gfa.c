@@ -29,8 +29,6 @@
 /* ---- hooks --------------------------------------------------------------- */
 
 int dd__gfa_needs_bar(const dd_model *m, int i) {
-    for (int h = 0; h < m->nhooks; h++)
-        if (m->hooks[h].tensor == i) return 1;
     for (int j = i + 1; j <= m->logits; j++) {
         const dd__node *n = &m->nodes[j];
         if (n->ops->type == DD_NODE_BATCHNORM && n->inputs[0] == i) return 1;
@@ -38,10 +36,11 @@ int dd__gfa_needs_bar(const dd_model *m, int i) {
     return 0;
 }
 
-/* Buffers follow the hook set: reallocate a built model's activations. */
+/* Buffers follow the hook set: a built model's activations are freed now
+ * and allocated in the new layout by the next forward pass. */
 static dd_status hooks_changed(dd_model *m) {
-    if (!m->built) return DD_OK;
-    return dd__model_alloc_activations(m, m->nhooks > 0);
+    if (m->built) dd__model_release_activations(m);
+    return DD_OK;
 }
 
 static dd_status add_hook(dd_model *m, dd_node node, float lambda) {
@@ -140,12 +139,57 @@ dd_status dd_gfa_get_hook(const dd_model *m, int index, dd_node *node, float *la
 
 /* ---- the passes ---------------------------------------------------------- */
 
-/* Pass 3 for one node: T_y (+)= JVP(T_x), second-order terms. */
+static int hook_of(const dd_model *m, int tensor) {
+    for (int h = 0; h < m->nhooks; h++)
+        if (m->hooks[h].tensor == tensor) return h;
+    return -1;
+}
+
+/* Per-sample coefficients of hook h (see dd__gfa_align). */
+static float *hook_coef(dd_model *m, int h) { return m->gfa_work + (size_t)h * 4 * m->max_batch; }
+
+/* Work doubles after the coefficient rows. */
+static double *gfa_reductions(dd_model *m) {
+    return (double *)(m->gfa_work + (size_t)DD_MAX_HOOKS * 4 * m->max_batch);
+}
+
+void dd__gfa_inject(dd_model *m, int i) {
+    dd__tensor *t = &m->nodes[i].out;
+    dd__ctx *ctx = &m->ctx;
+    if (!t->need_grad) return;
+    size_t count = dd__tensor_floats(t, ctx->n);
+    int h = hook_of(m, i);
+    if (h >= 0) {
+        /* Ybar from G_t (held in t->tan during pass 4) and Y_t */
+        dd__gfa_affine(t->grad, t->tan, t->data, hook_coef(m, h), 1, ctx->n, t->sample_floats, t->written,
+                       ctx->nthreads);
+        t->written = 1;
+    }
+    if (t->bar_nonzero) {
+        if (t->written)
+            dd__axpy1(t->grad, t->bar, count, ctx->nthreads);
+        else
+            memcpy(t->grad, t->bar, count * sizeof(float));
+        t->written = 1;
+    }
+}
+
+/* Pass 3 for one node: T_y = JVP(T_x) (+ Gbar_y if y is hooked), and the
+ * second-order terms. */
 static dd_status tangent_node(dd_model *m, dd__node *node) {
     dd__ctx *ctx = &m->ctx;
+    dd__tensor *out = &node->out;
+    int h = hook_of(m, node->id);
     int any = 0;
     for (int k = 0; k < node->ninputs; k++) any |= dd__in(node, k)->tan_nonzero;
-    if (!any) return DD_OK;
+    if (!any) {
+        if (h >= 0) {
+            dd__gfa_affine(out->tan, out->grad, out->data, hook_coef(m, h), 0, ctx->n, out->sample_floats,
+                           0, ctx->nthreads);
+            out->tan_nonzero = 1;
+        }
+        return DD_OK;
+    }
     DD_RETURN_IF(!node->ops->jvp, DD_ERR_UNSUPPORTED,
                  "GFA: node %d (%s '%s') has no Jacobian-vector product; a hook upstream of it "
                  "cannot be differentiated", node->id, node->ops->name, node->name);
@@ -161,15 +205,11 @@ static dd_status tangent_node(dd_model *m, dd__node *node) {
         }
         tx[k] = in->tan;
     }
-    dd__tensor *out = &node->out;
-    size_t count = dd__tensor_floats(out, ctx->n);
-    if (out->tan_nonzero) {
-        DD_FORWARD(node->ops->jvp(node, plan, ctx, tx, m->scratch));
-        dd__axpy1(out->tan, m->scratch, count, ctx->nthreads);
-    } else {
-        DD_FORWARD(node->ops->jvp(node, plan, ctx, tx, out->tan));
-        out->tan_nonzero = 1;
-    }
+    DD_FORWARD(node->ops->jvp(node, plan, ctx, tx, out->tan));
+    if (h >= 0)
+        dd__gfa_affine(out->tan, out->grad, out->data, hook_coef(m, h), 0, ctx->n, out->sample_floats, 1,
+                       ctx->nthreads);
+    out->tan_nonzero = 1;
     if (node->ops->second_order && out->written) {
         /* A node writes xbar only where its backward depends on its input
          * (batch norm in training mode) and says so in ctx->xbar_written.
@@ -221,9 +261,8 @@ dd_status dd__gfa_backward(dd_model *m, void *arg) {
     for (int h = 0; h < m->nhooks; h++) {
         dd__tensor *t = &m->nodes[m->hooks[h].tensor].out;
         double reg, align;
-        dd__gfa_align(t->grad, t->data, t->tan, t->bar, n, t->sample_floats, m->gfa_mode,
-                      m->hooks[h].lambda, (double *)m->gfa_work, ctx->nthreads, &reg, &align);
-        t->tan_nonzero = t->bar_nonzero = 1;
+        dd__gfa_align(t->grad, t->data, n, t->sample_floats, m->gfa_mode, m->hooks[h].lambda,
+                      hook_coef(m, h), gfa_reductions(m), ctx->nthreads, &reg, &align);
         J += m->hooks[h].lambda * reg;
         if (a->stats) {
             a->stats->hook_node[h] = m->hooks[h].tensor;
@@ -237,11 +276,19 @@ dd_status dd__gfa_backward(dd_model *m, void *arg) {
         a->stats->objective = J;
     }
     DD_RETURN_IF(!isfinite(J), DD_ERR_NUMERIC, "GFA: the objective is not finite");
-    /* pass 3 */
+    /* pass 3 (the image's tangent, if hooked, is its Gbar) */
+    int h0 = hook_of(m, 0);
+    if (h0 >= 0) {
+        dd__tensor *t0 = &m->nodes[0].out;
+        dd__gfa_affine(t0->tan, t0->grad, t0->data, hook_coef(m, h0), 0, n, t0->sample_floats, 0,
+                       ctx->nthreads);
+        t0->tan_nonzero = 1;
+    }
     for (int i = 1; i <= m->logits; i++) DD_FORWARD(tangent_node(m, &m->nodes[i]));
-    /* Pass 4 runs in the tangent buffers (free after pass 3) so that every
-     * G_y stays available to the weight layers' merged weight gradient:
-     * swap the two buffers of every tensor for the pass. */
+    /* Pass 4 runs in the tangent slots (each tensor's adjoint lives over the
+     * same node interval as its tangent did) so that every G_y stays available
+     * to the Ybar injection and the weight layers' merged weight gradient:
+     * swap the two pointers of every tensor for the pass. */
     for (int i = 0; i <= m->logits; i++) {
         dd__tensor *t = &m->nodes[i].out;
         float *g = t->grad;

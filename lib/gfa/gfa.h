@@ -14,15 +14,24 @@ typedef struct dd__gfa_args {
 /* dd_model_backward with hooks: passes 2-4 after the cross-entropy seed
  * (arg is a dd__gfa_args). Accumulates dJ/dtheta into the gradients. */
 DD_INTERNAL dd_status dd__gfa_backward(dd_model *m, void *arg);
-/* Whether tensor i needs a bar buffer: hooked, or read by a batch norm. */
+/* Whether tensor i needs a bar buffer (Xbar): read by a batch norm. */
 DD_INTERNAL int dd__gfa_needs_bar(const dd_model *m, int i);
+/* Pass 4, before node i's backward: adds hook i's Ybar and the bar buffer
+ * (Xbar) into tensor i's adjoint. */
+DD_INTERNAL void dd__gfa_inject(dd_model *m, int i);
 
 /* Per-sample alignment of one hook (align.c): from G = dL/dY (grad) and
- * h = Y (data), n samples of `floats` each, mode, lambda: writes the initial
- * tangent Gbar into tan and Ybar into bar (both overwritten), and returns the
- * batch means of r and |c| in *reg and *align. work: 8 doubles per sample. */
-DD_INTERNAL void dd__gfa_align(const float *grad, const float *data, float *tan, float *bar, int n,
-                               size_t floats, int mode, double lambda, double *work, int nthreads,
-                               double *reg, double *align);
+ * h = Y (data), n samples of `floats` each, mode, lambda: writes per sample
+ * i four coefficients coef[4i..4i+3] = (tg, th, bg, bh) with
+ *   Gbar[i] = tg G[i] + th h[i]   and   Ybar[i] = bg G[i] + bh h[i],
+ * and returns the batch means of r and |c| in *reg and *align.
+ * work: 2 doubles per sample. */
+DD_INTERNAL void dd__gfa_align(const float *grad, const float *data, int n, size_t floats, int mode,
+                               double lambda, float *coef, double *work, int nthreads, double *reg,
+                               double *align);
+/* out[i] (+)= coef[4i + 2w] G[i] + coef[4i + 2w + 1] h[i] for each sample i
+ * (w = 0: Gbar, 1: Ybar); accumulate selects += over =. */
+DD_INTERNAL void dd__gfa_affine(float *out, const float *G, const float *h, const float *coef, int w,
+                                int n, size_t floats, int accumulate, int nthreads);
 
 #endif

@@ -15,6 +15,10 @@ DD_INTERNAL dd_status dd__graph_check_add(dd_model *m, const char *what, const d
 DD_INTERNAL dd_status dd__graph_append(dd_model *m, const dd__node_ops *ops, const int *inputs,
                                        int ninputs, const char *name, void *state,
                                        const dd__tensor *shape, int *id);
+/* Frees the activation arena (the next forward pass allocates it again):
+ * used when the hook set changes, so that the old and the new layout are
+ * never resident together. */
+DD_INTERNAL void dd__model_release_activations(dd_model *m);
 /* (Re)allocates the activation arena, with GFA buffers when gfa != 0. */
 DD_INTERNAL dd_status dd__model_alloc_activations(dd_model *m, int gfa);
 /* The plan of node n for batch ctx->n, created on first use. */

@@ -196,10 +196,40 @@ void dd_model_destroy(dd_model *m) {
     dd__free(m);
 }
 
+/* GFA tangent slots. Tensor t's tangent (pass 3) and its second adjoint
+ * (pass 4, which runs in the same buffers) are alive from node t to t's last
+ * consumer; tensors whose intervals do not overlap share a slot (greedy
+ * colouring in start order, optimal for intervals). Fills slot_of[t] and
+ * slot_floats[s] (the largest tensor of slot s); returns the slot count.
+ * slot_end is scratch. All arrays have logits + 1 entries. */
+static int tan_slots(const dd_model *m, int *slot_of, int *slot_end, size_t *slot_floats) {
+    int nslots = 0;
+    for (int t = 0; t <= m->logits; t++) {
+        int last = t;
+        for (int j = t + 1; j <= m->logits; j++)
+            for (int k = 0; k < m->nodes[j].ninputs; k++)
+                if (m->nodes[j].inputs[k] == t) last = j;
+        int s = 0;
+        while (s < nslots && slot_end[s] >= t) s++;
+        if (s == nslots) {
+            slot_floats[nslots] = 0;
+            nslots++;
+        }
+        slot_end[s] = last;
+        slot_of[t] = s;
+        size_t f = (size_t)m->max_batch * m->nodes[t].out.sample_floats;
+        if (f > slot_floats[s]) slot_floats[s] = f;
+    }
+    return nslots;
+}
+
 /* Lays out the activation arena: data and grad for every tensor, scratch,
- * probabilities, and (with GFA) tangent and bar buffers. Returns bytes; with
- * base != NULL also assigns the pointers. */
-static size_t layout_activations(dd_model *m, char *base, int gfa) {
+ * probabilities, and with GFA the shared tangent slots (slot_of, nslots,
+ * slot_floats from tan_slots), bar buffers for batch-norm inputs and the
+ * per-sample GFA coefficients. Returns bytes; with base != NULL also assigns
+ * the pointers. */
+static size_t layout_activations(dd_model *m, char *base, int gfa, const int *slot_of, int nslots,
+                                 const size_t *slot_floats) {
     size_t off = 0;
     size_t maxb = (size_t)m->max_batch;
 #define DD__TAKE(ptr, floats)                                            \
@@ -215,25 +245,53 @@ static size_t layout_activations(dd_model *m, char *base, int gfa) {
         DD__TAKE(t->data, f);
         DD__TAKE(t->grad, f);
         if (base) t->tan = t->bar = NULL;
-        if (gfa) DD__TAKE(t->tan, f);
         if (gfa && dd__gfa_needs_bar(m, i)) DD__TAKE(t->bar, f);
+    }
+    for (int s = 0; gfa && s < nslots; s++) {
+        float *slot = NULL;
+        DD__TAKE(slot, slot_floats[s]);
+        for (int i = 0; base && i <= m->logits; i++)
+            if (slot_of[i] == s) m->nodes[i].out.tan = slot;
     }
     DD__TAKE(m->scratch, maxt);
     DD__TAKE(m->scratch2, maxt);
     DD__TAKE(m->probs, maxb * (size_t)m->num_classes);
-    if (gfa) DD__TAKE(m->gfa_work, maxb * 16); /* 8 doubles per sample */
+    /* per sample: 4 float coefficients per hook, then 2 doubles of reductions */
+    if (gfa) DD__TAKE(m->gfa_work, maxb * (4 * (size_t)DD_MAX_HOOKS + 4));
 #undef DD__TAKE
     return off;
 }
 
+void dd__model_release_activations(dd_model *m) {
+    dd__free_aligned(m->act_arena);
+    m->act_arena = NULL;
+    m->gfa_ready = 0;
+    m->have_forward = 0;
+}
+
 dd_status dd__model_alloc_activations(dd_model *m, int gfa) {
-    size_t bytes = layout_activations(m, NULL, gfa);
+    int nt = m->logits + 1, nslots = 0;
+    int *slot_of = dd__calloc((size_t)nt * 2, sizeof(int));
+    size_t *slot_floats = dd__calloc((size_t)nt, sizeof(size_t));
+    if (!slot_of || !slot_floats) {
+        dd__free(slot_of);
+        dd__free(slot_floats);
+        return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "activation layout");
+    }
+    if (gfa) nslots = tan_slots(m, slot_of, slot_of + nt, slot_floats);
+    size_t bytes = layout_activations(m, NULL, gfa, slot_of, nslots, slot_floats);
     char *arena = dd__aligned_alloc(bytes);
-    DD_RETURN_IF(!arena, DD_ERR_OUT_OF_MEMORY, "activation arena of %zu bytes", bytes);
+    if (!arena) {
+        dd__free(slot_of);
+        dd__free(slot_floats);
+        return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "activation arena of %zu bytes", bytes);
+    }
     dd__free_aligned(m->act_arena);
     m->act_arena = (float *)arena;
     m->act_bytes = bytes;
-    layout_activations(m, arena, gfa);
+    layout_activations(m, arena, gfa, slot_of, nslots, slot_floats);
+    dd__free(slot_of);
+    dd__free(slot_floats);
     m->gfa_ready = gfa;
     m->have_forward = 0;
     return DD_OK;
@@ -440,7 +498,8 @@ dd_status dd_model_grad_read(const dd_model *m, int index, float *dst, size_t co
 dd_status dd_model_memory_size(const dd_model *m, size_t *bytes) {
     DD_RETURN_IF(!bytes, DD_ERR_INVALID_ARGUMENT, "dd_model_memory_size: bytes is NULL");
     DD__CHECK_BUILT(m, "dd_model_memory_size");
-    *bytes = 2 * m->param_floats * sizeof(float) + m->act_bytes + m->ctx.scratchpad_bytes;
+    size_t act = m->act_arena ? m->act_bytes : 0;
+    *bytes = 2 * m->param_floats * sizeof(float) + act + m->ctx.scratchpad_bytes;
     return DD_OK;
 }
 

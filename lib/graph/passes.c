@@ -62,6 +62,7 @@ dd_status dd_model_forward(dd_model *m, const float *x, int n, dd_mode mode, flo
     DD_RETURN_IF(!dd__all_finite(x, in_floats, ctx->nthreads), DD_ERR_NUMERIC,
                  "dd_model_forward: x holds NaN or Inf");
     m->have_forward = 0;
+    if (!m->act_arena) DD_FORWARD(dd__model_alloc_activations(m, m->nhooks > 0));
     memcpy(m->nodes[0].out.data, x, in_floats * sizeof(float));
     ctx->n = n;
     ctx->train = mode == DD_TRAIN;
@@ -116,14 +117,7 @@ dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int i
     for (int i = m->logits; i >= 1; i--) {
         dd__node *node = &m->nodes[i];
         dd__tensor *ot = &node->out;
-        if (inject && ot->bar_nonzero && ot->need_grad) {
-            /* GFA pass 4: every consumer has written; add Ybar + Xbar. */
-            if (ot->written)
-                dd__axpy1(ot->grad, ot->bar, dd__tensor_floats(ot, ctx->n), ctx->nthreads);
-            else
-                memcpy(ot->grad, ot->bar, dd__tensor_floats(ot, ctx->n) * sizeof(float));
-            ot->written = 1;
-        }
+        if (inject) dd__gfa_inject(m, i); /* GFA pass 4: every consumer has written; add Ybar + Xbar */
         if (!ot->written) continue; /* not on a path to the logits: zero gradient */
         void *plan;
         DD_FORWARD(dd__node_plan(node, ctx, &plan));
