@@ -702,35 +702,27 @@ START_TEST(test_oom_datasets)
     ck_assert_uint_ge(slen, 2);
     size_t rest = slen - 2, cut = ((size_t)split[0] | (size_t)split[1] << 8) % (rest + 1);
 
+    char one[512], two[512], img_path[512], lab_path[512];
+    snprintf(one, sizeof one, "%s", tpath("one.bin"));
+    snprintf(two, sizeof two, "%s", tpath("two.bin.gz"));
+    snprintf(img_path, sizeof img_path, "%s", tpath("idx/train-images-idx3-ubyte"));
+    snprintf(lab_path, sizeof lab_path, "%s", tpath("idx/train-labels-idx1-ubyte"));
     const ds_case cases[] = {
-        {"cifar10 file", 0, tpath("one.bin"), NULL, NULL, NULL, 0, 0},
-        {"cifar10 gzip file", 0, tpath("two.bin.gz"), NULL, NULL, NULL, 0, 0},
+        {"cifar10 file", 0, one, NULL, NULL, NULL, 0, 0},
+        {"cifar10 gzip file", 0, two, NULL, NULL, NULL, 0, 0},
         {"cifar10 memory", 1, NULL, NULL, cifar, NULL, clen, 0},
         {"cifar10 gzip memory", 1, NULL, NULL, gz, NULL, gzlen, 0},
         {"cifar10 directory", 2, tmpdir, NULL, NULL, NULL, 0, 0},
         {"cifar10 auto", 5, tmpdir, NULL, NULL, NULL, 0, 0},
-        {"idx files", 3, tpath("idx/train-images-idx3-ubyte"),
-         tpath("idx/train-labels-idx1-ubyte"), NULL, NULL, 0, 0},
+        {"idx files", 3, img_path, lab_path, NULL, NULL, 0, 0},
         {"idx memory", 4, NULL, NULL, img, lab, ilen, llen},
         {"idx gzip memory", 4, NULL, NULL, split + 2, split + 2 + cut, cut, rest - cut},
         {"idx auto", 5, idxdir, NULL, NULL, NULL, 0, 0},
         {"from memory", 6, NULL, NULL, NULL, NULL, 0, 0},
         {"from memory u8", 7, NULL, NULL, NULL, NULL, 0, 0},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        /* tpath's buffers rotate: copy the paths the case uses */
-        ds_case c = cases[i];
-        char a[512], b[512];
-        if (c.a) {
-            snprintf(a, sizeof a, "%s", c.a);
-            c.a = a;
-        }
-        if (c.b) {
-            snprintf(b, sizeof b, "%s", c.b);
-            c.b = b;
-        }
-        ds_sweep(&c);
-    }
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        ds_sweep(&cases[i]);
     /* subsets */
     dd_dataset *parent = NULL;
     OK(dd_dataset_open_cifar10_memory(&parent, cifar, clen));

@@ -20,7 +20,7 @@ src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out="$build/coverage"
 rm -rf "$out"
 mkdir -p "$out/obj"
-cov=(-O1 -g -std=c11 -fopenmp -fprofile-instr-generate -fcoverage-mapping)
+cov=(-O1 -g -std=c11 -fopenmp -fprofile-instr-generate -fcoverage-mapping -Wno-pass-failed)
 inc=(-I"$src/include" -I"$build/include" -I"$src/lib")
 
 objs=()

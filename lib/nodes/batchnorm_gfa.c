@@ -10,7 +10,7 @@
  *     dF/dx_j   = -gamma s^2 [ xhat_j (A - 3 m_g m_T) + (g_j - mean g) m_T
  *                              + (T_j - mean T) m_g ]
  * The second is an affine combination of x, g and T per channel, added into
- * xbar by one kernel. The sums are three channel reductions in double.
+ * xbar by one kernel. The five sums come from one pass over T, g and x.
  */
 #include <math.h>
 
@@ -26,11 +26,8 @@ dd_status dd__bn_train_second_order(dd__node *n, dd__bn_plan *p, dd__ctx *ctx, c
     int C = t->c;
     double M = (double)ctx->n * t->h * t->w;
     double *sum = p->work + dd__chan_work_doubles(t, ctx->nthreads);
-    double *sTg = sum, *sT = sum + C, *sgx = sum + 2 * C, *sg = sum + 3 * C;
-    dd__chan_sums(t, ctx->n, tx, gy, sTg, sT, p->work, ctx->nthreads);
-    dd__chan_sums(t, ctx->n, gy, x, sgx, sg, p->work, ctx->nthreads);
-    double *sTx = sum + 4 * C;
-    dd__chan_sums(t, ctx->n, tx, x, sTx, NULL, p->work, ctx->nthreads);
+    dd__chan_sums3(t, ctx->n, tx, gy, x, sum, p->work, ctx->nthreads);
+    const double *sT = sum, *sg = sum + C, *sTg = sum + 2 * C, *sgx = sum + 3 * C, *sTx = sum + 4 * C;
     /* Coefficients in the plan's float rows 4..7 (the eval slope row is unused in training). */
     float *ca = p->buf + 4 * C;
     dd__param *gamma = dd__node_param(n, 0);

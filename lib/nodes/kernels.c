@@ -124,6 +124,69 @@ void dd__chan_sums(const dd__tensor *t, int n, const float *a, const float *b, d
     }
 }
 
+/* The five sums of one 16-lane block for dd__chan_sums3. */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void block_sums3_16(const float *pt, const float *pg, const float *px, size_t hw, double *acc,
+                           size_t stride) {
+    float s[5][16] = {{0}};
+    for (size_t p = 0; p < hw; p++) {
+#pragma omp simd
+        for (int l = 0; l < 16; l++) {
+            float t = pt[p * 16 + l], g = pg[p * 16 + l], x = px[p * 16 + l];
+            s[0][l] += t;
+            s[1][l] += g;
+            s[2][l] += t * g;
+            s[3][l] += g * x;
+            s[4][l] += t * x;
+        }
+    }
+    for (int k = 0; k < 5; k++)
+        for (int l = 0; l < 16; l++) acc[k * stride + l] += s[k][l];
+}
+
+void dd__chan_sums3(const dd__tensor *t, int n, const float *tv, const float *gv, const float *xv,
+                    double *sums, double *work, int nthreads) {
+    geom g = geometry(t);
+    size_t cpad = (size_t)g.blocks * g.lanes;
+    if ((size_t)n * g.blocks * g.block_floats < 32768) nthreads = 1;
+    memset(work, 0, sizeof(double) * 5 * cpad * (size_t)nthreads);
+#pragma omp parallel num_threads(nthreads)
+    {
+        double *acc = work + (size_t)omp_get_thread_num() * 5 * cpad;
+#pragma omp for schedule(static)
+        for (int s = 0; s < n; s++) {
+            for (int blk = 0; blk < g.blocks; blk++) {
+                size_t base = ((size_t)s * g.blocks + blk) * g.block_floats;
+                const float *pt = tv + base, *pg = gv + base, *px = xv + base;
+                if (g.lanes == 16) {
+                    block_sums3_16(pt, pg, px, g.hw, acc + (size_t)blk * 16, cpad);
+                    continue;
+                }
+                float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3, s4)
+                for (size_t p = 0; p < g.hw; p++) {
+                    s0 += pt[p];
+                    s1 += pg[p];
+                    s2 += pt[p] * pg[p];
+                    s3 += pg[p] * px[p];
+                    s4 += pt[p] * px[p];
+                }
+                acc[blk] += s0;
+                acc[cpad + blk] += s1;
+                acc[2 * cpad + blk] += s2;
+                acc[3 * cpad + blk] += s3;
+                acc[4 * cpad + blk] += s4;
+            }
+        }
+    }
+    for (int k = 0; k < 5; k++)
+        for (int c = 0; c < t->c; c++) {
+            double v = 0;
+            for (int th = 0; th < nthreads; th++) v += work[(size_t)th * 5 * cpad + k * cpad + c];
+            sums[(size_t)k * t->c + c] = v;
+        }
+}
+
 void dd__chan_lincomb(const dd__tensor *t, int n, float *y, const float *a, const float *b,
                       const float *e, const float *ca, const float *cb, const float *cc, const float *cd,
                       int accumulate, int nthreads) {
