@@ -316,6 +316,7 @@ dd_status dd_model_build(dd_model *m, dd_node logits, int max_batch) {
     m->logits = logits;
     m->max_batch = max_batch;
     m->nparams = 0;
+    dd__rng_seed(&m->rng, m->opts.seed); /* a retried build initialises identically */
     dd_status s = DD_OK;
     for (int i = 0; i <= logits && s == DD_OK; i++) {
         dd__node *n = &m->nodes[i];
