@@ -293,11 +293,14 @@ START_TEST(test_oom_build_retry)
         dd_status s = dd_model_build(m, logits, MAXB);
         dd__alloc_fail_after(-1);
         ASSERT_OOM(s, k, "dd_model_build");
+        char failed_at[256];
+        snprintf(failed_at, sizeof failed_at, "%s", dd_last_error());
         s = dd_model_build(m, logits, MAXB);
         ck_assert_msg(s == DD_OK, "build after a failure at allocation %ld: %s (%s)", k,
                       dd_status_string(s), dd_last_error());
-        char what[96];
-        snprintf(what, sizeof what, "built after a build failed at allocation %ld of %ld", k, n);
+        char what[400];
+        snprintf(what, sizeof what, "built after a build failed at allocation %ld of %ld (%s)", k,
+                 n, failed_at);
         assert_same_params(m, ref, what);
         assert_same_results(m, ref, 2, what);
         dd_model_destroy(m);

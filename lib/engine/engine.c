@@ -24,6 +24,12 @@
     } while (0)
 
 dd_status dd__engine_init(dd__ctx *ctx) {
+    /* On a CPU without AVX-512, oneDNN has no kernel for some of our blocked
+     * (16-channel) layouts and offers its reference implementation; accept it
+     * there (slow but correct) rather than fail. With AVX-512 a reference
+     * kernel always means a layout mistake, and is refused. */
+    int isa = (int)dnnl_get_effective_cpu_isa();
+    ctx->allow_ref = (isa & (int)dnnl_cpu_isa_avx512_core) != (int)dnnl_cpu_isa_avx512_core;
     DD_CHECK_DNNL(dnnl_engine_create(&ctx->eng, dnnl_cpu, 0));
     dnnl_status_t st = dnnl_stream_create(&ctx->strm, ctx->eng, dnnl_stream_default_flags);
     if (st != dnnl_success) {
@@ -75,7 +81,10 @@ dd_status dd__prim_create(dd__ctx *ctx, dd__prim *p, const void *op_desc, dnnl_p
     const char *impl = "";
     dnnl_primitive_desc_query(p->pd, dnnl_query_impl_info_str, 0, &impl);
     dd__log(DD_LOG_DEBUG, "%s: %s", what, impl);
-    if (strncmp(impl, "ref", 3) == 0) {
+    if (strncmp(impl, "ref", 3) == 0 && ctx->allow_ref && !ctx->has_alternative) {
+        dd__log(DD_LOG_WARN, "%s: only oneDNN's reference implementation '%s' on this CPU (slow)", what,
+                impl);
+    } else if (strncmp(impl, "ref", 3) == 0) {
         dd__prim_destroy(p);
         return DD_ERROR(DD_ERR_BACKEND, "%s: oneDNN offers only the reference implementation '%s'"
                         " (a layout combination without a fast kernel)", what, impl);

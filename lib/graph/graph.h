@@ -137,6 +137,8 @@ typedef struct dd__ctx {
     void *scratchpad;       /* shared user scratchpad of all primitives */
     size_t scratchpad_bytes;
     double prim_seconds;    /* time inside dd__exec */
+    int allow_ref;          /* CPU without AVX-512: reference kernels are acceptable */
+    int has_alternative;    /* the caller will try another layout if this primitive is refused */
 } dd__ctx;
 
 typedef struct dd__hook {
@@ -163,6 +165,9 @@ struct dd_model {
     float *probs;               /* softmax of the logits [max_batch * K] */
     float *scratch, *scratch2;  /* max tensor size each, for gradient accumulation */
     float *grad_backup;         /* copy of the gradients while a backward may fail */
+    float *buffer_backup;       /* copy of the non-trainable buffers (batch-norm running
+                                 * statistics) while a training forward may fail */
+    size_t buffer_floats;
     int grads_zero;             /* gradients known to be all zero */
     double last_loss;
     float *gfa_work;            /* per-sample GFA reductions */

@@ -192,6 +192,7 @@ void dd_model_destroy(dd_model *m) {
     dd__free_aligned(m->param_arena);
     dd__free_aligned(m->grad_arena);
     dd__free_aligned(m->grad_backup);
+    dd__free(m->buffer_backup);
     dd__free_aligned(m->act_arena);
     dd__free(m);
 }
@@ -332,6 +333,14 @@ dd_status dd_model_build(dd_model *m, dd_node logits, int max_batch) {
         if (!m->param_arena || !m->grad_arena)
             s = DD_ERROR(DD_ERR_OUT_OF_MEMORY, "parameter arenas of %zu floats", floats);
     }
+    size_t bfloats = 0;
+    for (int i = 0; i < m->nparams && s == DD_OK; i++)
+        if (!m->params[i].trainable) bfloats += m->params[i].count;
+    if (s == DD_OK && bfloats) {
+        m->buffer_backup = dd__malloc(bfloats * sizeof(float));
+        if (!m->buffer_backup) s = DD_ERROR(DD_ERR_OUT_OF_MEMORY, "buffer backup of %zu floats", bfloats);
+    }
+    m->buffer_floats = bfloats;
     if (s == DD_OK) {
         m->param_floats = floats;
         size_t off = 0;
@@ -358,6 +367,8 @@ dd_status dd_model_build(dd_model *m, dd_node logits, int max_batch) {
     if (s != DD_OK) {
         dd__free_aligned(m->param_arena);
         dd__free_aligned(m->grad_arena);
+        dd__free(m->buffer_backup);
+        m->buffer_backup = NULL;
         m->param_arena = m->grad_arena = NULL;
         m->nparams = 0;
         m->logits = -1;

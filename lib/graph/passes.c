@@ -49,7 +49,32 @@ dd_status dd__node_plan(dd__node *n, dd__ctx *ctx, void **plan) {
     return DD_OK;
 }
 
+/* Copies the non-trainable buffers (batch-norm running statistics) into
+ * (save = 1) or back from (save = 0) the model's backup. */
+static void buffers_backup(dd_model *m, int save) {
+    size_t off = 0;
+    for (int i = 0; i < m->nparams; i++) {
+        dd__param *p = &m->params[i];
+        if (p->trainable) continue;
+        if (save)
+            memcpy(m->buffer_backup + off, p->data, p->count * sizeof(float));
+        else
+            memcpy(p->data, m->buffer_backup + off, p->count * sizeof(float));
+        off += p->count;
+    }
+}
+
+static dd_status forward_pass(dd_model *m, const float *x, int n, dd_mode mode, float *logits);
+
 dd_status dd_model_forward(dd_model *m, const float *x, int n, dd_mode mode, float *logits) {
+    int train = m && m->built && mode == DD_TRAIN && m->buffer_floats > 0;
+    if (train) buffers_backup(m, 1);
+    dd_status s = forward_pass(m, x, n, mode, logits);
+    if (s != DD_OK && train) buffers_backup(m, 0); /* a refused pass changes nothing */
+    return s;
+}
+
+static dd_status forward_pass(dd_model *m, const float *x, int n, dd_mode mode, float *logits) {
     DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_model_forward: model is NULL");
     DD_RETURN_IF(!m->built, DD_ERR_STATE, "dd_model_forward: the model is not built");
     DD_RETURN_IF(!x, DD_ERR_INVALID_ARGUMENT, "dd_model_forward: x is NULL");

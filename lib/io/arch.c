@@ -614,7 +614,7 @@ static dd_status arch_build(json_t *root, const dd_model_options *opts, int max_
         char why[512];
         snprintf(why, sizeof why, "%s", dd_last_error());
         dd_model *probe = NULL;
-        dd_status ps = dd_model_create(&probe, 1, 1, 1, 1, opts);
+        dd_status ps = dd_model_create(&probe, 1, 1, 1, 2, opts);
         dd_model_destroy(probe);
         if (ps == DD_ERR_INVALID_ARGUMENT)
             return ps;

@@ -72,6 +72,7 @@ static dd_status make(dd__node *n, dd__ctx *ctx, dd__wplan *p, dd__wl_kind kind,
 
 static dd_status create_fwd(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
     dd_status s = DD_ERR_UNSUPPORTED;
+    ctx->has_alternative = 1;
     if (p->cfg.winograd) {
         s = make(n, ctx, p, DD__WL_FWD, 1, &p->src_md, &p->dst_md, &p->fwd);
         if (s != DD_OK) {
@@ -80,6 +81,7 @@ static dd_status create_fwd(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
         }
     }
     if (s != DD_OK) s = make(n, ctx, p, DD__WL_FWD, 0, &p->src_md, &p->dst_md, &p->fwd);
+    ctx->has_alternative = 0;
     if (s != DD_OK) {
         /* no fast kernel for the input's layout (odd channel counts): let
          * oneDNN choose and reorder the input */
@@ -108,7 +110,9 @@ static dd_status create_fwd(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
 /* Backward-weights, with the tensors' own layouts if oneDNN has a fast
  * kernel for them, else with its choice and input reorders. */
 static dd_status create_bwdw(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
+    ctx->has_alternative = 1;
     dd_status s = make(n, ctx, p, DD__WL_BWD_WEIGHTS, p->cfg.winograd, &p->src_md, &p->dst_md, &p->bwdw);
+    ctx->has_alternative = 0;
     if (s != DD_OK) {
         dd__clear_error();
         dnnl_memory_desc_t sany = p->src_md, dany = p->dst_md;
@@ -142,7 +146,9 @@ static dd_status create_bwdw(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
 }
 
 static dd_status create_bwdd(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
+    ctx->has_alternative = 1;
     dd_status s = make(n, ctx, p, DD__WL_BWD_DATA, p->cfg.winograd, &p->src_md, &p->dst_md, &p->bwdd);
+    ctx->has_alternative = 0;
     if (s != DD_OK) {
         dd__clear_error();
         dnnl_memory_desc_t sany;
