@@ -13,7 +13,7 @@ build=${1:?build dir}
 data=${2:?CIFAR-10 dir}
 out=${3:?output dir}
 limit=${4:-20000}
-epochs=${5:-4}
+epochs=${5:-3}
 mkdir -p "$out"
 train="$build/train_cifar --data $data --arch cnn-cw --threads 2 --no-progress --seed 1"
 
@@ -35,9 +35,9 @@ for d in none pgd-at gfa pgd-at+gfa; do
 done
 
 # 3. side-by-side robustness report
-"$build/eval_robustness" --data "$data" --n 500 --threads 2 \
+"$build/eval_robustness" --data "$data" --n "${EVAL_N:-200}" --threads 2 \
     --attacks fgsm,pgd-linf,apgd-ce-linf,deepfool-l2,ead,square-linf \
-    --queries 1000 --ead-steps 100 --out "$out/report" \
+    --eps 1/255,2/255,4/255,8/255 --queries 500 --ead-steps 50 --landscape 4 --out "$out/report" \
     --compare "$out/cnn-cw-none.safetensors" "$out/cnn-cw-pgd-at.safetensors" \
               "$out/cnn-cw-gfa.safetensors" "$out/cnn-cw-pgd-at+gfa.safetensors" > "$out/eval.log" 2>&1
 echo "done: $out/report.md"
