@@ -18,6 +18,9 @@ mkdir -p "$out"
 train="$build/train_cifar --data $data --arch cnn-cw --threads 2 --no-progress --seed 1"
 
 # 1. lambda sweep: GFA alone, 2 epochs on 10k images, PGD-10 on 500 test images
+# (skipped when LAMBDA is set, e.g. to rerun the trainings with the lambda
+# an earlier sweep chose)
+if [ -z "${LAMBDA:-}" ]; then
 for lam in 0.01 0.05 0.2; do
     $train --defense gfa --gfa-lambda "$lam" --train-limit 10000 --epochs 2 --eval-n 500 \
         --out "$out/sweep-gfa-$lam.safetensors" > "$out/sweep-gfa-$lam.log" 2>&1
@@ -27,6 +30,9 @@ best=$(for lam in 0.01 0.05 0.2; do
            echo "$acc $lam"
        done | sort -rn | head -1 | cut -d' ' -f2)
 echo "lambda chosen by the sweep: $best" | tee "$out/lambda.txt"
+else
+best=$LAMBDA
+fi
 
 # 2. the four trainings
 for d in none pgd-at gfa pgd-at+gfa; do
