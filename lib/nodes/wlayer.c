@@ -22,7 +22,8 @@ struct dd__wplan {
     dnnl_memory_t w_src, w_dw, w_db, w_ddst;
     float *w_fwd, *w_bwd, *dw, *db, *zero_bias;
     float *fsrc_tmp, *dsrc_tmp, *wsrc_tmp, *wddst_tmp; /* NULL: no layout conversion needed */
-    dd__reorder r_wfwd, r_wbwd, r_dw, r_fsrc, r_dsrc, r_wsrc, r_wddst;
+    float *dddst_tmp;                                  /* backward-data's diff_dst, if converted */
+    dd__reorder r_wfwd, r_wbwd, r_dw, r_fsrc, r_dsrc, r_wsrc, r_wddst, r_dddst;
     uint64_t ver_fwd, ver_bwd;
     dnnl_memory_desc_t src_md, dst_md, b_md, wplain_md;
 };
@@ -44,9 +45,11 @@ void dd__wl_plan_destroy(void *plan) {
                              &p->d_ddst, &p->w_src, &p->w_dw, &p->w_db, &p->w_ddst};
     for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++) dd__mem_destroy(mems[i]);
     if (p->w_bwd != p->w_fwd) dd__free_aligned(p->w_bwd);
-    float *bufs[] = {p->w_fwd, p->dw, p->db, p->zero_bias, p->fsrc_tmp, p->dsrc_tmp, p->wsrc_tmp, p->wddst_tmp};
+    float *bufs[] = {p->w_fwd,    p->dw,       p->db,       p->zero_bias, p->fsrc_tmp,
+                     p->dsrc_tmp, p->wsrc_tmp, p->wddst_tmp, p->dddst_tmp};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dd__free_aligned(bufs[i]);
-    dd__reorder *rs[] = {&p->r_wfwd, &p->r_wbwd, &p->r_dw, &p->r_fsrc, &p->r_dsrc, &p->r_wsrc, &p->r_wddst};
+    dd__reorder *rs[] = {&p->r_wfwd, &p->r_wbwd,  &p->r_dw,    &p->r_fsrc,
+                         &p->r_dsrc, &p->r_wsrc, &p->r_wddst, &p->r_dddst};
     for (size_t i = 0; i < sizeof rs / sizeof rs[0]; i++) dd__reorder_destroy(rs[i]);
     dd__free(p);
 }
@@ -148,6 +151,21 @@ static dd_status create_bwdw(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
 static dd_status create_bwdd(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
     ctx->has_alternative = 1;
     dd_status s = make(n, ctx, p, DD__WL_BWD_DATA, p->cfg.winograd, &p->src_md, &p->dst_md, &p->bwdd);
+    const dnnl_memory_desc_t *ddst_md = &p->dst_md;
+    dnnl_memory_desc_t dplain;
+    if (s != DD_OK && dd__in(n, 0)->layout == DD__NCHW && p->src_md.ndims == 4) {
+        /* The image layer (few input channels, plain input): the blocked
+         * backward-data kernels run it at ~60 GF/s; the all-plain gemm kernel
+         * (~140 GF/s here) pays for the reorder of dy it needs. */
+        dd__clear_error();
+        DD_CHECK_DNNL(dnnl_memory_desc_init_by_tag(&dplain, 4, p->dst_md.dims, dnnl_f32, dnnl_nchw));
+        s = make(n, ctx, p, DD__WL_BWD_DATA, 0, &p->src_md, &dplain, &p->bwdd);
+        if (s == DD_OK) {
+            ddst_md = &dplain;
+            DD_FORWARD(buffer(&p->dddst_tmp, &dplain, "backward-data diff_dst"));
+            DD_FORWARD(dd__reorder_create(ctx, &p->r_dddst, &p->dst_md, &dplain, 0));
+        }
+    }
     ctx->has_alternative = 0;
     if (s != DD_OK) {
         dd__clear_error();
@@ -170,7 +188,7 @@ static dd_status create_bwdd(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
     }
     DD_FORWARD(dd__mem_create(ctx, &p->d_dsrc, smd));
     DD_FORWARD(dd__mem_create(ctx, &p->d_w, wmd));
-    DD_FORWARD(dd__mem_create(ctx, &p->d_ddst, &p->dst_md));
+    DD_FORWARD(dd__mem_create(ctx, &p->d_ddst, ddst_md));
     p->ver_bwd = 0;
     p->have_bwdd = 1;
     return DD_OK;
@@ -274,6 +292,10 @@ dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy
         p->ver_fwd = n->model->param_version;
     }
     float *out = p->dsrc_tmp ? p->dsrc_tmp : dx[0];
+    if (p->dddst_tmp) {
+        DD_FORWARD(dd__reorder_run(ctx, &p->r_dddst, dy, p->dddst_tmp));
+        dy = p->dddst_tmp;
+    }
     dnnl_exec_arg_t a[] = {{DNNL_ARG_DIFF_DST, dd__mem(p->d_ddst, dy)},
                            {DNNL_ARG_WEIGHTS, dd__mem(p->d_w, p->w_bwd)},
                            {DNNL_ARG_DIFF_SRC, dd__mem(p->d_dsrc, out)}};
