@@ -148,7 +148,33 @@ static dd_status create_bwdw(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
     return DD_OK;
 }
 
+/* Frees whatever a failed create_bwdd left behind (it is retried on the next
+ * backward that needs it). */
+static void drop_bwdd(dd__wplan *p) {
+    dd__prim_destroy(&p->bwdd);
+    dd__mem_destroy(&p->d_dsrc);
+    dd__mem_destroy(&p->d_w);
+    dd__mem_destroy(&p->d_ddst);
+    dd__reorder_destroy(&p->r_dsrc);
+    dd__reorder_destroy(&p->r_dddst);
+    dd__reorder_destroy(&p->r_wbwd);
+    if (p->w_bwd != p->w_fwd) dd__free_aligned(p->w_bwd);
+    dd__free_aligned(p->dsrc_tmp);
+    dd__free_aligned(p->dddst_tmp);
+    p->w_bwd = p->dsrc_tmp = p->dddst_tmp = NULL;
+    p->have_bwdd = 0;
+}
+
+static dd_status create_bwdd_once(dd__node *n, dd__ctx *ctx, dd__wplan *p);
+
 static dd_status create_bwdd(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
+    drop_bwdd(p);
+    dd_status s = create_bwdd_once(n, ctx, p);
+    if (s != DD_OK) drop_bwdd(p);
+    return s;
+}
+
+static dd_status create_bwdd_once(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
     ctx->has_alternative = 1;
     dd_status s = make(n, ctx, p, DD__WL_BWD_DATA, p->cfg.winograd, &p->src_md, &p->dst_md, &p->bwdd);
     const dnnl_memory_desc_t *ddst_md = &p->dst_md;
