@@ -241,6 +241,16 @@ static dd_status tangent_node(dd_model *m, dd__node *node) {
     return DD_OK;
 }
 
+/* Exchanges every tensor's grad and tan buffers (around pass 4). */
+static void swap_grad_tan(dd_model *m) {
+    for (int i = 0; i <= m->logits; i++) {
+        dd__tensor *t = &m->nodes[i].out;
+        float *g = t->grad;
+        t->grad = t->tan;
+        t->tan = g;
+    }
+}
+
 dd_status dd__gfa_backward(dd_model *m, void *arg) {
     dd__gfa_args *a = arg;
     dd__ctx *ctx = &m->ctx;
@@ -289,12 +299,7 @@ dd_status dd__gfa_backward(dd_model *m, void *arg) {
      * same node interval as its tangent did) so that every G_y stays available
      * to the Ybar injection and the weight layers' merged weight gradient:
      * swap the two pointers of every tensor for the pass. */
-    for (int i = 0; i <= m->logits; i++) {
-        dd__tensor *t = &m->nodes[i].out;
-        float *g = t->grad;
-        t->grad = t->tan;
-        t->tan = g;
-    }
+    swap_grad_tan(m);
     /* seed of pass 4, in place over T_z: Zbar = (1/B)(p * T_z - p <p, T_z>) */
     dd__tensor *z = &m->nodes[m->logits].out;
     if (z->tan_nonzero) {
@@ -311,11 +316,6 @@ dd_status dd__gfa_backward(dd_model *m, void *arg) {
     ctx->gfa_phase = 4;
     st = dd__graph_backward(m, 0, 1, 1);
     ctx->gfa_phase = 0;
-    for (int i = 0; i <= m->logits; i++) {
-        dd__tensor *t = &m->nodes[i].out;
-        float *g = t->grad;
-        t->grad = t->tan;
-        t->tan = g;
-    }
+    swap_grad_tan(m);
     return st;
 }

@@ -245,13 +245,18 @@ const char *dd__wl_impl(const void *plan) {
     return impl;
 }
 
+/* Reorders the master weights into a primitive's layout unless that copy is
+ * already of the current parameter version. */
+static dd_status refresh(dd__node *n, dd__ctx *ctx, const dd__reorder *r, float *dst, uint64_t *ver) {
+    if (*ver == n->model->param_version) return DD_OK;
+    DD_FORWARD(dd__reorder_run(ctx, r, dd__node_param(n, 0)->data, dst));
+    *ver = n->model->param_version;
+    return DD_OK;
+}
+
 static dd_status run_fwd(dd__node *n, dd__wplan *p, dd__ctx *ctx, const float *x, const float *bias,
                          float *y) {
-    dd_model *m = n->model;
-    if (p->ver_fwd != m->param_version) {
-        DD_FORWARD(dd__reorder_run(ctx, &p->r_wfwd, dd__node_param(n, 0)->data, p->w_fwd));
-        p->ver_fwd = m->param_version;
-    }
+    DD_FORWARD(refresh(n, ctx, &p->r_wfwd, p->w_fwd, &p->ver_fwd));
     if (p->fsrc_tmp) {
         DD_FORWARD(dd__reorder_run(ctx, &p->r_fsrc, x, p->fsrc_tmp));
         x = p->fsrc_tmp;
@@ -310,13 +315,10 @@ dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy
     }
     if (!dx[0]) return DD_OK;
     if (!p->have_bwdd) DD_FORWARD(create_bwdd(n, ctx, p));
-    if (p->w_bwd != p->w_fwd && p->ver_bwd != n->model->param_version) {
-        DD_FORWARD(dd__reorder_run(ctx, &p->r_wbwd, dd__node_param(n, 0)->data, p->w_bwd));
-        p->ver_bwd = n->model->param_version;
-    } else if (p->w_bwd == p->w_fwd && p->ver_fwd != n->model->param_version) {
-        DD_FORWARD(dd__reorder_run(ctx, &p->r_wfwd, dd__node_param(n, 0)->data, p->w_fwd));
-        p->ver_fwd = n->model->param_version;
-    }
+    if (p->w_bwd == p->w_fwd)
+        DD_FORWARD(refresh(n, ctx, &p->r_wfwd, p->w_fwd, &p->ver_fwd));
+    else
+        DD_FORWARD(refresh(n, ctx, &p->r_wbwd, p->w_bwd, &p->ver_bwd));
     float *out = p->dsrc_tmp ? p->dsrc_tmp : dx[0];
     if (p->dddst_tmp) {
         DD_FORWARD(dd__reorder_run(ctx, &p->r_dddst, dy, p->dddst_tmp));
