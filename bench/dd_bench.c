@@ -47,6 +47,8 @@ typedef struct {
     int batch, steps, warmup, threads;
     float gfa_lambda;
     uint64_t seed;
+    int fuse;           /* dd_model_options.fuse_layers */
+    int conv_algo;      /* dd_model_options.conv_algo */
 } config;
 
 /* Model FLOPs per step, counted from the architecture: 2 * MACs of every
@@ -266,7 +268,8 @@ static void usage(void) {
     fprintf(stderr,
             "usage: dd_bench [--arch cnn-cw|resnet20|preact-resnet18] [--batch 128] [--steps 20]\n"
             "                [--warmup 3] [--threads 2] [--mode plain|infer|gfa|pgd-at|all]\n"
-            "                [--gfa-lambda 0.1] [--seed 1]\n"
+            "                [--gfa-lambda 0.1] [--seed 1] [--fuse 1|0]\n"
+            "                [--conv-algo auto|direct|winograd]\n"
             "Run with OMP_NUM_THREADS=<threads> so that the sgemm peak uses the same threads.\n");
 }
 
@@ -279,6 +282,7 @@ static int parse(int argc, char **argv, config *cfg) {
     cfg->threads = 2;
     cfg->gfa_lambda = 0.1f;
     cfg->seed = 1;
+    cfg->fuse = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) return 1;
@@ -300,10 +304,16 @@ static int parse(int argc, char **argv, config *cfg) {
             cfg->gfa_lambda = strtof(v, NULL);
         else if (strcmp(a, "--seed") == 0)
             cfg->seed = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--fuse") == 0)
+            cfg->fuse = atoi(v);
+        else if (strcmp(a, "--conv-algo") == 0)
+            cfg->conv_algo = strcmp(v, "auto") == 0 ? DD_CONV_AUTO : strcmp(v, "direct") == 0 ? DD_CONV_DIRECT
+                             : strcmp(v, "winograd") == 0 ? DD_CONV_WINOGRAD : -1;
         else
             return -1;
     }
-    if (cfg->batch < 1 || cfg->steps < 1 || cfg->warmup < 0 || cfg->threads < 1 || !(cfg->gfa_lambda >= 0))
+    if (cfg->batch < 1 || cfg->steps < 1 || cfg->warmup < 0 || cfg->threads < 1 || !(cfg->gfa_lambda >= 0) ||
+        (cfg->fuse != 0 && cfg->fuse != 1) || cfg->conv_algo < 0)
         return -1;
     const char *modes[] = {"plain", "infer", "gfa", "pgd-at", "all"};
     for (size_t k = 0; k < sizeof modes / sizeof *modes; k++)
@@ -345,6 +355,8 @@ int main(int argc, char **argv) {
     dd_model_options_init(&mo);
     mo.num_threads = cfg.threads;
     mo.seed = cfg.seed;
+    mo.fuse_layers = cfg.fuse;
+    mo.conv_algo = (dd_conv_algo)cfg.conv_algo;
     dd_model *m = NULL;
     dd_status s = dd_zoo_create(&m, cfg.arch, IMG_C, IMG_H, IMG_W, NUM_CLASSES, 1, NULL, NULL, cfg.batch, &mo);
     if (s != DD_OK) {

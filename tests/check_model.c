@@ -14,6 +14,7 @@
  *    crashing, and a rejected call changes nothing.
  * 3. States (add after build, passes before build or forward), non-finite
  *    input, and reproducible initialisation from the seed.
+ * 4. Fusion: fused and node-by-node passes agree.
  */
 #include <check.h>
 #include <math.h>
@@ -27,11 +28,16 @@
 #define MAXB 4
 #define K 5
 
+static int g_fuse = 1;                    /* dd_model_options of the next new_model() */
+static dd_conv_algo g_algo = DD_CONV_AUTO;
+
 static dd_model *new_model(int c, int h, int w, int k, uint64_t seed) {
     dd_model_options o;
     dd_model_options_init(&o);
     o.num_threads = 2;
     o.seed = seed;
+    o.fuse_layers = g_fuse;
+    o.conv_algo = g_algo;
     dd_model *m = NULL;
     dd_status st = dd_model_create(&m, c, h, w, k, &o);
     ck_assert_msg(st == DD_OK, "dd_model_create: %s", dd_last_error());
@@ -782,6 +788,113 @@ START_TEST(test_seed) {
 }
 END_TEST
 
+/* ---- 4. fusion ------------------------------------------------------------
+ * Graph A holds every chain the library fuses: in eval passes conv + bn +
+ * relu, conv + bn + add + relu and linear + relu; in training passes bn +
+ * relu, add + relu and linear + relu. A fused model and a node-by-node one
+ * (dd_model_options.fuse_layers = 0) with the same parameters agree in
+ * logits, input gradients, parameter gradients (in eval mode through the
+ * unfused recompute the folded batch norm needs) and running statistics.
+ * The tolerance is float rounding: folding changes the order of operations
+ * (relative 1e-5). The debug log must show the fused kernels, so the test
+ * cannot pass by not fusing. Under DD_CONV_WINOGRAD the residual add is a
+ * sum post-op (Winograd has no binary post-op), under AUTO a binary one. */
+static char g_log[8192];
+static void log_fn(dd_log_level level, const char *msg, void *user) {
+    (void)level;
+    (void)user;
+    if (strstr(msg, "fused forward") && strlen(g_log) + strlen(msg) + 2 < sizeof g_log) {
+        strcat(g_log, msg);
+        strcat(g_log, "\n");
+    }
+}
+
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double e = 0.0, s = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        e = fmax(e, fabs((double)a[i] - b[i]));
+        s = fmax(s, fabs((double)b[i]));
+    }
+    return e / s;
+}
+
+static void all_params(dd_model *m, float *out, size_t cap, size_t *total) {
+    int np = 0;
+    ck_assert(dd_model_num_params(m, &np) == DD_OK);
+    size_t off = 0;
+    for (int p = 0; p < np; p++) {
+        dd_param_info pi;
+        ck_assert(dd_model_param_info(m, p, &pi) == DD_OK);
+        ck_assert(off + pi.count <= cap);
+        ck_assert(dd_model_param_read(m, p, out + off, pi.count) == DD_OK);
+        off += pi.count;
+    }
+    *total = off;
+}
+
+static void fusion_case(dd_conv_algo algo, dd_mode mode, const char *expect1, const char *expect2) {
+    g_algo = algo;
+    g_fuse = 1;
+    dd_model *f = graph_a(7);
+    g_fuse = 0;
+    dd_model *u = graph_a(7);
+    g_fuse = 1;
+    g_algo = DD_CONV_AUTO;
+    ref_rng g;
+    ref_rng_seed(&g, 77);
+    ck_assert(ref_randomize_params(f, &g) == 0);
+    ref_rng_seed(&g, 77);
+    ck_assert(ref_randomize_params(u, &g) == 0);
+    enum { N = 3, IN = 432, P = 4096 };
+    float x[N * IN], zf[N * K], zu[N * K], dl[N * K], gf[N * IN], gu[N * IN];
+    static float pf[P], pu[P];
+    int32_t lab[N] = {4, 0, 2};
+    ref_fill_uniform_f(&g, x, N * IN, 0.0, 1.0);
+    ref_fill_uniform_f(&g, dl, N * K, -1.0, 1.0);
+    g_log[0] = 0;
+    dd_set_log_callback(log_fn, NULL, DD_LOG_DEBUG);
+    ck_assert_msg(dd_model_forward(f, x, N, mode, zf) == DD_OK, "%s", dd_last_error());
+    dd_set_log_callback(NULL, NULL, DD_LOG_ERROR);
+    if (getenv("DD_TEST_VERBOSE")) printf("%s", g_log);
+    ck_assert_msg(strstr(g_log, expect1) && strstr(g_log, expect2), "fused kernels missing:\n%s", g_log);
+    ck_assert(dd_model_forward(u, x, N, mode, zu) == DD_OK);
+    ck_assert_msg(rel_diff(zf, zu, N * K) < 1e-5, "logits differ: %.3g", rel_diff(zf, zu, N * K));
+    ck_assert(dd_model_input_grad(f, dl, gf) == DD_OK);
+    ck_assert(dd_model_input_grad(u, dl, gu) == DD_OK);
+    ck_assert_msg(rel_diff(gf, gu, N * IN) < 1e-5, "input gradients differ: %.3g", rel_diff(gf, gu, N * IN));
+    size_t nf, nu;
+    all_params(f, pf, P, &nf);
+    all_params(u, pu, P, &nu);
+    ck_assert(nf == nu);
+    ck_assert_msg(rel_diff(pf, pu, nf) < 1e-5, "parameters or running statistics differ");
+    ck_assert(dd_model_zero_grad(f) == DD_OK && dd_model_zero_grad(u) == DD_OK);
+    ck_assert_msg(dd_model_backward(f, lab, NULL) == DD_OK, "%s", dd_last_error());
+    ck_assert(dd_model_backward(u, lab, NULL) == DD_OK);
+    ref_model *r = NULL;
+    ck_assert(ref_model_create(&r, f) == 0);
+    size_t D = ref_trainable_count(r);
+    double *a = malloc(D * sizeof(double)), *b = malloc(D * sizeof(double));
+    ck_assert(a && b && ref_lib_grads(f, a) == 0 && ref_lib_grads(u, b) == 0);
+    double e = 0.0, sc = 1e-30;
+    for (size_t i = 0; i < D; i++) {
+        e = fmax(e, fabs(a[i] - b[i]));
+        sc = fmax(sc, fabs(b[i]));
+    }
+    ck_assert_msg(e / sc < 1e-5, "parameter gradients differ: %.3g", e / sc);
+    free(a);
+    free(b);
+    ref_model_destroy(r);
+    dd_model_destroy(f);
+    dd_model_destroy(u);
+}
+
+START_TEST(test_fusion) {
+    fusion_case(DD_CONV_AUTO, DD_EVAL, "+batchnorm +add +relu", "linear 'linear");
+    fusion_case(DD_CONV_WINOGRAD, DD_EVAL, "+batchnorm +sum +relu", "+batchnorm +relu");
+    fusion_case(DD_CONV_AUTO, DD_TRAIN, "batchnorm 'batchnorm", "fused forward +relu");
+}
+END_TEST
+
 static Suite *model_suite(void) {
     Suite *s = suite_create("model");
     TCase *tg = tcase_create("gradient");
@@ -799,6 +912,7 @@ static Suite *model_suite(void) {
     tcase_add_test(ta, test_invalid_introspection);
     tcase_add_test(ta, test_param_names);
     tcase_add_test(ta, test_seed);
+    tcase_add_test(ta, test_fusion);
     suite_add_tcase(s, ta);
     return s;
 }

@@ -76,6 +76,12 @@ typedef struct dd_model_options {
     int num_threads;          /**< OpenMP threads for this model; 0 = omp_get_max_threads() at creation */
     uint64_t seed;            /**< seed of parameter initialisation (default 1) */
     dd_conv_algo conv_algo;   /**< default DD_CONV_AUTO */
+    /** 1 (default): run chains of layers as one oneDNN primitive where
+     *  possible -- in eval passes conv/linear + batch norm (folded into the
+     *  weights) + residual add + ReLU, in both modes conv/linear + ReLU,
+     *  batch norm + ReLU and add + ReLU. Results agree with the unfused
+     *  passes to float rounding. 0: every node runs on its own. */
+    int fuse_layers;
 } dd_model_options;
 
 /** Fills *opts with defaults. NULL is a no-op. */

@@ -63,6 +63,22 @@ typedef struct dd__param {
 struct dd__node;
 struct dd__ctx;
 
+/* Graph-level fusion (lib/graph/fusion.c). A head node may compute, in one
+ * pass, the output of a chain of followers: each follower is the sole
+ * consumer of the tensor before it. The tensors inside the chain are then
+ * not materialised (stale) and the followers' forwards are skipped; their
+ * backwards run as usual and never read a stale tensor (ReLU takes its mask
+ * from its own output), except the eval-mode batch-norm's parameter
+ * gradient, for which dd__graph_backward recomputes the forward unfused. */
+enum { DD__FUSE_BN = 1, DD__FUSE_ADD = 2, DD__FUSE_RELU = 4 };
+typedef struct dd__fusion {
+    int bn;         /* eval-mode batch norm folded into the head, or -1 */
+    int add;        /* add node whose other operand is summed in, or -1 */
+    int add_other;  /* that operand's tensor (computed before the head), or -1 */
+    int relu;       /* ReLU applied last, or -1 */
+    int end;        /* node whose output tensor receives the result (head's id: no fusion) */
+} dd__fusion;
+
 /* The per-node-type table. Slots marked optional may be NULL. All tensor
  * pointers are full buffers of the tensors' layouts for ctx->n samples. */
 typedef struct dd__node_ops {
@@ -95,6 +111,12 @@ typedef struct dd__node_ops {
      * when ctx->xbar_fresh. optional: NULL means no second-order term. */
     dd_status (*second_order)(struct dd__node *n, void *plan, struct dd__ctx *ctx,
                               const float *const *tx, const float *gy, float *const *xbar);
+    /* Followers the node type can absorb (DD__FUSE_*), for eval [0] and
+     * training [1] passes. A head's forward is called with ctx->fuse set and
+     * y the end tensor's buffer; it returns DD_ERR_UNSUPPORTED (writing
+     * nothing) if oneDNN has no kernel for that fusion, and the chain then
+     * runs node by node from then on. */
+    unsigned fuse_caps[2];
     /* Adds the node's configuration to a JSON object (jansson json_t *). */
     dd_status (*describe)(const struct dd__node *n, void *json_object);
     /* Fills the type-specific fields of a dd_node_info. optional */
@@ -118,6 +140,9 @@ typedef struct dd__node {
     int plan_batch[DD__MAX_PLANS];
     void *plan[DD__MAX_PLANS];
     uint64_t plan_used[DD__MAX_PLANS];
+    dd__fusion fz;              /* this pass's fusion with this node as head */
+    int absorbed;               /* this pass: computed by an earlier head */
+    int fuse_refused[2];        /* oneDNN refused this node's fused kernel (eval, train) */
 } dd__node;
 
 /* Everything a pass needs. One per model (no allocation per pass). */
@@ -139,6 +164,7 @@ typedef struct dd__ctx {
     double prim_seconds;    /* time inside dd__exec */
     int allow_ref;          /* CPU without AVX-512: reference kernels are acceptable */
     int has_alternative;    /* the caller will try another layout if this primitive is refused */
+    const dd__fusion *fuse; /* forward of a fusion head: the chain (else NULL) */
 } dd__ctx;
 
 typedef struct dd__hook {
@@ -157,6 +183,8 @@ struct dd_model {
     float *param_arena, *grad_arena, *act_arena;
     size_t param_floats, act_bytes;
     uint64_t param_version;     /* bumped when parameters change */
+    uint64_t stats_version;     /* bumped when batch-norm running statistics change */
+    int stale_bn_input;         /* last forward folded a batch norm: its input is stale */
     uint64_t plan_clock;
     dd__ctx ctx;
     dd__rng rng;

@@ -29,6 +29,11 @@ DD_INTERNAL dd_status dd__node_plan(dd__node *n, dd__ctx *ctx, void **plan);
  * each tensor's bar buffer (where bar_nonzero) is added to its gradient
  * once all its consumers have contributed; hooks then do not mark tensors. */
 DD_INTERNAL dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int inject);
+/* Plans this pass's fusion chains (node->fz, node->absorbed) for a
+ * training (train = 1) or eval pass; none if !enable (lib/graph/fusion.c). */
+DD_INTERNAL void dd__fusion_plan(dd_model *m, int train, int enable);
+/* Undoes the chain headed by node `head` (its kernel was refused). */
+DD_INTERNAL void dd__fusion_drop(dd_model *m, int head);
 /* dst += src over count floats (OpenMP). */
 DD_INTERNAL void dd__axpy1(float *dst, const float *src, size_t count, int nthreads);
 

@@ -11,6 +11,7 @@
 #include "graph_internal.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <omp.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,6 +28,7 @@ void dd_model_options_init(dd_model_options *opts) {
     opts->num_threads = 0;
     opts->seed = 1;
     opts->conv_algo = DD_CONV_AUTO;
+    opts->fuse_layers = 1;
 }
 
 void dd_step_stats_init(dd_step_stats *stats) {
@@ -61,6 +63,10 @@ dd_status dd_model_create(dd_model **out, int channels, int height, int width, i
                      "dd_model_create: num_threads = %d", opts->num_threads);
         DD_RETURN_IF(opts->conv_algo < DD_CONV_AUTO || opts->conv_algo > DD_CONV_WINOGRAD,
                      DD_ERR_INVALID_ARGUMENT, "dd_model_create: conv_algo = %d", (int)opts->conv_algo);
+        int has_fuse = opts->struct_size >= offsetof(dd_model_options, fuse_layers) + sizeof(int);
+        DD_RETURN_IF(has_fuse && opts->fuse_layers != 0 && opts->fuse_layers != 1,
+                     DD_ERR_INVALID_ARGUMENT, "dd_model_create: fuse_layers = %d (0 or 1)",
+                     opts->fuse_layers);
     }
     dd_model *m = dd__calloc(1, sizeof *m);
     DD_RETURN_IF(!m, DD_ERR_OUT_OF_MEMORY, "dd_model_create");

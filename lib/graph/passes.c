@@ -66,6 +66,35 @@ static void buffers_backup(dd_model *m, int save) {
 
 static dd_status forward_pass(dd_model *m, const float *x, int n, dd_mode mode, float *logits);
 
+/* Runs every node's forward for ctx->n and ctx->train, as fusion chains
+ * (lib/graph/fusion.c) if fuse. */
+static dd_status run_forwards(dd_model *m, int fuse) {
+    dd__ctx *ctx = &m->ctx;
+    dd__fusion_plan(m, ctx->train, fuse);
+    for (int i = 1; i <= m->logits; i++) {
+        dd__node *node = &m->nodes[i];
+        if (node->absorbed) continue;
+        void *plan;
+        DD_FORWARD(dd__node_plan(node, ctx, &plan));
+        const float *xs[2] = {NULL, NULL};
+        for (int k = 0; k < node->ninputs; k++) xs[k] = dd__in(node, k)->data;
+        if (node->fz.end != i) {
+            ctx->fuse = &node->fz;
+            dd_status s = node->ops->forward(node, plan, ctx, xs, m->nodes[node->fz.end].out.data);
+            ctx->fuse = NULL;
+            if (s != DD_ERR_UNSUPPORTED) {
+                DD_FORWARD(s);
+                continue;
+            }
+            dd__clear_error(); /* no fused kernel: this chain runs node by node from now on */
+            node->fuse_refused[ctx->train ? 1 : 0] = 1;
+            dd__fusion_drop(m, i);
+        }
+        DD_FORWARD(node->ops->forward(node, plan, ctx, xs, node->out.data));
+    }
+    return DD_OK;
+}
+
 dd_status dd_model_forward(dd_model *m, const float *x, int n, dd_mode mode, float *logits) {
     int train = m && m->built && mode == DD_TRAIN && m->buffer_floats > 0;
     if (train) buffers_backup(m, 1);
@@ -91,14 +120,8 @@ static dd_status forward_pass(dd_model *m, const float *x, int n, dd_mode mode, 
     memcpy(m->nodes[0].out.data, x, in_floats * sizeof(float));
     ctx->n = n;
     ctx->train = mode == DD_TRAIN;
-    for (int i = 1; i <= m->logits; i++) {
-        dd__node *node = &m->nodes[i];
-        void *plan;
-        DD_FORWARD(dd__node_plan(node, ctx, &plan));
-        const float *xs[2] = {NULL, NULL};
-        for (int k = 0; k < node->ninputs; k++) xs[k] = dd__in(node, k)->data;
-        DD_FORWARD(node->ops->forward(node, plan, ctx, xs, node->out.data));
-    }
+    if (ctx->train) m->stats_version++;
+    DD_FORWARD(run_forwards(m, 1));
     const float *z = m->nodes[m->logits].out.data;
     size_t zc = (size_t)n * (size_t)m->num_classes;
     DD_RETURN_IF(!dd__all_finite(z, zc, 1), DD_ERR_NUMERIC,
@@ -137,6 +160,12 @@ static void mark_needs(dd_model *m, int want_input, int want_params, int hooks) 
 dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int inject) {
     dd__ctx *ctx = &m->ctx;
     ctx->want_param_grad = want_params;
+    if (want_params && m->stale_bn_input) {
+        /* an eval-mode batch norm's parameter gradient reads its input,
+         * which the fused forward did not keep: recompute it unfused (eval
+         * passes change no state) */
+        DD_FORWARD(run_forwards(m, 0));
+    }
     mark_needs(m, want_input, want_params, !inject);
     m->nodes[m->logits].out.written = 1;
     for (int i = m->logits; i >= 1; i--) {

@@ -6,7 +6,8 @@
  * the blocked layout, the other input is reordered straight into y and the
  * blocked one added in place; backward reorders dy back for that input.
  * Backward otherwise copies dy to both inputs; the JVP is ta + tb; no
- * second-order term.
+ * second-order term. Fusion: a following ReLU runs in the same loop
+ * (same-layout inputs only).
  */
 #include <string.h>
 
@@ -53,8 +54,9 @@ static dd_status plan_create(dd__node *n, dd__ctx *ctx, void **out) {
 static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *const *x, float *y) {
     const add_state *s = n->state;
     size_t count = dd__tensor_floats(&n->out, ctx->n);
+    if (ctx->fuse && s->convert >= 0) return DD_ERR_UNSUPPORTED;
     if (s->convert < 0) {
-        dd__add2(x[0], x[1], y, count, ctx->nthreads);
+        dd__add2(x[0], x[1], y, count, ctx->fuse != NULL, ctx->nthreads);
         return DD_OK;
     }
     DD_FORWARD(dd__reorder_run(ctx, &((add_plan *)plan)->to_out, x[s->convert], y));
@@ -70,7 +72,7 @@ static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy
         if (k == s->convert)
             DD_FORWARD(dd__reorder_run(ctx, &((add_plan *)plan)->from_out, dy, dx[k]));
         else
-            memcpy(dx[k], dy, bytes);
+            dd__copy(dx[k], dy, bytes / sizeof(float), ctx->nthreads);
     }
     return DD_OK;
 }
@@ -88,6 +90,7 @@ const dd__node_ops dd__add_ops = {
     .forward = forward,
     .backward = backward,
     .jvp = forward,
+    .fuse_caps = {DD__FUSE_RELU, DD__FUSE_RELU},
     .destroy = destroy,
 };
 

@@ -13,9 +13,15 @@
  * second order: d/dgamma of <tx, dx(gy)> = inv * sum(tx * gy)). In training
  * mode the JVP is the batch-norm backward-data operator applied to tx (it is
  * symmetric); the second-order terms are in batchnorm_gfa.c.
+ *
+ * Fusion (lib/graph/fusion.c): a following ReLU runs inside the forward
+ * primitive (dnnl_fuse_norm_relu); backward is unchanged (it reads only x).
+ * In eval passes a preceding convolution or linear layer usually absorbs
+ * the whole layer instead (dd__bn_fold).
  */
 #include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../engine/engine.h"
@@ -37,12 +43,55 @@ static void plan_destroy(void *plan) {
     dd__prim_destroy(&p->fwd_train);
     dd__prim_destroy(&p->fwd_eval);
     dd__prim_destroy(&p->bwd);
+    dd__prim_destroy(&p->fwd_relu[0]);
+    dd__prim_destroy(&p->fwd_relu[1]);
     dnnl_memory_t *mems[] = {&p->src, &p->dst, &p->dsrc, &p->ddst, &p->scale, &p->shift,
-                             &p->mean, &p->var, &p->dscale, &p->dshift};
+                             &p->mean, &p->var, &p->dscale, &p->dshift, &p->ws};
     for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++) dd__mem_destroy(mems[i]);
     dd__free_aligned(p->buf);
     dd__free_aligned(p->work);
+    dd__free_aligned(p->ws_buf);
     dd__free(p);
+}
+
+/* The forward primitive with a fused ReLU for this mode; DD_ERR_UNSUPPORTED
+ * if oneDNN has none. */
+static dd_status relu_prim(dd__node *n, dd__bn_plan *p, dd__ctx *ctx, const dd__prim **out) {
+    int train = ctx->train ? 1 : 0;
+    dd__prim *r = &p->fwd_relu[train];
+    if (!r->prim) {
+        const dd__bn_state *st = n->state;
+        dnnl_memory_desc_t md;
+        dnnl_batch_normalization_desc_t d;
+        unsigned flags = dnnl_use_scale | dnnl_use_shift | dnnl_fuse_norm_relu;
+        if (!train) flags |= dnnl_use_global_stats;
+        DD_FORWARD(dd__tensor_md(&n->out, ctx->n, &md));
+        if (dnnl_batch_normalization_forward_desc_init(&d, train ? dnnl_forward_training : dnnl_forward_inference,
+                                                       &md, st->eps, flags) != dnnl_success)
+            return DD_ERR_UNSUPPORTED;
+        char what[128];
+        snprintf(what, sizeof what, "batchnorm '%s' fused forward +relu", n->name);
+        dd_status s = dd__prim_create(ctx, r, &d, NULL, NULL, what);
+        if (s != DD_OK) {
+            dd__clear_error();
+            return s == DD_ERR_OUT_OF_MEMORY ? DD_ERROR(s, "batchnorm+relu forward") : DD_ERR_UNSUPPORTED;
+        }
+        const dnnl_memory_desc_t *wmd = dd__prim_md(r, dnnl_query_workspace_md, 0);
+        if (train && wmd && dnnl_memory_desc_get_size(wmd) > 0 && !p->ws) {
+            size_t bytes = dnnl_memory_desc_get_size(wmd);
+            p->ws_buf = dd__aligned_alloc(bytes);
+            s = p->ws_buf ? dd__mem_create(ctx, &p->ws, wmd)
+                          : DD_ERROR(DD_ERR_OUT_OF_MEMORY, "batchnorm+relu workspace of %zu bytes", bytes);
+            if (s != DD_OK) {
+                dd__prim_destroy(r);
+                dd__free_aligned(p->ws_buf);
+                p->ws_buf = NULL;
+                return s;
+            }
+        }
+    }
+    *out = r;
+    return DD_OK;
 }
 
 static dd_status plan_create(dd__node *n, dd__ctx *ctx, void **out) {
@@ -92,20 +141,17 @@ static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *con
     const dd__bn_state *st = n->state;
     float *gamma = dd__node_param(n, 0)->data, *beta = dd__node_param(n, 1)->data;
     float *rm = dd__node_param(n, 2)->data, *rv = dd__node_param(n, 3)->data;
-    if (!ctx->train) {
-        dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, dd__mem(p->src, x[0])}, {DNNL_ARG_DST, dd__mem(p->dst, y)},
-                               {DNNL_ARG_SCALE, dd__mem(p->scale, gamma)},
-                               {DNNL_ARG_SHIFT, dd__mem(p->shift, beta)},
-                               {DNNL_ARG_MEAN, dd__mem(p->mean, rm)},
-                               {DNNL_ARG_VARIANCE, dd__mem(p->var, rv)}};
-        return dd__exec(ctx, &p->fwd_eval, 6, a);
-    }
+    const dd__prim *prim = ctx->train ? &p->fwd_train : &p->fwd_eval;
+    if (ctx->fuse) DD_FORWARD(relu_prim(n, p, ctx, &prim));
     dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, dd__mem(p->src, x[0])}, {DNNL_ARG_DST, dd__mem(p->dst, y)},
                            {DNNL_ARG_SCALE, dd__mem(p->scale, gamma)},
                            {DNNL_ARG_SHIFT, dd__mem(p->shift, beta)},
-                           {DNNL_ARG_MEAN, dd__mem(p->mean, p->bmean)},
-                           {DNNL_ARG_VARIANCE, dd__mem(p->var, p->bvar)}};
-    DD_FORWARD(dd__exec(ctx, &p->fwd_train, 6, a));
+                           {DNNL_ARG_MEAN, dd__mem(p->mean, ctx->train ? p->bmean : rm)},
+                           {DNNL_ARG_VARIANCE, dd__mem(p->var, ctx->train ? p->bvar : rv)},
+                           {DNNL_ARG_WORKSPACE, p->ws ? dd__mem(p->ws, p->ws_buf) : NULL}};
+    int with_ws = ctx->fuse && ctx->train && p->ws;
+    DD_FORWARD(dd__exec(ctx, prim, with_ws ? 7 : 6, a));
+    if (!ctx->train) return DD_OK;
     double count = (double)ctx->n * n->out.h * n->out.w;
     double unbias = count > 1 ? count / (count - 1) : 1.0;
     float mom = st->momentum;
@@ -137,6 +183,18 @@ void dd__bn_eval_scale(dd__node *n, dd__bn_plan *p) {
     const dd__bn_state *st = n->state;
     const float *gamma = dd__node_param(n, 0)->data, *rv = dd__node_param(n, 3)->data;
     for (int c = 0; c < n->out.c; c++) p->chan_scale[c] = gamma[c] / sqrtf(rv[c] + st->eps);
+}
+
+void dd__bn_fold(const dd__node *n, float *scale, float *shift) {
+    const dd__bn_state *st = n->state;
+    dd__node *bn = (dd__node *)n;
+    const float *gamma = dd__node_param(bn, 0)->data, *beta = dd__node_param(bn, 1)->data;
+    const float *rm = dd__node_param(bn, 2)->data, *rv = dd__node_param(bn, 3)->data;
+    for (int c = 0; c < n->out.c; c++) {
+        double s = (double)gamma[c] / sqrt((double)rv[c] + st->eps);
+        scale[c] = (float)s;
+        shift[c] = (float)(beta[c] - s * rm[c]);
+    }
 }
 
 static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy, float *const *dx) {
@@ -240,6 +298,7 @@ const dd__node_ops dd__batchnorm_ops = {
     .backward = backward,
     .jvp = jvp,
     .second_order = second_order,
+    .fuse_caps = {DD__FUSE_RELU, DD__FUSE_RELU},
     .describe = describe,
     .info = info,
     .destroy = destroy,

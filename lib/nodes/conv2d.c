@@ -36,7 +36,10 @@ static dnnl_status_t desc(const dd__node *n, dd__wl_kind kind, int wino, const d
     dnnl_convolution_desc_t *d = out;
     switch (kind) {
     case DD__WL_FWD:
-        return dnnl_convolution_forward_desc_init(d, dnnl_forward_training, alg, src, w, b, dst, st, pd, pd);
+    case DD__WL_FWD_INFER:
+        return dnnl_convolution_forward_desc_init(
+            d, kind == DD__WL_FWD ? dnnl_forward_training : dnnl_forward_inference, alg, src, w, b, dst, st,
+            pd, pd);
     case DD__WL_BWD_DATA:
         return dnnl_convolution_backward_data_desc_init(d, alg, src, w, dst, st, pd, pd);
     default:
@@ -104,6 +107,7 @@ const dd__node_ops dd__conv2d_ops = {
     .backward = dd__wl_backward,
     .jvp = dd__wl_jvp,
     .second_order = dd__wl_second_order,
+    .fuse_caps = {DD__FUSE_BN | DD__FUSE_ADD | DD__FUSE_RELU, DD__FUSE_RELU},
     .describe = describe,
     .info = info,
     .destroy = destroy,

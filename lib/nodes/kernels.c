@@ -216,8 +216,22 @@ void dd__chan_lincomb(const dd__tensor *t, int n, float *y, const float *a, cons
     }
 }
 
-void dd__add2(const float *a, const float *b, float *y, size_t count, int nthreads) {
+void dd__add2(const float *a, const float *b, float *y, size_t count, int relu, int nthreads) {
+    if (count < 65536) nthreads = 1;
+    if (relu) {
+#pragma omp parallel for simd num_threads(nthreads) schedule(static)
+        for (size_t i = 0; i < count; i++) {
+            float v = a[i] + b[i];
+            y[i] = v < 0.0f ? 0.0f : v; /* NaN passes, as in oneDNN's ReLU */
+        }
+    } else {
+#pragma omp parallel for simd num_threads(nthreads) schedule(static)
+        for (size_t i = 0; i < count; i++) y[i] = a[i] + b[i];
+    }
+}
+
+void dd__copy(float *dst, const float *src, size_t count, int nthreads) {
     if (count < 65536) nthreads = 1;
 #pragma omp parallel for simd num_threads(nthreads) schedule(static)
-    for (size_t i = 0; i < count; i++) y[i] = a[i] + b[i];
+    for (size_t i = 0; i < count; i++) dst[i] = src[i];
 }

@@ -31,7 +31,10 @@ DD_INTERNAL void dd__chan_sums3(const dd__tensor *t, int n, const float *tv, con
 DD_INTERNAL void dd__chan_lincomb(const dd__tensor *t, int n, float *y, const float *a, const float *b,
                                   const float *e, const float *ca, const float *cb, const float *cc,
                                   const float *cd, int accumulate, int nthreads);
-/* y = a + b elementwise over n samples (padding included). */
-DD_INTERNAL void dd__add2(const float *a, const float *b, float *y, size_t count, int nthreads);
+/* y = a + b elementwise over count floats (padding included); with relu
+ * y = max(a + b, 0). */
+DD_INTERNAL void dd__add2(const float *a, const float *b, float *y, size_t count, int relu, int nthreads);
+/* dst = src over count floats (OpenMP). */
+DD_INTERNAL void dd__copy(float *dst, const float *src, size_t count, int nthreads);
 
 #endif

@@ -21,6 +21,7 @@ static dnnl_status_t desc(const dd__node *n, dd__wl_kind kind, int wino, const d
     dnnl_inner_product_desc_t *d = out;
     switch (kind) {
     case DD__WL_FWD: return dnnl_inner_product_forward_desc_init(d, dnnl_forward_training, src, w, b, dst);
+    case DD__WL_FWD_INFER: return dnnl_inner_product_forward_desc_init(d, dnnl_forward_inference, src, w, b, dst);
     case DD__WL_BWD_DATA: return dnnl_inner_product_backward_data_desc_init(d, src, w, dst);
     default: return dnnl_inner_product_backward_weights_desc_init(d, src, w, b, dst);
     }
@@ -65,6 +66,7 @@ const dd__node_ops dd__linear_ops = {
     .backward = dd__wl_backward,
     .jvp = dd__wl_jvp,
     .second_order = dd__wl_second_order,
+    .fuse_caps = {DD__FUSE_BN | DD__FUSE_ADD | DD__FUSE_RELU, DD__FUSE_RELU},
     .describe = describe,
     .destroy = destroy,
 };

@@ -1,9 +1,11 @@
 /* lib/nodes/relu.c -- y = max(x, 0) through oneDNN eltwise primitives.
  *
- * Forward is out of place (the input is kept: backward and the JVP both run
- * the eltwise backward with src = x: dx = dy * [x > 0], ty = tx * [x > 0]).
- * The derivative at exactly 0 is 0, as in PyTorch. No second-order term
- * (ReLU is piecewise linear).
+ * Backward and the JVP take the mask from the output (eltwise
+ * relu_use_dst_for_bwd): dx = dy * [y > 0], ty = tx * [y > 0], the same as
+ * [x > 0]; so the input need not be kept, which lets a producer compute
+ * the ReLU as a post-op (lib/graph/fusion.c) without materialising x. The
+ * derivative at exactly 0 is 0, as in PyTorch. No second-order term (ReLU is
+ * piecewise linear).
  */
 #include <string.h>
 
@@ -33,12 +35,12 @@ static dd_status plan_create(dd__node *n, dd__ctx *ctx, void **out) {
     dnnl_memory_desc_t md;
     dnnl_eltwise_desc_t fd, bd;
     dd_status s = dd__tensor_md(&n->out, ctx->n, &md);
-    if (s == DD_OK && dnnl_eltwise_forward_desc_init(&fd, dnnl_forward_training, dnnl_eltwise_relu, &md,
+    if (s == DD_OK && dnnl_eltwise_forward_desc_init(&fd, dnnl_forward_training, dnnl_eltwise_relu_use_dst_for_bwd, &md,
                                                      0.f, 0.f) != dnnl_success)
         s = DD_ERROR(DD_ERR_BACKEND, "relu '%s': forward descriptor", n->name);
     if (s == DD_OK) s = dd__prim_create(ctx, &r->fwd, &fd, NULL, NULL, "relu forward");
     if (s == DD_OK &&
-        dnnl_eltwise_backward_desc_init(&bd, dnnl_eltwise_relu, &md, &md, 0.f, 0.f) != dnnl_success)
+        dnnl_eltwise_backward_desc_init(&bd, dnnl_eltwise_relu_use_dst_for_bwd, &md, &md, 0.f, 0.f) != dnnl_success)
         s = DD_ERROR(DD_ERR_BACKEND, "relu '%s': backward descriptor", n->name);
     if (s == DD_OK) s = dd__prim_create(ctx, &r->bwd, &bd, NULL, &r->fwd, "relu backward");
     if (s == DD_OK) s = dd__mem_create(ctx, &r->src, &md);
@@ -60,10 +62,9 @@ static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *con
     return dd__exec(ctx, &r->fwd, 2, a);
 }
 
-/* out = g * [x > 0] with x the forward input. */
+/* out = g * [y > 0] with y the forward output. */
 static dd_status masked(dd__node *n, relu_plan *r, dd__ctx *ctx, const float *g, float *out) {
-    const float *x = dd__in(n, 0)->data;
-    dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, dd__mem(r->src, x)},
+    dnnl_exec_arg_t a[] = {{DNNL_ARG_DST, dd__mem(r->dst, n->out.data)},
                            {DNNL_ARG_DIFF_DST, dd__mem(r->diff_dst, g)},
                            {DNNL_ARG_DIFF_SRC, dd__mem(r->diff_src, out)}};
     return dd__exec(ctx, &r->bwd, 3, a);

@@ -7,11 +7,30 @@
  *                  (GFA: pass 2 defers dW, pass 4 uses dy + G_y; see gfa.c)
  *   jvp (GFA)      ty  = op(tx; W_fwd)              (bias-free: zero bias)
  *   second order   dW += bwd_w(tx, gy)              (no bias term, no Xbar)
+ *   fused forward  y  = relu(op(x; W') + b' + other) (see wlayer.h), with
+ *                  W' = s[oc] * W, b' = s[oc] * b + t[oc] for a folded
+ *                  batch norm y = s * x + t, else W' = W, b' = b
  */
 #include "wlayer.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
+
+#include "batchnorm.h"
+#include "kernels.h"
+
+/* The fused forward of one mode (see wlayer.h). */
+typedef struct dd__wfused {
+    dd__prim prim;          /* prim.prim NULL: not created yet */
+    int binary;             /* the add is a binary post-op (else sum onto a copy) */
+    dnnl_memory_t src, w, b, dst, other;
+    float *w_buf;           /* weights in the primitive's layout */
+    float *w_fold;          /* plain folded weights (with a batch norm) */
+    float *b_fold;          /* 3 * OC: the bias (folded), the batch norm's scale, shift */
+    dd__reorder r_w;
+    uint64_t ver_p, ver_s;  /* param_version, stats_version of w_buf */
+} dd__wfused;
 
 struct dd__wplan {
     dd__wl_cfg cfg;
@@ -26,7 +45,19 @@ struct dd__wplan {
     dd__reorder r_wfwd, r_wbwd, r_dw, r_fsrc, r_dsrc, r_wsrc, r_wddst, r_dddst;
     uint64_t ver_fwd, ver_bwd;
     dnnl_memory_desc_t src_md, dst_md, b_md, wplain_md;
+    dd__wfused fz[2];       /* fused forwards for eval [0] and training [1] passes */
 };
+
+static void fused_destroy(dd__wfused *f) {
+    dd__prim_destroy(&f->prim);
+    dnnl_memory_t *mems[] = {&f->src, &f->w, &f->b, &f->dst, &f->other};
+    for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++) dd__mem_destroy(mems[i]);
+    dd__free_aligned(f->w_buf);
+    dd__free_aligned(f->w_fold);
+    dd__free_aligned(f->b_fold);
+    dd__reorder_destroy(&f->r_w);
+    memset(f, 0, sizeof *f);
+}
 
 static dd_status buffer(float **p, const dnnl_memory_desc_t *md, const char *what) {
     size_t bytes = dnnl_memory_desc_get_size(md);
@@ -51,6 +82,8 @@ void dd__wl_plan_destroy(void *plan) {
     dd__reorder *rs[] = {&p->r_wfwd, &p->r_wbwd,  &p->r_dw,    &p->r_fsrc,
                          &p->r_dsrc, &p->r_wsrc, &p->r_wddst, &p->r_dddst};
     for (size_t i = 0; i < sizeof rs / sizeof rs[0]; i++) dd__reorder_destroy(rs[i]);
+    fused_destroy(&p->fz[0]);
+    fused_destroy(&p->fz[1]);
     dd__free(p);
 }
 
@@ -268,7 +301,128 @@ static dd_status run_fwd(dd__node *n, dd__wplan *p, dd__ctx *ctx, const float *x
     return dd__exec(ctx, &p->fwd, p->cfg.bias ? 4 : 3, a);
 }
 
+/* Creates the fused primitive for chain f in this pass's mode; a chain
+ * oneDNN has no kernel for gives DD_ERR_UNSUPPORTED. */
+static dd_status fused_create_once(dd__node *n, dd__ctx *ctx, dd__wplan *p, const dd__fusion *f,
+                                   dd__wfused *z) {
+    dd__wl_kind kind = ctx->train ? DD__WL_FWD : DD__WL_FWD_INFER;
+    const dnnl_memory_desc_t *smd = dd__prim_md(&p->fwd, dnnl_query_src_md, 0);
+    union {
+        dnnl_convolution_desc_t conv;
+        dnnl_inner_product_desc_t ip;
+    } desc;
+    dnnl_memory_desc_t wany;
+    dnnl_dims_t wd;
+    for (int i = 0; i < p->cfg.wndims; i++) wd[i] = p->cfg.wdims[i];
+    DD_CHECK_DNNL(dnnl_memory_desc_init_by_tag(&wany, p->cfg.wndims, wd, dnnl_f32, dnnl_format_tag_any));
+    if (p->cfg.desc(n, kind, p->cfg.winograd, smd, &wany, &p->b_md, &p->dst_md, &desc) != dnnl_success)
+        return DD_ERR_UNSUPPORTED;
+    dd_status s = DD_ERR_UNSUPPORTED;
+    for (int binary = f->add >= 0; binary >= 0 && s != DD_OK; binary--) {
+        dnnl_primitive_attr_t attr = NULL;
+        dnnl_post_ops_t po = NULL;
+        DD_CHECK_DNNL(dnnl_primitive_attr_create(&attr));
+        dnnl_status_t st = dnnl_post_ops_create(&po);
+        if (st == dnnl_success && f->add >= 0)
+            st = binary ? dnnl_post_ops_append_binary(po, dnnl_binary_add, &p->dst_md)
+                        : dnnl_post_ops_append_sum(po, 1.0f);
+        if (st == dnnl_success && f->relu >= 0)
+            st = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.f, 0.f);
+        if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(attr, po);
+        if (po) dnnl_post_ops_destroy(po);
+        if (st == dnnl_success) {
+            char what[160];
+            snprintf(what, sizeof what, "%s '%s' fused forward%s%s%s", n->ops->name, n->name,
+                     f->bn >= 0 ? " +batchnorm" : "", f->add >= 0 ? (binary ? " +add" : " +sum") : "",
+                     f->relu >= 0 ? " +relu" : "");
+            ctx->has_alternative = 1;
+            s = dd__prim_create(ctx, &z->prim, &desc, attr, NULL, what);
+            ctx->has_alternative = 0;
+            if (s == DD_OK && !dnnl_memory_desc_equal(dd__prim_md(&z->prim, dnnl_query_src_md, 0), smd)) {
+                dd__prim_destroy(&z->prim);
+                s = DD_ERR_UNSUPPORTED;
+            }
+            if (s != DD_OK && s != DD_ERR_OUT_OF_MEMORY) {
+                dd__clear_error();
+                s = DD_ERR_UNSUPPORTED;
+            }
+        }
+        dnnl_primitive_attr_destroy(attr);
+        if (s == DD_ERR_OUT_OF_MEMORY) return s;
+        z->binary = binary;
+        if (f->add < 0) break;
+    }
+    if (s != DD_OK) return s;
+    const dnnl_memory_desc_t *wmd = dd__prim_md(&z->prim, dnnl_query_weights_md, 0);
+    DD_FORWARD(buffer(&z->w_buf, wmd, "fused forward weights"));
+    if (f->bn >= 0) DD_FORWARD(buffer(&z->w_fold, &p->wplain_md, "folded weights"));
+    z->b_fold = dd__aligned_alloc(3 * sizeof(float) * (size_t)p->cfg.wdims[0]);
+    DD_RETURN_IF(!z->b_fold, DD_ERR_OUT_OF_MEMORY, "folded bias");
+    DD_FORWARD(dd__reorder_create(ctx, &z->r_w, &p->wplain_md, wmd, 0));
+    DD_FORWARD(dd__mem_create(ctx, &z->src, smd));
+    DD_FORWARD(dd__mem_create(ctx, &z->w, wmd));
+    DD_FORWARD(dd__mem_create(ctx, &z->b, &p->b_md));
+    DD_FORWARD(dd__mem_create(ctx, &z->dst, &p->dst_md));
+    if (z->binary) DD_FORWARD(dd__mem_create(ctx, &z->other, &p->dst_md));
+    z->ver_p = z->ver_s = UINT64_MAX;
+    return DD_OK;
+}
+
+/* Weights and bias of the fused primitive, refreshed when the parameters or
+ * (for a folded batch norm) the running statistics changed. */
+static dd_status fused_weights(dd__node *n, dd__ctx *ctx, dd__wplan *p, const dd__fusion *f, dd__wfused *z) {
+    dd_model *m = n->model;
+    if (z->ver_p == m->param_version && (f->bn < 0 || z->ver_s == m->stats_version)) return DD_OK;
+    const dd__param *w = dd__node_param(n, 0);
+    const float *b = p->cfg.bias ? dd__node_param(n, 1)->data : NULL;
+    int oc = (int)p->cfg.wdims[0];
+    const float *wsrc = w->data;
+    if (f->bn >= 0) {
+        float *scale = z->b_fold + oc, *shift = scale + oc;
+        dd__bn_fold(&m->nodes[f->bn], scale, shift);
+        size_t per = w->count / (size_t)oc;
+        for (int o = 0; o < oc; o++) {
+            for (size_t j = 0; j < per; j++) z->w_fold[o * per + j] = scale[o] * w->data[o * per + j];
+            z->b_fold[o] = scale[o] * (b ? b[o] : 0.0f) + shift[o];
+        }
+        wsrc = z->w_fold;
+    } else {
+        for (int o = 0; o < oc; o++) z->b_fold[o] = b ? b[o] : 0.0f;
+    }
+    DD_FORWARD(dd__reorder_run(ctx, &z->r_w, wsrc, z->w_buf));
+    z->ver_p = m->param_version;
+    z->ver_s = m->stats_version;
+    return DD_OK;
+}
+
+static dd_status fused_forward(dd__node *n, dd__wplan *p, dd__ctx *ctx, const float *x, float *y) {
+    const dd__fusion *f = ctx->fuse;
+    dd__wfused *z = &p->fz[ctx->train ? 1 : 0];
+    if (!z->prim.prim) {
+        dd_status s = fused_create_once(n, ctx, p, f, z);
+        if (s != DD_OK) {
+            fused_destroy(z);
+            return s == DD_ERR_UNSUPPORTED ? s : DD_ERROR(s, "%s '%s': fused forward", n->ops->name, n->name);
+        }
+    }
+    DD_FORWARD(fused_weights(n, ctx, p, f, z));
+    if (p->fsrc_tmp) {
+        DD_FORWARD(dd__reorder_run(ctx, &p->r_fsrc, x, p->fsrc_tmp));
+        x = p->fsrc_tmp;
+    }
+    const float *other = f->add >= 0 ? n->model->nodes[f->add_other].out.data : NULL;
+    if (other && !z->binary) dd__copy(y, other, dd__tensor_floats(&n->out, ctx->n), ctx->nthreads);
+    dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, dd__mem(z->src, x)},
+                           {DNNL_ARG_WEIGHTS, dd__mem(z->w, z->w_buf)},
+                           {DNNL_ARG_BIAS, dd__mem(z->b, z->b_fold)},
+                           {DNNL_ARG_DST, dd__mem(z->dst, y)},
+                           {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
+                            z->binary ? dd__mem(z->other, other) : NULL}};
+    return dd__exec(ctx, &z->prim, z->binary ? 5 : 4, a);
+}
+
 dd_status dd__wl_forward(dd__node *n, void *plan, dd__ctx *ctx, const float *const *x, float *y) {
+    if (ctx->fuse) return fused_forward(n, plan, ctx, x[0], y);
     return run_fwd(n, plan, ctx, x[0], n->nparams > 1 ? dd__node_param(n, 1)->data : NULL, y);
 }
 

@@ -11,6 +11,12 @@
  * has no fast kernel for the tensor's own layout (the 3-channel image for
  * backward-data, odd channel counts for backward-weights) the helper lets
  * oneDNN pick the layout and reorders through a temporary buffer.
+ *
+ * Fusion (lib/graph/fusion.c): with ctx->fuse set, the forward is one
+ * primitive per mode that also applies an eval-mode batch norm (folded into
+ * weights and bias), a residual add (binary post-op, or a sum post-op onto
+ * a copy of the other operand where the kernel has no binary post-op, as
+ * Winograd) and a ReLU (eltwise post-op).
  */
 #ifndef DD_LIB_NODES_WLAYER_H
 #define DD_LIB_NODES_WLAYER_H
@@ -18,7 +24,8 @@
 #include "../engine/engine.h"
 #include "../graph/graph_internal.h"
 
-typedef enum { DD__WL_FWD = 0, DD__WL_BWD_DATA = 1, DD__WL_BWD_WEIGHTS = 2 } dd__wl_kind;
+/* DD__WL_FWD_INFER: forward with dnnl_forward_inference (fused eval kernels). */
+typedef enum { DD__WL_FWD = 0, DD__WL_BWD_DATA = 1, DD__WL_BWD_WEIGHTS = 2, DD__WL_FWD_INFER = 3 } dd__wl_kind;
 
 /* Fills *desc (a dnnl_convolution_desc_t or dnnl_inner_product_desc_t) for
  * `kind`; bias may be NULL (none); winograd selects the algorithm. */
