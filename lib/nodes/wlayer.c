@@ -307,50 +307,53 @@ static dd_status fused_create_once(dd__node *n, dd__ctx *ctx, dd__wplan *p, cons
                                    dd__wfused *z) {
     dd__wl_kind kind = ctx->train ? DD__WL_FWD : DD__WL_FWD_INFER;
     const dnnl_memory_desc_t *smd = dd__prim_md(&p->fwd, dnnl_query_src_md, 0);
-    union {
-        dnnl_convolution_desc_t conv;
-        dnnl_inner_product_desc_t ip;
-    } desc;
     dnnl_memory_desc_t wany;
     dnnl_dims_t wd;
     for (int i = 0; i < p->cfg.wndims; i++) wd[i] = p->cfg.wdims[i];
     DD_CHECK_DNNL(dnnl_memory_desc_init_by_tag(&wany, p->cfg.wndims, wd, dnnl_f32, dnnl_format_tag_any));
-    if (p->cfg.desc(n, kind, p->cfg.winograd, smd, &wany, &p->b_md, &p->dst_md, &desc) != dnnl_success)
-        return DD_ERR_UNSUPPORTED;
+    /* candidates, fastest first: the mode's algorithm, then direct; the add
+     * as a binary post-op, then as a sum onto a copy */
+    int want_wino = ctx->train ? p->cfg.winograd : p->cfg.winograd_infer;
     dd_status s = DD_ERR_UNSUPPORTED;
-    for (int binary = f->add >= 0; binary >= 0 && s != DD_OK; binary--) {
-        dnnl_primitive_attr_t attr = NULL;
-        dnnl_post_ops_t po = NULL;
-        DD_CHECK_DNNL(dnnl_primitive_attr_create(&attr));
-        dnnl_status_t st = dnnl_post_ops_create(&po);
-        if (st == dnnl_success && f->add >= 0)
-            st = binary ? dnnl_post_ops_append_binary(po, dnnl_binary_add, &p->dst_md)
-                        : dnnl_post_ops_append_sum(po, 1.0f);
-        if (st == dnnl_success && f->relu >= 0)
-            st = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.f, 0.f);
-        if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(attr, po);
-        if (po) dnnl_post_ops_destroy(po);
-        if (st == dnnl_success) {
-            char what[160];
-            snprintf(what, sizeof what, "%s '%s' fused forward%s%s%s", n->ops->name, n->name,
-                     f->bn >= 0 ? " +batchnorm" : "", f->add >= 0 ? (binary ? " +add" : " +sum") : "",
-                     f->relu >= 0 ? " +relu" : "");
-            ctx->has_alternative = 1;
-            s = dd__prim_create(ctx, &z->prim, &desc, attr, NULL, what);
-            ctx->has_alternative = 0;
-            if (s == DD_OK && !dnnl_memory_desc_equal(dd__prim_md(&z->prim, dnnl_query_src_md, 0), smd)) {
-                dd__prim_destroy(&z->prim);
-                s = DD_ERR_UNSUPPORTED;
+    for (int wino = want_wino; wino >= 0 && s != DD_OK; wino--) {
+        union {
+            dnnl_convolution_desc_t conv;
+            dnnl_inner_product_desc_t ip;
+        } desc;
+        if (p->cfg.desc(n, kind, wino, smd, &wany, &p->b_md, &p->dst_md, &desc) != dnnl_success) continue;
+        for (int binary = f->add >= 0; binary >= 0 && s != DD_OK; binary--) {
+            dnnl_primitive_attr_t attr = NULL;
+            dnnl_post_ops_t po = NULL;
+            DD_CHECK_DNNL(dnnl_primitive_attr_create(&attr));
+            dnnl_status_t st = dnnl_post_ops_create(&po);
+            if (st == dnnl_success && f->add >= 0)
+                st = binary ? dnnl_post_ops_append_binary(po, dnnl_binary_add, &p->dst_md)
+                            : dnnl_post_ops_append_sum(po, 1.0f);
+            if (st == dnnl_success && f->relu >= 0)
+                st = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.f, 0.f);
+            if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(attr, po);
+            if (po) dnnl_post_ops_destroy(po);
+            if (st == dnnl_success) {
+                char what[160];
+                snprintf(what, sizeof what, "%s '%s' fused forward%s%s%s", n->ops->name, n->name,
+                         f->bn >= 0 ? " +batchnorm" : "", f->add >= 0 ? (binary ? " +add" : " +sum") : "",
+                         f->relu >= 0 ? " +relu" : "");
+                ctx->has_alternative = 1;
+                s = dd__prim_create(ctx, &z->prim, &desc, attr, NULL, what);
+                ctx->has_alternative = 0;
+                if (s == DD_OK && !dnnl_memory_desc_equal(dd__prim_md(&z->prim, dnnl_query_src_md, 0), smd)) {
+                    dd__prim_destroy(&z->prim);
+                    s = DD_ERR_UNSUPPORTED;
+                }
+                if (s != DD_OK && s != DD_ERR_OUT_OF_MEMORY) {
+                    dd__clear_error();
+                    s = DD_ERR_UNSUPPORTED;
+                }
             }
-            if (s != DD_OK && s != DD_ERR_OUT_OF_MEMORY) {
-                dd__clear_error();
-                s = DD_ERR_UNSUPPORTED;
-            }
+            dnnl_primitive_attr_destroy(attr);
+            if (s == DD_ERR_OUT_OF_MEMORY) return s;
+            z->binary = binary;
         }
-        dnnl_primitive_attr_destroy(attr);
-        if (s == DD_ERR_OUT_OF_MEMORY) return s;
-        z->binary = binary;
-        if (f->add < 0) break;
     }
     if (s != DD_OK) return s;
     const dnnl_memory_desc_t *wmd = dd__prim_md(&z->prim, dnnl_query_weights_md, 0);
