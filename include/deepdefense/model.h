@@ -50,8 +50,7 @@ typedef enum dd_mode { DD_EVAL = 0, DD_TRAIN = 1 } dd_mode;
 
 /** Convolution algorithm choice (dd_model_options.conv_algo). */
 typedef enum dd_conv_algo {
-    DD_CONV_AUTO = 0,    /**< Winograd for 3x3 stride-1 layers with >= 64 input channels (>= 32 in
-                              fused eval-mode forwards, see fuse_layers), direct otherwise */
+    DD_CONV_AUTO = 0,    /**< Winograd for 3x3 stride-1 layers with >= 32 input channels, direct otherwise */
     DD_CONV_DIRECT = 1,  /**< always direct convolution */
     DD_CONV_WINOGRAD = 2 /**< Winograd wherever oneDNN implements it, direct elsewhere */
 } dd_conv_algo;

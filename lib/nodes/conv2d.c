@@ -3,12 +3,11 @@
  * Output always in nChw16c; the input in its own layout (the image stays
  * NCHW: oneDNN's first-layer kernel takes it directly). Algorithm: Winograd
  * (jit_wino_4x3, 1.7-2.8x faster here) for 3x3 stride-1 layers with at
- * least 64 input channels under DD_CONV_AUTO (on resnet20's 16- and
- * 32-channel layers it measured no faster than direct), wherever oneDNN offers it
- * under DD_CONV_WINOGRAD, direct otherwise (and as the fallback). The fused
- * eval-mode forward (lib/graph/fusion.c) takes Winograd from 32 input
- * channels: forward alone it wins there (32->32 16x16: 1.06 vs 1.57 ms). The
- * passes themselves are in wlayer.c. Parameters: weight (OC, IC, KH, KW),
+ * least 32 input channels under DD_CONV_AUTO (resnet20's 32->32 16x16 layer,
+ * batch 128, 2 threads: fwd + bwd_d + bwd_w 4.05 ms vs 4.61 direct; its
+ * 16-channel layers run slower with it: 6.97 vs 5.30), wherever oneDNN
+ * offers it under DD_CONV_WINOGRAD, direct otherwise (and as the fallback).
+ * The passes themselves are in wlayer.c. Parameters: weight (OC, IC, KH, KW),
  * He-normal; bias (OC), zero.
  */
 #include <jansson.h>
@@ -65,13 +64,11 @@ static void init_params(dd__node *n, dd__rng *rng) {
 static dd_status plan_create(dd__node *n, dd__ctx *ctx, void **plan) {
     const conv_state *c = n->state;
     const dd__tensor *in = dd__in(n, 0);
-    dd__wl_cfg cfg = {desc, 4, {c->oc, in->c, c->kh, c->kw}, c->bias, 0, 0};
+    dd__wl_cfg cfg = {desc, 4, {c->oc, in->c, c->kh, c->kw}, c->bias, 0};
     int wino_shape = c->kh == 3 && c->kw == 3 && c->sh == 1 && c->sw == 1 && in->layout == DD__NCHW16C;
     dd_conv_algo algo = n->model->opts.conv_algo;
     cfg.winograd = (algo == DD_CONV_WINOGRAD && wino_shape) ||
-                   (algo == DD_CONV_AUTO && wino_shape && in->c >= 64);
-    cfg.winograd_infer = (algo == DD_CONV_WINOGRAD && wino_shape) ||
-                         (algo == DD_CONV_AUTO && wino_shape && in->c >= 32);
+                   (algo == DD_CONV_AUTO && wino_shape && in->c >= 32);
     return dd__wl_plan_create(n, ctx, &cfg, plan);
 }
 

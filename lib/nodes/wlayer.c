@@ -313,9 +313,8 @@ static dd_status fused_create_once(dd__node *n, dd__ctx *ctx, dd__wplan *p, cons
     DD_CHECK_DNNL(dnnl_memory_desc_init_by_tag(&wany, p->cfg.wndims, wd, dnnl_f32, dnnl_format_tag_any));
     /* candidates, fastest first: the mode's algorithm, then direct; the add
      * as a binary post-op, then as a sum onto a copy */
-    int want_wino = ctx->train ? p->cfg.winograd : p->cfg.winograd_infer;
     dd_status s = DD_ERR_UNSUPPORTED;
-    for (int wino = want_wino; wino >= 0 && s != DD_OK; wino--) {
+    for (int wino = p->cfg.winograd; wino >= 0 && s != DD_OK; wino--) {
         union {
             dnnl_convolution_desc_t conv;
             dnnl_inner_product_desc_t ip;

@@ -40,7 +40,6 @@ typedef struct dd__wl_cfg {
     int64_t wdims[4];   /* master weight shape (OC, IC[, KH, KW]) */
     int bias;           /* 1 if the layer has a bias (parameter 1) */
     int winograd;       /* try Winograd first */
-    int winograd_infer; /* the same for the fused eval-mode forward (inference) */
 } dd__wl_cfg;
 
 typedef struct dd__wplan dd__wplan;
