@@ -143,6 +143,7 @@ typedef struct dd__node {
     dd__fusion fz;              /* this pass's fusion with this node as head */
     int absorbed;               /* this pass: computed by an earlier head */
     int fuse_refused[2];        /* oneDNN refused this node's fused kernel (eval, train) */
+    int bwd_absorbed;           /* this backward pass: done by its consumer (passes.c) */
 } dd__node;
 
 /* Everything a pass needs. One per model (no allocation per pass). */
@@ -165,6 +166,8 @@ typedef struct dd__ctx {
     int allow_ref;          /* CPU without AVX-512: reference kernels are acceptable */
     int has_alternative;    /* the caller will try another layout if this primitive is refused */
     const dd__fusion *fuse; /* forward of a fusion head: the chain (else NULL) */
+    int mask_by_output;     /* max-pool backward: dx also through the ReLU before it,
+                             * i.e. scattered only where the output is > 0 */
 } dd__ctx;
 
 typedef struct dd__hook {

@@ -154,7 +154,22 @@ static void mark_needs(dd_model *m, int want_input, int want_params, int hooks) 
         for (int h = 0; hooks && h < m->nhooks && !need; h++) need = m->hooks[h].tensor == i;
         t->need_grad = need;
         t->written = 0;
+        n->bwd_absorbed = 0;
     }
+}
+
+/* Backward fusion, in plain passes (no GFA hooks, no injection) with
+ * fuse_layers: a max pool reading a ReLU's output that nothing else reads
+ * writes the ReLU's input gradient itself, masked by its own output
+ * (relu_out[argmax] > 0 exactly when pool_out > 0), and the ReLU's backward
+ * is skipped. Returns the ReLU's node id, or -1. */
+static int pool_absorbs_relu(const dd_model *m, const dd__node *node, int inject) {
+    if (inject || m->nhooks > 0 || m->ctx.gfa_phase != 0 || !m->opts.fuse_layers) return -1;
+    if (node->ops->type != DD_NODE_MAXPOOL) return -1;
+    int r = node->inputs[0];
+    const dd__node *relu = &m->nodes[r];
+    if (r == 0 || relu->ops->type != DD_NODE_RELU || relu->out.consumers != 1) return -1;
+    return m->nodes[relu->inputs[0]].out.need_grad ? r : -1;
 }
 
 dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int inject) {
@@ -172,14 +187,18 @@ dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int i
         dd__node *node = &m->nodes[i];
         dd__tensor *ot = &node->out;
         if (inject) dd__gfa_inject(m, i); /* GFA pass 4: every consumer has written; add Ybar + Xbar */
-        if (!ot->written) continue; /* not on a path to the logits: zero gradient */
+        if (node->bwd_absorbed || !ot->written) continue; /* not on a path to the logits: zero gradient */
         void *plan;
         DD_FORWARD(dd__node_plan(node, ctx, &plan));
         float *dx[2] = {NULL, NULL};
         int acc[2] = {0, 0};
         int any = 0;
+        int relu = pool_absorbs_relu(m, node, inject);
+        dd__tensor *ins[2] = {NULL, NULL};
+        for (int k = 0; k < node->ninputs; k++)
+            ins[k] = relu >= 0 && k == 0 ? &m->nodes[m->nodes[relu].inputs[0]].out : dd__in(node, k);
         for (int k = 0; k < node->ninputs; k++) {
-            dd__tensor *in = dd__in(node, k);
+            dd__tensor *in = ins[k];
             if (!in->need_grad) continue;
             int taken = in->written || (k == 1 && node->inputs[0] == node->inputs[1] && dx[0]);
             acc[k] = taken;
@@ -187,10 +206,17 @@ dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int i
             any = 1;
         }
         if (!any && !(want_params && node->nparams > 0)) continue;
-        DD_FORWARD(node->ops->backward(node, plan, ctx, node->out.grad, dx));
+        ctx->mask_by_output = relu >= 0;
+        dd_status s = node->ops->backward(node, plan, ctx, node->out.grad, dx);
+        ctx->mask_by_output = 0;
+        DD_FORWARD(s);
+        if (relu >= 0) { /* its output's gradient is never formed (nothing reads it) */
+            m->nodes[relu].bwd_absorbed = 1;
+            m->nodes[relu].out.written = 1;
+        }
         for (int k = 0; k < node->ninputs; k++) {
             if (!dx[k]) continue;
-            dd__tensor *in = dd__in(node, k);
+            dd__tensor *in = ins[k];
             if (acc[k]) dd__axpy1(in->grad, dx[k], dd__tensor_floats(in, ctx->n), ctx->nthreads);
             in->written = 1;
         }

@@ -3,7 +3,8 @@
  * Forward records, for every output element, the offset (within its
  * sample) of the winning input element: the first maximum in row-major
  * window order, as PyTorch and oneDNN do; padding positions never win.
- * Backward scatters dy to those offsets; the GFA JVP gathers the tangent
+ * Backward scatters dy to those offsets (only where y > 0 when it also
+ * stands for the ReLU before it, see passes.c); the GFA JVP gathers the tangent
  * from them. Owning the indices (instead of decoding oneDNN's
  * implementation-defined workspace) makes the three maps consistent by
  * construction. Blocked layouts are processed 16 channels at a time so
@@ -141,14 +142,15 @@ static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy
     const dd__tensor *in = dd__in(n, 0);
     size_t of = n->out.sample_floats;
     int nt = (size_t)ctx->n * in->sample_floats < 32768 ? 1 : ctx->nthreads;
+    int mask = ctx->mask_by_output;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int s = 0; s < ctx->n; s++) {
         float *xs = dx[0] + (size_t)s * in->sample_floats;
-        const float *g = dy + (size_t)s * of;
+        const float *g = dy + (size_t)s * of, *y = n->out.data + (size_t)s * of;
         const int32_t *a = mp->argmax + (size_t)s * of;
         memset(xs, 0, in->sample_floats * sizeof(float));
         for (size_t o = 0; o < of; o++)
-            if (a[o] >= 0) xs[a[o]] += g[o];
+            if (a[o] >= 0 && (!mask || y[o] > 0.0f)) xs[a[o]] += g[o];
     }
     return DD_OK;
 }
