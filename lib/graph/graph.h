@@ -144,6 +144,7 @@ typedef struct dd__node {
     int absorbed;               /* this pass: computed by an earlier head */
     int fuse_refused[2];        /* oneDNN refused this node's fused kernel (eval, train) */
     int bwd_absorbed;           /* this backward pass: done by its consumer (passes.c) */
+    int bwd_dy_from;            /* this backward pass: dy is that ReLU's (passes.c), or -1 */
 } dd__node;
 
 /* Everything a pass needs. One per model (no allocation per pass). */
@@ -166,8 +167,9 @@ typedef struct dd__ctx {
     int allow_ref;          /* CPU without AVX-512: reference kernels are acceptable */
     int has_alternative;    /* the caller will try another layout if this primitive is refused */
     const dd__fusion *fuse; /* forward of a fusion head: the chain (else NULL) */
-    int mask_by_output;     /* max-pool backward: dx also through the ReLU before it,
-                             * i.e. scattered only where the output is > 0 */
+    const float *relu_mask; /* backward of a max pool or add that stands in for a
+                             * ReLU's backward too (passes.c): dy counts only where
+                             * relu_mask (the pool's output, the ReLU's output) > 0 */
 } dd__ctx;
 
 typedef struct dd__hook {

@@ -155,21 +155,40 @@ static void mark_needs(dd_model *m, int want_input, int want_params, int hooks) 
         t->need_grad = need;
         t->written = 0;
         n->bwd_absorbed = 0;
+        n->bwd_dy_from = -1;
     }
 }
 
 /* Backward fusion, in plain passes (no GFA hooks, no injection) with
- * fuse_layers: a max pool reading a ReLU's output that nothing else reads
- * writes the ReLU's input gradient itself, masked by its own output
- * (relu_out[argmax] > 0 exactly when pool_out > 0), and the ReLU's backward
- * is skipped. Returns the ReLU's node id, or -1. */
+ * fuse_layers: a ReLU's backward (dy * [y > 0]) is skipped and its mask
+ * applied by a neighbour that touches the same elements anyway:
+ *  - a max pool reading a ReLU's output that nothing else reads writes the
+ *    ReLU's input gradient itself, masked by its own output
+ *    (relu_out[argmax] > 0 exactly when pool_out > 0);
+ *  - an add whose output only a ReLU reads takes the ReLU's dy and output
+ *    and writes the masked gradient to both its inputs.
+ * These return the ReLU's node id, or -1. */
+static int plain_pass(const dd_model *m, int inject) {
+    return !inject && m->nhooks == 0 && m->ctx.gfa_phase == 0 && m->opts.fuse_layers;
+}
+
 static int pool_absorbs_relu(const dd_model *m, const dd__node *node, int inject) {
-    if (inject || m->nhooks > 0 || m->ctx.gfa_phase != 0 || !m->opts.fuse_layers) return -1;
-    if (node->ops->type != DD_NODE_MAXPOOL) return -1;
+    if (!plain_pass(m, inject) || node->ops->type != DD_NODE_MAXPOOL) return -1;
     int r = node->inputs[0];
     const dd__node *relu = &m->nodes[r];
     if (r == 0 || relu->ops->type != DD_NODE_RELU || relu->out.consumers != 1) return -1;
     return m->nodes[relu->inputs[0]].out.need_grad ? r : -1;
+}
+
+/* node is a ReLU; returns the add before it that can take its backward. */
+static int add_takes_relu(const dd_model *m, const dd__node *node, int inject) {
+    if (!plain_pass(m, inject) || node->ops->type != DD_NODE_RELU) return -1;
+    int a = node->inputs[0];
+    const dd__node *add = &m->nodes[a];
+    if (a == 0 || add->ops->type != DD_NODE_ADD || add->out.consumers != 1) return -1;
+    for (int k = 0; k < 2; k++)
+        if (m->nodes[add->inputs[k]].out.layout != add->out.layout) return -1;
+    return a;
 }
 
 dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int inject) {
@@ -188,6 +207,12 @@ dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int i
         dd__tensor *ot = &node->out;
         if (inject) dd__gfa_inject(m, i); /* GFA pass 4: every consumer has written; add Ybar + Xbar */
         if (node->bwd_absorbed || !ot->written) continue; /* not on a path to the logits: zero gradient */
+        int add = add_takes_relu(m, node, inject);
+        if (add >= 0) {
+            m->nodes[add].bwd_dy_from = i;
+            m->nodes[add].out.written = 1; /* its gradient is never formed (nothing else reads it) */
+            continue;
+        }
         void *plan;
         DD_FORWARD(dd__node_plan(node, ctx, &plan));
         float *dx[2] = {NULL, NULL};
@@ -206,9 +231,14 @@ dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int i
             any = 1;
         }
         if (!any && !(want_params && node->nparams > 0)) continue;
-        ctx->mask_by_output = relu >= 0;
-        dd_status s = node->ops->backward(node, plan, ctx, node->out.grad, dx);
-        ctx->mask_by_output = 0;
+        const float *dy = node->out.grad;
+        ctx->relu_mask = relu >= 0 ? node->out.data : NULL;
+        if (node->bwd_dy_from >= 0) {
+            dy = m->nodes[node->bwd_dy_from].out.grad;
+            ctx->relu_mask = m->nodes[node->bwd_dy_from].out.data;
+        }
+        dd_status s = node->ops->backward(node, plan, ctx, dy, dx);
+        ctx->relu_mask = NULL;
         DD_FORWARD(s);
         if (relu >= 0) { /* its output's gradient is never formed (nothing reads it) */
             m->nodes[relu].bwd_absorbed = 1;

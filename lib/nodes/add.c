@@ -7,7 +7,7 @@
  * blocked one added in place; backward reorders dy back for that input.
  * Backward otherwise copies dy to both inputs; the JVP is ta + tb; no
  * second-order term. Fusion: a following ReLU runs in the same loop
- * (same-layout inputs only).
+ * (same-layout inputs only), forward and, in plain backward passes, backward.
  */
 #include <string.h>
 
@@ -67,6 +67,10 @@ static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *con
 static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy, float *const *dx) {
     const add_state *s = n->state;
     size_t bytes = dd__tensor_floats(&n->out, ctx->n) * sizeof(float);
+    if (ctx->relu_mask) { /* the ReLU after this add (same layouts, see passes.c) */
+        dd__relu_bwd2(dx[0], dx[1], dy, ctx->relu_mask, bytes / sizeof(float), ctx->nthreads);
+        return DD_OK;
+    }
     for (int k = 0; k < 2; k++) {
         if (!dx[k]) continue;
         if (k == s->convert)

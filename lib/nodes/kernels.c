@@ -230,6 +230,27 @@ void dd__add2(const float *a, const float *b, float *y, size_t count, int relu, 
     }
 }
 
+void dd__relu_bwd2(float *d0, float *d1, const float *dy, const float *y, size_t count, int nthreads) {
+    if (count < 65536) nthreads = 1;
+    /* dy is loaded unconditionally so that the select vectorises (a
+     * conditional load compiles to a branch per element) */
+    if (d0 && d1) {
+#pragma omp parallel for simd num_threads(nthreads) schedule(static)
+        for (size_t i = 0; i < count; i++) {
+            float g = dy[i], v = y[i] > 0.0f ? g : 0.0f;
+            d0[i] = v;
+            d1[i] = v;
+        }
+    } else if (d0 || d1) {
+        float *d = d0 ? d0 : d1;
+#pragma omp parallel for simd num_threads(nthreads) schedule(static)
+        for (size_t i = 0; i < count; i++) {
+            float g = dy[i];
+            d[i] = y[i] > 0.0f ? g : 0.0f;
+        }
+    }
+}
+
 void dd__copy(float *dst, const float *src, size_t count, int nthreads) {
     if (count < 65536) nthreads = 1;
 #pragma omp parallel for simd num_threads(nthreads) schedule(static)

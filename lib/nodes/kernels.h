@@ -34,6 +34,10 @@ DD_INTERNAL void dd__chan_lincomb(const dd__tensor *t, int n, float *y, const fl
 /* y = a + b elementwise over count floats (padding included); with relu
  * y = max(a + b, 0). */
 DD_INTERNAL void dd__add2(const float *a, const float *b, float *y, size_t count, int relu, int nthreads);
+/* d0 = d1 = dy * [y > 0] over count floats (a ReLU's backward into both
+ * inputs of an add); d0 or d1 may be NULL. */
+DD_INTERNAL void dd__relu_bwd2(float *d0, float *d1, const float *dy, const float *y, size_t count,
+                               int nthreads);
 /* dst = src over count floats (OpenMP). */
 DD_INTERNAL void dd__copy(float *dst, const float *src, size_t count, int nthreads);
 
