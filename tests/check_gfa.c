@@ -69,9 +69,12 @@ static graph build_graph(uint64_t seed) {
     d = conv(g.m, c, 6, 3, 1, 1);
     OK(dd_model_add_add(g.m, d, c, NULL, &e));          /* residual */
     g.mid = e;
+    dd_node er;
+    OK(dd_model_add_relu(g.m, e, NULL, &er));           /* add -> relu -> maxpool: the
+                                                         * backward fusions of passes.c */
     dd_pool_options po;
     dd_pool_options_init(&po);
-    OK(dd_model_add_maxpool(g.m, e, &po, &f));          /* 6x4x4 */
+    OK(dd_model_add_maxpool(g.m, er, &po, &f));         /* 6x4x4 */
     f = conv(g.m, f, 5, 3, 2, 1);                         /* 5x2x2, stride 2 */
     dd_node r;
     OK(dd_model_add_relu(g.m, f, NULL, &r));

@@ -16,7 +16,7 @@
  */
 #include "graph_internal.h"
 
-static int hooked(const dd_model *m, int tensor) {
+int dd__tensor_hooked(const dd_model *m, int tensor) {
     for (int h = 0; h < m->nhooks; h++)
         if (m->hooks[h].tensor == tensor) return 1;
     return 0;
@@ -40,7 +40,7 @@ static void grow(dd_model *m, dd__node *head, unsigned caps, int train) {
     int cur = head->id;
     for (;;) {
         const dd__tensor *t = &m->nodes[cur].out;
-        if (cur == m->logits || t->consumers != 1 || hooked(m, cur)) break;
+        if (cur == m->logits || t->consumers != 1 || dd__tensor_hooked(m, cur)) break;
         int j = consumer(m, cur);
         if (j < 0) break;
         const dd__node *nx = &m->nodes[j];

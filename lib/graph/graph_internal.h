@@ -32,6 +32,8 @@ DD_INTERNAL dd_status dd__graph_backward(dd_model *m, int want_input, int want_p
 /* Plans this pass's fusion chains (node->fz, node->absorbed) for a
  * training (train = 1) or eval pass; none if !enable (lib/graph/fusion.c). */
 DD_INTERNAL void dd__fusion_plan(dd_model *m, int train, int enable);
+/* 1 if a GFA hook is on tensor t. */
+DD_INTERNAL int dd__tensor_hooked(const dd_model *m, int t);
 /* Undoes the chain headed by node `head` (its kernel was refused). */
 DD_INTERNAL void dd__fusion_drop(dd_model *m, int head);
 /* dst += src over count floats (OpenMP). */

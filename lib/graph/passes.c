@@ -159,33 +159,34 @@ static void mark_needs(dd_model *m, int want_input, int want_params, int hooks) 
     }
 }
 
-/* Backward fusion, in plain passes (no GFA hooks, no injection) with
- * fuse_layers: a ReLU's backward (dy * [y > 0]) is skipped and its mask
- * applied by a neighbour that touches the same elements anyway:
+/* Backward fusion, with fuse_layers: a ReLU's backward (dy * [y > 0]) is
+ * skipped and its mask applied by a neighbour that touches the same
+ * elements anyway, where the gradient left unformed belongs to a tensor
+ * without a GFA hook (GFA reads hooked gradients and injects into them;
+ * nothing else reads these two tensors' gradients: their only consumer is
+ * a ReLU or a max pool, neither with a second-order term):
  *  - a max pool reading a ReLU's output that nothing else reads writes the
  *    ReLU's input gradient itself, masked by its own output
  *    (relu_out[argmax] > 0 exactly when pool_out > 0);
  *  - an add whose output only a ReLU reads takes the ReLU's dy and output
  *    and writes the masked gradient to both its inputs.
  * These return the ReLU's node id, or -1. */
-static int plain_pass(const dd_model *m, int inject) {
-    return !inject && m->nhooks == 0 && m->ctx.gfa_phase == 0 && m->opts.fuse_layers;
-}
-
-static int pool_absorbs_relu(const dd_model *m, const dd__node *node, int inject) {
-    if (!plain_pass(m, inject) || node->ops->type != DD_NODE_MAXPOOL) return -1;
+static int pool_absorbs_relu(const dd_model *m, const dd__node *node) {
+    if (!m->opts.fuse_layers || node->ops->type != DD_NODE_MAXPOOL) return -1;
     int r = node->inputs[0];
     const dd__node *relu = &m->nodes[r];
-    if (r == 0 || relu->ops->type != DD_NODE_RELU || relu->out.consumers != 1) return -1;
+    if (r == 0 || relu->ops->type != DD_NODE_RELU || relu->out.consumers != 1 || dd__tensor_hooked(m, r))
+        return -1;
     return m->nodes[relu->inputs[0]].out.need_grad ? r : -1;
 }
 
 /* node is a ReLU; returns the add before it that can take its backward. */
-static int add_takes_relu(const dd_model *m, const dd__node *node, int inject) {
-    if (!plain_pass(m, inject) || node->ops->type != DD_NODE_RELU) return -1;
+static int add_takes_relu(const dd_model *m, const dd__node *node) {
+    if (!m->opts.fuse_layers || node->ops->type != DD_NODE_RELU) return -1;
     int a = node->inputs[0];
     const dd__node *add = &m->nodes[a];
-    if (a == 0 || add->ops->type != DD_NODE_ADD || add->out.consumers != 1) return -1;
+    if (a == 0 || add->ops->type != DD_NODE_ADD || add->out.consumers != 1 || dd__tensor_hooked(m, a))
+        return -1;
     for (int k = 0; k < 2; k++)
         if (m->nodes[add->inputs[k]].out.layout != add->out.layout) return -1;
     return a;
@@ -207,7 +208,7 @@ dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int i
         dd__tensor *ot = &node->out;
         if (inject) dd__gfa_inject(m, i); /* GFA pass 4: every consumer has written; add Ybar + Xbar */
         if (node->bwd_absorbed || !ot->written) continue; /* not on a path to the logits: zero gradient */
-        int add = add_takes_relu(m, node, inject);
+        int add = add_takes_relu(m, node);
         if (add >= 0) {
             m->nodes[add].bwd_dy_from = i;
             m->nodes[add].out.written = 1; /* its gradient is never formed (nothing else reads it) */
@@ -218,7 +219,7 @@ dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int i
         float *dx[2] = {NULL, NULL};
         int acc[2] = {0, 0};
         int any = 0;
-        int relu = pool_absorbs_relu(m, node, inject);
+        int relu = pool_absorbs_relu(m, node);
         dd__tensor *ins[2] = {NULL, NULL};
         for (int k = 0; k < node->ninputs; k++)
             ins[k] = relu >= 0 && k == 0 ? &m->nodes[m->nodes[relu].inputs[0]].out : dd__in(node, k);
