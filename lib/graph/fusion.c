@@ -68,11 +68,9 @@ static void grow(dd_model *m, dd__node *head, unsigned caps, int train) {
     int absorbed[3] = {f->bn, f->add, f->relu};
     for (int k = 0; k < 3; k++)
         if (absorbed[k] >= 0) m->nodes[absorbed[k]].absorbed = 1;
-    if (f->bn >= 0) m->stale_bn_input = 1;
 }
 
 void dd__fusion_plan(dd_model *m, int train, int enable) {
-    m->stale_bn_input = 0;
     for (int i = 0; i <= m->logits; i++) reset(&m->nodes[i]);
     if (!enable || !m->opts.fuse_layers) return;
     for (int i = 1; i <= m->logits; i++) {
@@ -89,7 +87,10 @@ void dd__fusion_drop(dd_model *m, int head) {
     for (int k = 0; k < 3; k++)
         if (absorbed[k] >= 0) m->nodes[absorbed[k]].absorbed = 0;
     reset(n);
-    m->stale_bn_input = 0;
+}
+
+int dd__fusion_folded_bn(const dd_model *m) {
     for (int i = 1; i <= m->logits; i++)
-        if (m->nodes[i].fz.bn >= 0) m->stale_bn_input = 1;
+        if (m->nodes[i].fz.bn >= 0) return 1;
+    return 0;
 }

@@ -189,7 +189,6 @@ struct dd_model {
     size_t param_floats, act_bytes;
     uint64_t param_version;     /* bumped when parameters change */
     uint64_t stats_version;     /* bumped when batch-norm running statistics change */
-    int stale_bn_input;         /* last forward folded a batch norm: its input is stale */
     uint64_t plan_clock;
     dd__ctx ctx;
     dd__rng rng;

@@ -36,6 +36,9 @@ DD_INTERNAL void dd__fusion_plan(dd_model *m, int train, int enable);
 DD_INTERNAL int dd__tensor_hooked(const dd_model *m, int t);
 /* Undoes the chain headed by node `head` (its kernel was refused). */
 DD_INTERNAL void dd__fusion_drop(dd_model *m, int head);
+/* 1 if the last forward folded a batch norm into a weight layer (its
+ * input, the layer's output, was not materialised). */
+DD_INTERNAL int dd__fusion_folded_bn(const dd_model *m);
 /* dst += src over count floats (OpenMP). */
 DD_INTERNAL void dd__axpy1(float *dst, const float *src, size_t count, int nthreads);
 

@@ -170,32 +170,31 @@ static void mark_needs(dd_model *m, int want_input, int want_params, int hooks) 
  *    (relu_out[argmax] > 0 exactly when pool_out > 0);
  *  - an add whose output only a ReLU reads takes the ReLU's dy and output
  *    and writes the masked gradient to both its inputs.
- * These return the ReLU's node id, or -1. */
+ * These return the ReLU's node id (the add's), or -1. */
+static int unformed_grad_ok(const dd_model *m, int t, dd_node_type producer) {
+    return m->opts.fuse_layers && t != 0 && m->nodes[t].ops->type == producer &&
+           m->nodes[t].out.consumers == 1 && !dd__tensor_hooked(m, t);
+}
+
 static int pool_absorbs_relu(const dd_model *m, const dd__node *node) {
-    if (!m->opts.fuse_layers || node->ops->type != DD_NODE_MAXPOOL) return -1;
     int r = node->inputs[0];
-    const dd__node *relu = &m->nodes[r];
-    if (r == 0 || relu->ops->type != DD_NODE_RELU || relu->out.consumers != 1 || dd__tensor_hooked(m, r))
-        return -1;
-    return m->nodes[relu->inputs[0]].out.need_grad ? r : -1;
+    if (node->ops->type != DD_NODE_MAXPOOL || !unformed_grad_ok(m, r, DD_NODE_RELU)) return -1;
+    return m->nodes[m->nodes[r].inputs[0]].out.need_grad ? r : -1;
 }
 
 /* node is a ReLU; returns the add before it that can take its backward. */
 static int add_takes_relu(const dd_model *m, const dd__node *node) {
-    if (!m->opts.fuse_layers || node->ops->type != DD_NODE_RELU) return -1;
     int a = node->inputs[0];
-    const dd__node *add = &m->nodes[a];
-    if (a == 0 || add->ops->type != DD_NODE_ADD || add->out.consumers != 1 || dd__tensor_hooked(m, a))
-        return -1;
+    if (node->ops->type != DD_NODE_RELU || !unformed_grad_ok(m, a, DD_NODE_ADD)) return -1;
     for (int k = 0; k < 2; k++)
-        if (m->nodes[add->inputs[k]].out.layout != add->out.layout) return -1;
+        if (m->nodes[m->nodes[a].inputs[k]].out.layout != m->nodes[a].out.layout) return -1;
     return a;
 }
 
 dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int inject) {
     dd__ctx *ctx = &m->ctx;
     ctx->want_param_grad = want_params;
-    if (want_params && m->stale_bn_input) {
+    if (want_params && dd__fusion_folded_bn(m)) {
         /* an eval-mode batch norm's parameter gradient reads its input,
          * which the fused forward did not keep: recompute it unfused (eval
          * passes change no state) */

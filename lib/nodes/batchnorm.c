@@ -59,39 +59,36 @@ static void plan_destroy(void *plan) {
 static dd_status relu_prim(dd__node *n, dd__bn_plan *p, dd__ctx *ctx, const dd__prim **out) {
     int train = ctx->train ? 1 : 0;
     dd__prim *r = &p->fwd_relu[train];
-    if (!r->prim) {
-        const dd__bn_state *st = n->state;
-        dnnl_memory_desc_t md;
-        dnnl_batch_normalization_desc_t d;
-        unsigned flags = dnnl_use_scale | dnnl_use_shift | dnnl_fuse_norm_relu;
-        if (!train) flags |= dnnl_use_global_stats;
-        DD_FORWARD(dd__tensor_md(&n->out, ctx->n, &md));
-        if (dnnl_batch_normalization_forward_desc_init(&d, train ? dnnl_forward_training : dnnl_forward_inference,
-                                                       &md, st->eps, flags) != dnnl_success)
-            return DD_ERR_UNSUPPORTED;
-        char what[128];
-        snprintf(what, sizeof what, "batchnorm '%s' fused forward +relu", n->name);
-        dd_status s = dd__prim_create(ctx, r, &d, NULL, NULL, what);
-        if (s != DD_OK) {
-            dd__clear_error();
-            return s == DD_ERR_OUT_OF_MEMORY ? DD_ERROR(s, "batchnorm+relu forward") : DD_ERR_UNSUPPORTED;
-        }
-        const dnnl_memory_desc_t *wmd = dd__prim_md(r, dnnl_query_workspace_md, 0);
-        if (train && wmd && dnnl_memory_desc_get_size(wmd) > 0 && !p->ws) {
-            size_t bytes = dnnl_memory_desc_get_size(wmd);
-            p->ws_buf = dd__aligned_alloc(bytes);
-            s = p->ws_buf ? dd__mem_create(ctx, &p->ws, wmd)
-                          : DD_ERROR(DD_ERR_OUT_OF_MEMORY, "batchnorm+relu workspace of %zu bytes", bytes);
-            if (s != DD_OK) {
-                dd__prim_destroy(r);
-                dd__free_aligned(p->ws_buf);
-                p->ws_buf = NULL;
-                return s;
-            }
-        }
-    }
     *out = r;
-    return DD_OK;
+    if (r->prim) return DD_OK;
+    const dd__bn_state *st = n->state;
+    dnnl_memory_desc_t md;
+    dnnl_batch_normalization_desc_t d;
+    unsigned flags = dnnl_use_scale | dnnl_use_shift | dnnl_fuse_norm_relu;
+    if (!train) flags |= dnnl_use_global_stats;
+    dnnl_prop_kind_t prop = train ? dnnl_forward_training : dnnl_forward_inference;
+    DD_FORWARD(dd__tensor_md(&n->out, ctx->n, &md));
+    if (dnnl_batch_normalization_forward_desc_init(&d, prop, &md, st->eps, flags) != dnnl_success)
+        return DD_ERR_UNSUPPORTED;
+    char what[128];
+    snprintf(what, sizeof what, "batchnorm '%s' fused forward +relu", n->name);
+    dd_status s = dd__prim_create(ctx, r, &d, NULL, NULL, what);
+    if (s != DD_OK) {
+        dd__clear_error();
+        return s == DD_ERR_OUT_OF_MEMORY ? DD_ERROR(s, "batchnorm+relu forward") : DD_ERR_UNSUPPORTED;
+    }
+    const dnnl_memory_desc_t *wmd = dd__prim_md(r, dnnl_query_workspace_md, 0);
+    if (!train || !wmd || dnnl_memory_desc_get_size(wmd) == 0 || p->ws) return DD_OK;
+    size_t bytes = dnnl_memory_desc_get_size(wmd);
+    p->ws_buf = dd__aligned_alloc(bytes);
+    s = p->ws_buf ? dd__mem_create(ctx, &p->ws, wmd)
+                  : DD_ERROR(DD_ERR_OUT_OF_MEMORY, "batchnorm+relu workspace of %zu bytes", bytes);
+    if (s != DD_OK) {
+        dd__prim_destroy(r);
+        dd__free_aligned(p->ws_buf);
+        p->ws_buf = NULL;
+    }
+    return s;
 }
 
 static dd_status plan_create(dd__node *n, dd__ctx *ctx, void **out) {

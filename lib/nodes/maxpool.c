@@ -142,22 +142,17 @@ static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy
     const dd__tensor *in = dd__in(n, 0);
     size_t of = n->out.sample_floats;
     int nt = (size_t)ctx->n * in->sample_floats < 32768 ? 1 : ctx->nthreads;
-    int mask = ctx->relu_mask != NULL; /* it is this node's output */
+    const float *mask = ctx->relu_mask; /* this node's output, or NULL */
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int s = 0; s < ctx->n; s++) {
         float *xs = dx[0] + (size_t)s * in->sample_floats;
-        const float *g = dy + (size_t)s * of, *y = n->out.data + (size_t)s * of;
+        const float *g = dy + (size_t)s * of, *y = mask ? mask + (size_t)s * of : NULL;
         const int32_t *a = mp->argmax + (size_t)s * of;
         memset(xs, 0, in->sample_floats * sizeof(float));
-        if (mask) {
-            for (size_t o = 0; o < of; o++) {
-                float v = g[o]; /* a select, not a branch on the data */
-                v = y[o] > 0.0f ? v : 0.0f;
-                if (a[o] >= 0) xs[a[o]] += v;
-            }
-        } else {
-            for (size_t o = 0; o < of; o++)
-                if (a[o] >= 0) xs[a[o]] += g[o];
+        for (size_t o = 0; o < of; o++) {
+            float v = g[o]; /* a select, not a branch on the data */
+            if (y) v = y[o] > 0.0f ? v : 0.0f;
+            if (a[o] >= 0) xs[a[o]] += v;
         }
     }
     return DD_OK;

@@ -35,12 +35,13 @@ static dd_status plan_create(dd__node *n, dd__ctx *ctx, void **out) {
     dnnl_memory_desc_t md;
     dnnl_eltwise_desc_t fd, bd;
     dd_status s = dd__tensor_md(&n->out, ctx->n, &md);
-    if (s == DD_OK && dnnl_eltwise_forward_desc_init(&fd, dnnl_forward_training, dnnl_eltwise_relu_use_dst_for_bwd, &md,
-                                                     0.f, 0.f) != dnnl_success)
+    const dnnl_alg_kind_t alg = dnnl_eltwise_relu_use_dst_for_bwd;
+    if (s == DD_OK &&
+        dnnl_eltwise_forward_desc_init(&fd, dnnl_forward_training, alg, &md, 0.f, 0.f) != dnnl_success)
         s = DD_ERROR(DD_ERR_BACKEND, "relu '%s': forward descriptor", n->name);
     if (s == DD_OK) s = dd__prim_create(ctx, &r->fwd, &fd, NULL, NULL, "relu forward");
     if (s == DD_OK &&
-        dnnl_eltwise_backward_desc_init(&bd, dnnl_eltwise_relu_use_dst_for_bwd, &md, &md, 0.f, 0.f) != dnnl_success)
+        dnnl_eltwise_backward_desc_init(&bd, alg, &md, &md, 0.f, 0.f) != dnnl_success)
         s = DD_ERROR(DD_ERR_BACKEND, "relu '%s': backward descriptor", n->name);
     if (s == DD_OK) s = dd__prim_create(ctx, &r->bwd, &bd, NULL, &r->fwd, "relu backward");
     if (s == DD_OK) s = dd__mem_create(ctx, &r->src, &md);

@@ -87,6 +87,14 @@ void dd__wl_plan_destroy(void *plan) {
     dd__free(p);
 }
 
+/* The weights with the layout left to oneDNN. */
+static dd_status weights_any(const dd__wplan *p, dnnl_memory_desc_t *md) {
+    dnnl_dims_t wd;
+    for (int i = 0; i < p->cfg.wndims; i++) wd[i] = p->cfg.wdims[i];
+    DD_CHECK_DNNL(dnnl_memory_desc_init_by_tag(md, p->cfg.wndims, wd, dnnl_f32, dnnl_format_tag_any));
+    return DD_OK;
+}
+
 /* Creates a primitive from the layer's descriptor callback. */
 static dd_status make(dd__node *n, dd__ctx *ctx, dd__wplan *p, dd__wl_kind kind, int wino,
                       const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst, dd__prim *out) {
@@ -95,9 +103,7 @@ static dd_status make(dd__node *n, dd__ctx *ctx, dd__wplan *p, dd__wl_kind kind,
         dnnl_inner_product_desc_t ip;
     } desc;
     dnnl_memory_desc_t wany;
-    dnnl_dims_t wd;
-    for (int i = 0; i < p->cfg.wndims; i++) wd[i] = p->cfg.wdims[i];
-    DD_CHECK_DNNL(dnnl_memory_desc_init_by_tag(&wany, p->cfg.wndims, wd, dnnl_f32, dnnl_format_tag_any));
+    DD_FORWARD(weights_any(p, &wany));
     static const char *what[] = {"forward", "backward-data", "backward-weights"};
     dnnl_status_t st = p->cfg.desc(n, kind, wino, src, &wany,
                                    p->cfg.bias && kind != DD__WL_BWD_DATA ? &p->b_md : NULL, dst, &desc);
@@ -301,6 +307,45 @@ static dd_status run_fwd(dd__node *n, dd__wplan *p, dd__ctx *ctx, const float *x
     return dd__exec(ctx, &p->fwd, p->cfg.bias ? 4 : 3, a);
 }
 
+/* Tries the fused primitive for chain f from desc with the add as a binary
+ * (else sum) post-op: DD_OK, DD_ERR_UNSUPPORTED (no kernel for it, or one
+ * that wants another source layout than smd) or DD_ERR_OUT_OF_MEMORY. */
+static dd_status fused_try(dd__node *n, dd__ctx *ctx, const dd__fusion *f, const void *desc,
+                           const dnnl_memory_desc_t *smd, const dnnl_memory_desc_t *dmd, int binary,
+                           dd__prim *out) {
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    DD_CHECK_DNNL(dnnl_primitive_attr_create(&attr));
+    dnnl_status_t st = dnnl_post_ops_create(&po);
+    if (st == dnnl_success && f->add >= 0)
+        st = binary ? dnnl_post_ops_append_binary(po, dnnl_binary_add, dmd)
+                    : dnnl_post_ops_append_sum(po, 1.0f);
+    if (st == dnnl_success && f->relu >= 0)
+        st = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.f, 0.f);
+    if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(attr, po);
+    if (po) dnnl_post_ops_destroy(po);
+    dd_status s = DD_ERR_UNSUPPORTED;
+    if (st == dnnl_success) {
+        char what[160];
+        snprintf(what, sizeof what, "%s '%s' fused forward%s%s%s", n->ops->name, n->name,
+                 f->bn >= 0 ? " +batchnorm" : "", f->add >= 0 ? (binary ? " +add" : " +sum") : "",
+                 f->relu >= 0 ? " +relu" : "");
+        ctx->has_alternative = 1;
+        s = dd__prim_create(ctx, out, desc, attr, NULL, what);
+        ctx->has_alternative = 0;
+    }
+    dnnl_primitive_attr_destroy(attr);
+    if (s == DD_OK && !dnnl_memory_desc_equal(dd__prim_md(out, dnnl_query_src_md, 0), smd)) {
+        dd__prim_destroy(out);
+        s = DD_ERR_UNSUPPORTED;
+    }
+    if (s != DD_OK && s != DD_ERR_OUT_OF_MEMORY) {
+        dd__clear_error();
+        s = DD_ERR_UNSUPPORTED;
+    }
+    return s;
+}
+
 /* Creates the fused primitive for chain f in this pass's mode; a chain
  * oneDNN has no kernel for gives DD_ERR_UNSUPPORTED. */
 static dd_status fused_create_once(dd__node *n, dd__ctx *ctx, dd__wplan *p, const dd__fusion *f,
@@ -308,50 +353,19 @@ static dd_status fused_create_once(dd__node *n, dd__ctx *ctx, dd__wplan *p, cons
     dd__wl_kind kind = ctx->train ? DD__WL_FWD : DD__WL_FWD_INFER;
     const dnnl_memory_desc_t *smd = dd__prim_md(&p->fwd, dnnl_query_src_md, 0);
     dnnl_memory_desc_t wany;
-    dnnl_dims_t wd;
-    for (int i = 0; i < p->cfg.wndims; i++) wd[i] = p->cfg.wdims[i];
-    DD_CHECK_DNNL(dnnl_memory_desc_init_by_tag(&wany, p->cfg.wndims, wd, dnnl_f32, dnnl_format_tag_any));
+    DD_FORWARD(weights_any(p, &wany));
     /* candidates, fastest first: the mode's algorithm, then direct; the add
      * as a binary post-op, then as a sum onto a copy */
     dd_status s = DD_ERR_UNSUPPORTED;
-    for (int wino = p->cfg.winograd; wino >= 0 && s != DD_OK; wino--) {
+    for (int wino = p->cfg.winograd; wino >= 0 && s == DD_ERR_UNSUPPORTED; wino--) {
         union {
             dnnl_convolution_desc_t conv;
             dnnl_inner_product_desc_t ip;
         } desc;
         if (p->cfg.desc(n, kind, wino, smd, &wany, &p->b_md, &p->dst_md, &desc) != dnnl_success) continue;
-        for (int binary = f->add >= 0; binary >= 0 && s != DD_OK; binary--) {
-            dnnl_primitive_attr_t attr = NULL;
-            dnnl_post_ops_t po = NULL;
-            DD_CHECK_DNNL(dnnl_primitive_attr_create(&attr));
-            dnnl_status_t st = dnnl_post_ops_create(&po);
-            if (st == dnnl_success && f->add >= 0)
-                st = binary ? dnnl_post_ops_append_binary(po, dnnl_binary_add, &p->dst_md)
-                            : dnnl_post_ops_append_sum(po, 1.0f);
-            if (st == dnnl_success && f->relu >= 0)
-                st = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.f, 0.f);
-            if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(attr, po);
-            if (po) dnnl_post_ops_destroy(po);
-            if (st == dnnl_success) {
-                char what[160];
-                snprintf(what, sizeof what, "%s '%s' fused forward%s%s%s", n->ops->name, n->name,
-                         f->bn >= 0 ? " +batchnorm" : "", f->add >= 0 ? (binary ? " +add" : " +sum") : "",
-                         f->relu >= 0 ? " +relu" : "");
-                ctx->has_alternative = 1;
-                s = dd__prim_create(ctx, &z->prim, &desc, attr, NULL, what);
-                ctx->has_alternative = 0;
-                if (s == DD_OK && !dnnl_memory_desc_equal(dd__prim_md(&z->prim, dnnl_query_src_md, 0), smd)) {
-                    dd__prim_destroy(&z->prim);
-                    s = DD_ERR_UNSUPPORTED;
-                }
-                if (s != DD_OK && s != DD_ERR_OUT_OF_MEMORY) {
-                    dd__clear_error();
-                    s = DD_ERR_UNSUPPORTED;
-                }
-            }
-            dnnl_primitive_attr_destroy(attr);
-            if (s == DD_ERR_OUT_OF_MEMORY) return s;
-            z->binary = binary;
+        for (int binary = f->add >= 0; binary >= 0 && s == DD_ERR_UNSUPPORTED; binary--) {
+            s = fused_try(n, ctx, f, &desc, smd, &p->dst_md, binary, &z->prim);
+            if (s == DD_OK) z->binary = binary;
         }
     }
     if (s != DD_OK) return s;
