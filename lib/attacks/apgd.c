@@ -106,7 +106,7 @@ static void proj_l2_one(float *v, const float *x0, size_t d, float eps, float lo
     double r = sqrt(r2), f = fmin((double)eps, r) / (r + 1e-12);
     for (size_t j = 0; j < d; j++) {
         float w = (float)((double)x0[j] + ((double)v[j] - (double)x0[j]) * f);
-        v[j] = fminf(fmaxf(w, lo), hi);
+        v[j] = dd__clampf(w, lo, hi);
     }
 }
 
@@ -138,7 +138,7 @@ static dd_status apgd_single(dd_attack *a, apgd_state *s, int m, dd__loss loss) 
         double f = (double)eps / (nrm + 1e-12); /* 1e-12: the official normalize() guard */
         for (size_t j = 0; j < d; j++) {
             float v = (float)((double)s->x0[i * d + j] + f * ti[j]);
-            s->x[i * d + j] = fminf(fmaxf(v, lo), hi);
+            s->x[i * d + j] = dd__clampf(v, lo, hi);
         }
     }
     memcpy(s->xbest, s->x, count * sizeof(float));
@@ -170,14 +170,15 @@ static dd_status apgd_single(dd_attack *a, apgd_state *s, int m, dd__loss loss) 
             const float *x0i = s->x0 + (size_t)i * d, *gi = g + (size_t)i * d;
             const float et = s->eta[i];
             if (!l2) {
+#pragma omp simd
                 for (size_t j = 0; j < d; j++) {
                     float g2 = xi[j] - xo[j];
                     xo[j] = xi[j];
-                    float z = fminf(fmaxf(xi[j] + et * dd__signf(gi[j]), x0i[j] - eps), x0i[j] + eps);
-                    z = fminf(fmaxf(z, lo), hi);
+                    float z = dd__clampf(xi[j] + et * dd__signf(gi[j]), x0i[j] - eps, x0i[j] + eps);
+                    z = dd__clampf(z, lo, hi);
                     float v = xi[j] + (z - xi[j]) * am + g2 * (1.0f - am);
-                    v = fminf(fmaxf(v, x0i[j] - eps), x0i[j] + eps);
-                    xi[j] = fminf(fmaxf(v, lo), hi);
+                    v = dd__clampf(v, x0i[j] - eps, x0i[j] + eps);
+                    xi[j] = dd__clampf(v, lo, hi);
                 }
             } else {
                 double g2n = 0.0;

@@ -587,9 +587,10 @@ void dd__atk_project_linf(const dd_attack *a, float *x, const float *x0, int n, 
     for (int i = 0; i < n; i++) {
         float *xi = x + (size_t)i * d;
         const float *x0i = x0 + (size_t)i * d;
+#pragma omp simd
         for (size_t j = 0; j < d; j++) {
-            float v = fminf(fmaxf(xi[j], x0i[j] - eps), x0i[j] + eps);
-            xi[j] = fminf(fmaxf(v, lo), hi);
+            float v = dd__clampf(xi[j], x0i[j] - eps, x0i[j] + eps);
+            xi[j] = dd__clampf(v, lo, hi);
         }
     }
 }
@@ -610,14 +611,15 @@ void dd__atk_project_l2(const dd_attack *a, float *x, const float *x0, int n, fl
         double f = (guard == 0.0 && r == 0.0) ? 1.0 : fmin((double)eps, r) / (r + guard);
         for (size_t j = 0; j < d; j++) {
             float v = (float)((double)x0i[j] + ((double)xi[j] - (double)x0i[j]) * f);
-            xi[j] = fminf(fmaxf(v, lo), hi);
+            xi[j] = dd__clampf(v, lo, hi);
         }
     }
 }
 
 void dd__atk_clip(const dd_attack *a, float *x, size_t count) {
     const float lo = a->o.box_lo, hi = a->o.box_hi;
-    for (size_t j = 0; j < count; j++) x[j] = fminf(fmaxf(x[j], lo), hi);
+#pragma omp simd
+    for (size_t j = 0; j < count; j++) x[j] = dd__clampf(x[j], lo, hi);
 }
 
 void dd__atk_norms(const float *u, const float *v, size_t d, double norms[4]) {

@@ -148,8 +148,21 @@ static inline int dd__argmax(const float *z, int K) {
     return best;
 }
 
-/* sign(v) with sign(0) = 0 (PyTorch). */
-static inline float dd__signf(float v) { return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f); }
+/* sign(v) with sign(0) = sign(NaN) = 0 (PyTorch's sign of 0), written
+ * as two flat selects, not nested ones, so that per-pixel loops vectorise
+ * (the nested form compiled to branches that random signs mispredict). */
+static inline float dd__signf(float v) {
+    float s = v > 0.0f ? 1.0f : 0.0f;
+    return v < 0.0f ? -1.0f : s;
+}
+
+/* min(max(v, lo), hi) as fminf(fmaxf(v, lo), hi) computes it (a NaN v gives
+ * lo), written as selects that compile to maxps/minps instead of two libm
+ * calls per pixel. */
+static inline float dd__clampf(float v, float lo, float hi) {
+    float t = v > lo ? v : lo;
+    return t < hi ? t : hi;
+}
 
 /* Largest logit other than class y. */
 static inline int dd__argmax_except(const float *z, int K, int y) {

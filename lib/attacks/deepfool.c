@@ -149,7 +149,7 @@ static dd_status deepfool_run(dd_attack *a, const float *x, const int32_t *y, in
             for (size_t q = 0; q < d; q++) {
                 pt[q] += linf ? (float)(D * dd__signf(gj[q])) : (float)(f * gj[q]);
                 float v = xi[q] + (1.0f + os) * pt[q];
-                oi[q] = fminf(fmaxf(v, lo), hi);
+                oi[q] = dd__clampf(v, lo, hi);
             }
         }
     }

@@ -165,7 +165,7 @@ static dd_status fab_single(dd_attack *a, fab_state *s, int m, int rand_start) {
             double r = tn > 0.0 ? fmin(s->res[j], (double)eps) * 0.5 / tn : 0.0;
             for (size_t q = 0; q < d; q++) {
                 float v = (float)(s->x0[j * d + q] + r * t[j * d + q]);
-                s->x1[j * d + q] = fminf(fmaxf(v, lo), hi);
+                s->x1[j * d + q] = dd__clampf(v, lo, hi);
             }
         }
     }
@@ -192,7 +192,7 @@ static dd_status fab_single(dd_attack *a, fab_state *s, int m, int rand_start) {
             float *xw = s->x1 + (size_t)j * d;
             for (size_t q = 0; q < d; q++) {
                 double v = ((double)x1[q] + eta * d1[q]) * (1.0 - al) + ((double)x0[q] + eta * d2[q]) * al;
-                xw[q] = fminf(fmaxf((float)v, lo), hi);
+                xw[q] = dd__clampf((float)v, lo, hi);
             }
         }
         DD_FORWARD(dd__atk_forward(a, s->x1, m, a->logits));

@@ -16,12 +16,12 @@ static dd_status fgsm_run(dd_attack *a, const float *x, const int32_t *y, int n,
     DD_FORWARD(dd__atk_loss_grad(a, x, n, targeted ? DD__LOSS_CE_TARGET : DD__LOSS_CE, y, y, NULL, NULL,
                                  a->grad, NULL));
     const float eps = a->o.eps, lo = a->o.box_lo, hi = a->o.box_hi;
-    const size_t count = (size_t)n * a->d;
     const float *g = a->grad;
 #pragma omp parallel for num_threads(a->nt) schedule(static)
-    for (size_t j = 0; j < count; j++) {
-        float v = x[j] + eps * dd__signf(g[j]);
-        out[j] = fminf(fmaxf(v, lo), hi);
+    for (int i = 0; i < n; i++) {
+        const size_t o = (size_t)i * a->d;
+#pragma omp simd
+        for (size_t j = o; j < o + a->d; j++) out[j] = dd__clampf(x[j] + eps * dd__signf(g[j]), lo, hi);
     }
     return DD_OK;
 }

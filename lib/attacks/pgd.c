@@ -71,7 +71,12 @@ static dd_status pgd_run(dd_attack *a, const float *x, const int32_t *y, int n, 
             dd__atk_project_l2(a, out, x, n, eps, 0.0);
         } else {
 #pragma omp parallel for num_threads(a->nt) schedule(static)
-            for (size_t j = 0; j < count; j++) out[j] += alpha * dd__signf(g[j]);
+            for (int i = 0; i < n; i++) {
+                float *oi = out + (size_t)i * d;
+                const float *gi = g + (size_t)i * d;
+#pragma omp simd
+                for (size_t j = 0; j < d; j++) oi[j] += alpha * dd__signf(gi[j]);
+            }
             dd__atk_project_linf(a, out, x, n, eps);
         }
     }

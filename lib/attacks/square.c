@@ -149,7 +149,7 @@ static dd_status square_single(dd_attack *a, square_state *s, int m) {
                     float sg = rand_sign(a);
                     for (int r = 0; r < H; r++) {
                         size_t o = (size_t)j * d + (size_t)c * hw + (size_t)r * W + q;
-                        s->xb[o] = fminf(fmaxf(s->x0[o] + eps * sg, lo), hi);
+                        s->xb[o] = dd__clampf(s->x0[o] + eps * sg, lo, hi);
                     }
                 }
     } else {
@@ -174,7 +174,7 @@ static dd_status square_single(dd_attack *a, square_state *s, int m) {
             double f = (double)eps / (sqrt(nrm) + 1e-12);
             for (size_t k = 0; k < d; k++) {
                 float v = (float)(s->x0[j * d + k] + f * dj[k]);
-                s->xb[j * d + k] = fminf(fmaxf(v, lo), hi);
+                s->xb[j * d + k] = dd__clampf(v, lo, hi);
             }
         }
     }
@@ -201,8 +201,8 @@ static dd_status square_single(dd_attack *a, square_state *s, int m) {
                     for (int r = vh; r < vh + sd; r++)
                         for (int k = vw; k < vw + sd; k++) {
                             size_t o = (size_t)c * hw + (size_t)r * W + k;
-                            float v = fminf(fmaxf(xb[o] + 2.0f * eps * s->sgn[c], x0[o] - eps), x0[o] + eps);
-                            xn[o] = fminf(fmaxf(v, lo), hi);
+                            float v = dd__clampf(xb[o] + 2.0f * eps * s->sgn[c], x0[o] - eps, x0[o] + eps);
+                            xn[o] = dd__clampf(v, lo, hi);
                         }
             }
         } else {
@@ -260,7 +260,7 @@ static dd_status square_single(dd_attack *a, square_state *s, int m) {
                 double f = (double)eps / (sqrt(nd) + 1e-12);
                 for (size_t k = 0; k < d; k++) {
                     float v = (float)(x0[k] + f * dl[k]);
-                    dl[k] = fminf(fmaxf(v, lo), hi);
+                    dl[k] = dd__clampf(v, lo, hi);
                 }
             }
         }
