@@ -170,6 +170,10 @@ typedef struct dd__ctx {
     const float *relu_mask; /* backward of a max pool or add that stands in for a
                              * ReLU's backward too (passes.c): dy counts only where
                              * relu_mask (the pool's output, the ReLU's output) > 0 */
+    const struct dd__node *fold_bn; /* backward of a weight layer that stands in for the
+                             * eval-mode batch norm after it too (passes.c): dy is the
+                             * batch norm's output gradient; fold its slope into the
+                             * backward-data weights */
 } dd__ctx;
 
 typedef struct dd__hook {

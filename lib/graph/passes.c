@@ -159,18 +159,21 @@ static void mark_needs(dd_model *m, int want_input, int want_params, int hooks) 
     }
 }
 
-/* Backward fusion, with fuse_layers: a ReLU's backward (dy * [y > 0]) is
- * skipped and its mask applied by a neighbour that touches the same
+/* Backward fusion, with fuse_layers: a ReLU's backward (dy * [y > 0]), or
+ * an eval-mode batch norm's (dy * s[c]) in a pass without parameter
+ * gradients, is skipped and applied by a neighbour that touches the same
  * elements anyway, where the gradient left unformed belongs to a tensor
  * without a GFA hook (GFA reads hooked gradients and injects into them;
- * nothing else reads these two tensors' gradients: their only consumer is
- * a ReLU or a max pool, neither with a second-order term):
+ * nothing else reads these tensors' gradients: their only consumer is the
+ * skipped node or a max pool, none with a second-order term):
  *  - a max pool reading a ReLU's output that nothing else reads writes the
  *    ReLU's input gradient itself, masked by its own output
  *    (relu_out[argmax] > 0 exactly when pool_out > 0);
  *  - an add whose output only a ReLU reads takes the ReLU's dy and output
- *    and writes the masked gradient to both its inputs.
- * These return the ReLU's node id (the add's), or -1. */
+ *    and writes the masked gradient to both its inputs;
+ *  - a weight layer whose output only a batch norm reads takes the batch
+ *    norm's dy, the slope folded into its backward-data weights.
+ * These return the node that takes over, or -1. */
 static int unformed_grad_ok(const dd_model *m, int t, dd_node_type producer) {
     return m->opts.fuse_layers && t != 0 && m->nodes[t].ops->type == producer &&
            m->nodes[t].out.consumers == 1 && !dd__tensor_hooked(m, t);
@@ -180,6 +183,17 @@ static int pool_absorbs_relu(const dd_model *m, const dd__node *node) {
     int r = node->inputs[0];
     if (node->ops->type != DD_NODE_MAXPOOL || !unformed_grad_ok(m, r, DD_NODE_RELU)) return -1;
     return m->nodes[m->nodes[r].inputs[0]].out.need_grad ? r : -1;
+}
+
+/* node is an eval-mode batch norm in a pass without parameter gradients
+ * (an attack's input gradient); returns the convolution or linear layer
+ * before it, which then runs backward-data on the batch norm's dy with the
+ * slope folded into its weights (wlayer.c), or -1. */
+static int wlayer_takes_bn(const dd_model *m, const dd__node *node, int want_params) {
+    if (want_params || m->ctx.train || node->ops->type != DD_NODE_BATCHNORM) return -1;
+    int w = node->inputs[0];
+    if (!unformed_grad_ok(m, w, DD_NODE_CONV2D) && !unformed_grad_ok(m, w, DD_NODE_LINEAR)) return -1;
+    return w;
 }
 
 /* node is a ReLU; returns the add before it that can take its backward. */
@@ -207,10 +221,11 @@ dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int i
         dd__tensor *ot = &node->out;
         if (inject) dd__gfa_inject(m, i); /* GFA pass 4: every consumer has written; add Ybar + Xbar */
         if (node->bwd_absorbed || !ot->written) continue; /* not on a path to the logits: zero gradient */
-        int add = add_takes_relu(m, node);
-        if (add >= 0) {
-            m->nodes[add].bwd_dy_from = i;
-            m->nodes[add].out.written = 1; /* its gradient is never formed (nothing else reads it) */
+        int taker = add_takes_relu(m, node);
+        if (taker < 0) taker = wlayer_takes_bn(m, node, want_params);
+        if (taker >= 0) {
+            m->nodes[taker].bwd_dy_from = i;
+            m->nodes[taker].out.written = 1; /* its gradient is never formed (nothing else reads it) */
             continue;
         }
         void *plan;
@@ -234,11 +249,16 @@ dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int i
         const float *dy = node->out.grad;
         ctx->relu_mask = relu >= 0 ? node->out.data : NULL;
         if (node->bwd_dy_from >= 0) {
-            dy = m->nodes[node->bwd_dy_from].out.grad;
-            ctx->relu_mask = m->nodes[node->bwd_dy_from].out.data;
+            const dd__node *from = &m->nodes[node->bwd_dy_from];
+            dy = from->out.grad;
+            if (from->ops->type == DD_NODE_RELU)
+                ctx->relu_mask = from->out.data;
+            else
+                ctx->fold_bn = from;
         }
         dd_status s = node->ops->backward(node, plan, ctx, dy, dx);
         ctx->relu_mask = NULL;
+        ctx->fold_bn = NULL;
         DD_FORWARD(s);
         if (relu >= 0) { /* its output's gradient is never formed (nothing reads it) */
             m->nodes[relu].bwd_absorbed = 1;

@@ -4,7 +4,9 @@
  *   forward        y  = op(x; W_fwd) + b
  *   backward       dW += bwd_w(x, dy) (reorder-accumulate), db += sum dy,
  *                  dx  = bwd_d(dy; W_bwd)
- *                  (GFA: pass 2 defers dW, pass 4 uses dy + G_y; see gfa.c)
+ *                  (GFA: pass 2 defers dW, pass 4 uses dy + G_y; see gfa.c;
+ *                  input-gradient passes with an eval-mode batch norm after
+ *                  the layer: dx = bwd_d(dy_bn; s[oc] * W_bwd))
  *   jvp (GFA)      ty  = op(tx; W_fwd)              (bias-free: zero bias)
  *   second order   dW += bwd_w(tx, gy)              (no bias term, no Xbar)
  *   fused forward  y  = relu(op(x; W') + b' + other) (see wlayer.h), with
@@ -44,6 +46,12 @@ struct dd__wplan {
     float *dddst_tmp;                                  /* backward-data's diff_dst, if converted */
     dd__reorder r_wfwd, r_wbwd, r_dw, r_fsrc, r_dsrc, r_wsrc, r_wddst, r_dddst;
     uint64_t ver_fwd, ver_bwd;
+    /* Backward-data weights with the eval-mode batch norm after the layer
+     * folded in (see bwd_weights_folded), in w_bwd's layout and plain
+     * (followed by OC scales and OC shifts); NULL until first needed. */
+    float *w_bfold, *w_bfold_plain;
+    int bfold_valid;
+    uint64_t ver_bfold_p, ver_bfold_s;
     dnnl_memory_desc_t src_md, dst_md, b_md, wplain_md;
     dd__wfused fz[2];       /* fused forwards for eval [0] and training [1] passes */
 };
@@ -76,8 +84,8 @@ void dd__wl_plan_destroy(void *plan) {
                              &p->d_ddst, &p->w_src, &p->w_dw, &p->w_db, &p->w_ddst};
     for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++) dd__mem_destroy(mems[i]);
     if (p->w_bwd != p->w_fwd) dd__free_aligned(p->w_bwd);
-    float *bufs[] = {p->w_fwd,    p->dw,       p->db,       p->zero_bias, p->fsrc_tmp,
-                     p->dsrc_tmp, p->wsrc_tmp, p->wddst_tmp, p->dddst_tmp};
+    float *bufs[] = {p->w_fwd,     p->dw,       p->db,        p->zero_bias, p->fsrc_tmp,    p->dsrc_tmp,
+                     p->wsrc_tmp, p->wddst_tmp, p->dddst_tmp, p->w_bfold,   p->w_bfold_plain};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dd__free_aligned(bufs[i]);
     dd__reorder *rs[] = {&p->r_wfwd, &p->r_wbwd,  &p->r_dw,    &p->r_fsrc,
                          &p->r_dsrc, &p->r_wsrc, &p->r_wddst, &p->r_dddst};
@@ -200,7 +208,10 @@ static void drop_bwdd(dd__wplan *p) {
     if (p->w_bwd != p->w_fwd) dd__free_aligned(p->w_bwd);
     dd__free_aligned(p->dsrc_tmp);
     dd__free_aligned(p->dddst_tmp);
-    p->w_bwd = p->dsrc_tmp = p->dddst_tmp = NULL;
+    dd__free_aligned(p->w_bfold);
+    dd__free_aligned(p->w_bfold_plain);
+    p->w_bwd = p->dsrc_tmp = p->dddst_tmp = p->w_bfold = p->w_bfold_plain = NULL;
+    p->bfold_valid = 0;
     p->have_bwdd = 0;
 }
 
@@ -471,6 +482,40 @@ static dd_status run_bwdw(dd__node *n, dd__wplan *p, dd__ctx *ctx, const float *
     return DD_OK;
 }
 
+/* Backward-data weights W'[oc] = s[oc] W[oc] with s the slope of the
+ * eval-mode batch norm bn after this layer: W'^T dy_bn = W^T (s dy_bn), so
+ * an input-gradient pass skips the batch norm's backward (passes.c).
+ * Refreshed when the parameters or the running statistics change. */
+static dd_status bwd_weights_folded(dd__node *n, dd__ctx *ctx, dd__wplan *p, const dd__node *bn,
+                                    const float **w_out) {
+    dd_model *m = n->model;
+    const dd__param *w = dd__node_param(n, 0);
+    size_t oc = (size_t)p->cfg.wdims[0], per = w->count / oc;
+    if (!p->w_bfold) {
+        DD_FORWARD(buffer(&p->w_bfold, dd__prim_md(&p->bwdd, dnnl_query_weights_md, 0),
+                          "folded backward-data weights"));
+        p->w_bfold_plain = dd__aligned_alloc((w->count + 2 * oc) * sizeof(float));
+        DD_RETURN_IF(!p->w_bfold_plain, DD_ERR_OUT_OF_MEMORY, "%s '%s': folded weights", n->ops->name,
+                     n->name);
+        p->bfold_valid = 0;
+        dd__log(DD_LOG_DEBUG, "%s '%s': backward-data with batch norm '%s' folded in", n->ops->name, n->name,
+                bn->name);
+    }
+    *w_out = p->w_bfold;
+    if (p->bfold_valid && p->ver_bfold_p == m->param_version && p->ver_bfold_s == m->stats_version)
+        return DD_OK;
+    float *scale = p->w_bfold_plain + w->count, *shift = scale + oc;
+    dd__bn_fold(bn, scale, shift);
+    for (size_t o = 0; o < oc; o++)
+        for (size_t j = 0; j < per; j++) p->w_bfold_plain[o * per + j] = scale[o] * w->data[o * per + j];
+    DD_FORWARD(dd__reorder_run(ctx, p->w_bwd == p->w_fwd ? &p->r_wfwd : &p->r_wbwd, p->w_bfold_plain,
+                               p->w_bfold));
+    p->ver_bfold_p = m->param_version;
+    p->ver_bfold_s = m->stats_version;
+    p->bfold_valid = 1;
+    return DD_OK;
+}
+
 dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy, float *const *dx) {
     dd__wplan *p = plan;
     if (ctx->want_param_grad && ctx->gfa_phase == 4) {
@@ -485,7 +530,10 @@ dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy
     }
     if (!dx[0]) return DD_OK;
     if (!p->have_bwdd) DD_FORWARD(create_bwdd(n, ctx, p));
-    if (p->w_bwd == p->w_fwd)
+    const float *wts = p->w_bwd;
+    if (ctx->fold_bn)
+        DD_FORWARD(bwd_weights_folded(n, ctx, p, ctx->fold_bn, &wts));
+    else if (p->w_bwd == p->w_fwd)
         DD_FORWARD(refresh(n, ctx, &p->r_wfwd, p->w_fwd, &p->ver_fwd));
     else
         DD_FORWARD(refresh(n, ctx, &p->r_wbwd, p->w_bwd, &p->ver_bwd));
@@ -495,7 +543,7 @@ dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy
         dy = p->dddst_tmp;
     }
     dnnl_exec_arg_t a[] = {{DNNL_ARG_DIFF_DST, dd__mem(p->d_ddst, dy)},
-                           {DNNL_ARG_WEIGHTS, dd__mem(p->d_w, p->w_bwd)},
+                           {DNNL_ARG_WEIGHTS, dd__mem(p->d_w, wts)},
                            {DNNL_ARG_DIFF_SRC, dd__mem(p->d_dsrc, out)}};
     DD_FORWARD(dd__exec(ctx, &p->bwdd, 3, a));
     if (p->dsrc_tmp) DD_FORWARD(dd__reorder_run(ctx, &p->r_dsrc, p->dsrc_tmp, dx[0]));
