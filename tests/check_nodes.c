@@ -161,6 +161,11 @@ static const conv_case conv_cases[] = {
     {3, 7, 6, 4, 3, 1, 2, 1, 1, 0, 1, 0},    /* rectangular kernel, stride, padding */
     {20, 5, 5, 33, 3, 3, 1, 1, 1, 1, 1, 1},  /* more than one channel block */
     {16, 6, 6, 16, 3, 3, 1, 1, 1, 1, 1, 1},  /* AUTO may pick Winograd here */
+    /* the image-layer backward-data kernel (conv_fewc.c): each channel
+     * count, groups of 4 pixels and single edge pixels, several blocks */
+    {1, 12, 12, 20, 3, 3, 1, 1, 0, 0, 1, 0}, /* 1 channel, no padding */
+    {2, 7, 13, 33, 5, 3, 1, 1, 2, 1, 0, 0},  /* 2 channels, 5x3, three blocks */
+    {4, 6, 11, 16, 3, 3, 1, 2, 1, 1, 1, 0},  /* 4 channels, stride 2 in width only */
 };
 
 START_TEST(test_conv2d) {

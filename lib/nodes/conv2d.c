@@ -64,7 +64,7 @@ static void init_params(dd__node *n, dd__rng *rng) {
 static dd_status plan_create(dd__node *n, dd__ctx *ctx, void **plan) {
     const conv_state *c = n->state;
     const dd__tensor *in = dd__in(n, 0);
-    dd__wl_cfg cfg = {desc, 4, {c->oc, in->c, c->kh, c->kw}, c->bias, 0};
+    dd__wl_cfg cfg = {desc, 4, {c->oc, in->c, c->kh, c->kw}, c->bias, 0, c->sh, c->sw, c->ph, c->pw};
     int wino_shape = c->kh == 3 && c->kw == 3 && c->sh == 1 && c->sw == 1 && in->layout == DD__NCHW16C;
     dd_conv_algo algo = n->model->opts.conv_algo;
     cfg.winograd = (algo == DD_CONV_WINOGRAD && wino_shape) ||

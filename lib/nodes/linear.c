@@ -39,7 +39,7 @@ static void init_params(dd__node *n, dd__rng *rng) { dd__wl_init_params(n, rng, 
 
 static dd_status plan_create(dd__node *n, dd__ctx *ctx, void **plan) {
     const linear_state *l = n->state;
-    dd__wl_cfg cfg = {desc, 2, {l->out, dd__in(n, 0)->c, 0, 0}, l->bias, 0};
+    dd__wl_cfg cfg = {desc, 2, {l->out, dd__in(n, 0)->c, 0, 0}, l->bias, 0, 0, 0, 0, 0};
     return dd__wl_plan_create(n, ctx, &cfg, plan);
 }
 

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "batchnorm.h"
+#include "conv_fewc.h"
 #include "kernels.h"
 
 /* The fused forward of one mode (see wlayer.h). */
@@ -52,6 +53,14 @@ struct dd__wplan {
     float *w_bfold, *w_bfold_plain;
     int bfold_valid;
     uint64_t ver_bfold_p, ver_bfold_s;
+    /* Image-layer convolutions: backward-data by our kernel (conv_fewc.c)
+     * with these packed weights (then OC scales, OC shifts), made for the
+     * parameter version ver_fewc_p and the folded batch norm fewc_bn (NULL:
+     * none) at its statistics version ver_fewc_s. */
+    int fewc, fewc_valid;
+    float *w_fewc;
+    const dd__node *fewc_bn;
+    uint64_t ver_fewc_p, ver_fewc_s;
     dnnl_memory_desc_t src_md, dst_md, b_md, wplain_md;
     dd__wfused fz[2];       /* fused forwards for eval [0] and training [1] passes */
 };
@@ -85,7 +94,7 @@ void dd__wl_plan_destroy(void *plan) {
     for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++) dd__mem_destroy(mems[i]);
     if (p->w_bwd != p->w_fwd) dd__free_aligned(p->w_bwd);
     float *bufs[] = {p->w_fwd,     p->dw,       p->db,        p->zero_bias, p->fsrc_tmp,    p->dsrc_tmp,
-                     p->wsrc_tmp, p->wddst_tmp, p->dddst_tmp, p->w_bfold,   p->w_bfold_plain};
+                     p->wsrc_tmp, p->wddst_tmp, p->dddst_tmp, p->w_bfold,   p->w_bfold_plain, p->w_fewc};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dd__free_aligned(bufs[i]);
     dd__reorder *rs[] = {&p->r_wfwd, &p->r_wbwd,  &p->r_dw,    &p->r_fsrc,
                          &p->r_dsrc, &p->r_wsrc, &p->r_wddst, &p->r_dddst};
@@ -210,8 +219,9 @@ static void drop_bwdd(dd__wplan *p) {
     dd__free_aligned(p->dddst_tmp);
     dd__free_aligned(p->w_bfold);
     dd__free_aligned(p->w_bfold_plain);
-    p->w_bwd = p->dsrc_tmp = p->dddst_tmp = p->w_bfold = p->w_bfold_plain = NULL;
-    p->bfold_valid = 0;
+    dd__free_aligned(p->w_fewc);
+    p->w_bwd = p->dsrc_tmp = p->dddst_tmp = p->w_bfold = p->w_bfold_plain = p->w_fewc = NULL;
+    p->bfold_valid = p->fewc = p->fewc_valid = 0;
     p->have_bwdd = 0;
 }
 
@@ -225,6 +235,16 @@ static dd_status create_bwdd(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
 }
 
 static dd_status create_bwdd_once(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
+    const int64_t *wd = p->cfg.wdims;
+    if (p->cfg.wndims == 4 && dd__conv_fewc_eligible(dd__in(n, 0), &n->out, (int)wd[2], (int)wd[3])) {
+        size_t floats = dd__conv_fewc_pack_floats((int)wd[0], (int)wd[1], (int)wd[2], (int)wd[3]);
+        p->w_fewc = dd__aligned_alloc((floats + 2 * (size_t)wd[0]) * sizeof(float));
+        DD_RETURN_IF(!p->w_fewc, DD_ERR_OUT_OF_MEMORY, "%s '%s': packed weights", n->ops->name, n->name);
+        p->fewc = 1;
+        p->have_bwdd = 1;
+        dd__log(DD_LOG_DEBUG, "%s '%s': backward-data by the image-layer kernel", n->ops->name, n->name);
+        return DD_OK;
+    }
     ctx->has_alternative = 1;
     dd_status s = make(n, ctx, p, DD__WL_BWD_DATA, p->cfg.winograd, &p->src_md, &p->dst_md, &p->bwdd);
     const dnnl_memory_desc_t *ddst_md = &p->dst_md;
@@ -516,6 +536,30 @@ static dd_status bwd_weights_folded(dd__node *n, dd__ctx *ctx, dd__wplan *p, con
     return DD_OK;
 }
 
+/* Backward-data by the image-layer kernel (conv_fewc.c), the weights packed
+ * (with ctx->fold_bn's slope folded in) when they or the statistics changed. */
+static dd_status fewc_backward(dd__node *n, dd__ctx *ctx, dd__wplan *p, const float *dy, float *dx) {
+    dd_model *m = n->model;
+    const dd__node *bn = ctx->fold_bn;
+    const int64_t *wd = p->cfg.wdims;
+    if (!p->fewc_valid || p->ver_fewc_p != m->param_version || p->fewc_bn != bn ||
+        (bn && p->ver_fewc_s != m->stats_version)) {
+        float *scale = p->w_fewc + dd__conv_fewc_pack_floats((int)wd[0], (int)wd[1], (int)wd[2], (int)wd[3]);
+        if (bn) dd__bn_fold(bn, scale, scale + wd[0]);
+        dd__conv_fewc_pack(dd__node_param(n, 0)->data, bn ? scale : NULL, (int)wd[0], (int)wd[1], (int)wd[2],
+                           (int)wd[3], p->w_fewc);
+        p->fewc_bn = bn;
+        p->ver_fewc_p = m->param_version;
+        p->ver_fewc_s = m->stats_version;
+        p->fewc_valid = 1;
+    }
+    const dd__tensor *in = dd__in(n, 0), *out = &n->out;
+    dd__conv_fewc_geom g = {in->c,       in->h,       in->w,       out->c,      out->h,      out->w,
+                            (int)wd[2], (int)wd[3], p->cfg.sh, p->cfg.sw, p->cfg.ph, p->cfg.pw};
+    dd__conv_fewc_bwd_data(&g, ctx->n, p->w_fewc, dy, dx, ctx->nthreads);
+    return DD_OK;
+}
+
 dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy, float *const *dx) {
     dd__wplan *p = plan;
     if (ctx->want_param_grad && ctx->gfa_phase == 4) {
@@ -530,6 +574,7 @@ dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy
     }
     if (!dx[0]) return DD_OK;
     if (!p->have_bwdd) DD_FORWARD(create_bwdd(n, ctx, p));
+    if (p->fewc) return fewc_backward(n, ctx, p, dy, dx[0]);
     const float *wts = p->w_bwd;
     if (ctx->fold_bn)
         DD_FORWARD(bwd_weights_folded(n, ctx, p, ctx->fold_bn, &wts));

@@ -40,6 +40,7 @@ typedef struct dd__wl_cfg {
     int64_t wdims[4];   /* master weight shape (OC, IC[, KH, KW]) */
     int bias;           /* 1 if the layer has a bias (parameter 1) */
     int winograd;       /* try Winograd first */
+    int sh, sw, ph, pw; /* convolutions: stride and padding (0 for linear) */
 } dd__wl_cfg;
 
 typedef struct dd__wplan dd__wplan;
