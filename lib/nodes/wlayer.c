@@ -250,9 +250,9 @@ static dd_status create_bwdd_once(dd__node *n, dd__ctx *ctx, dd__wplan *p) {
     const dnnl_memory_desc_t *ddst_md = &p->dst_md;
     dnnl_memory_desc_t dplain;
     if (s != DD_OK && dd__in(n, 0)->layout == DD__NCHW && p->src_md.ndims == 4) {
-        /* The image layer (few input channels, plain input): the blocked
-         * backward-data kernels run it at ~60 GF/s; the all-plain gemm kernel
-         * (~140 GF/s here) pays for the reorder of dy it needs. */
+        /* A plain input with more channels than conv_fewc.c takes: the
+         * blocked backward-data kernels run it at ~60 GF/s; the all-plain
+         * gemm kernel (~140 GF/s here) pays for the reorder of dy it needs. */
         dd__clear_error();
         DD_CHECK_DNNL(dnnl_memory_desc_init_by_tag(&dplain, 4, p->dst_md.dims, dnnl_f32, dnnl_nchw));
         s = make(n, ctx, p, DD__WL_BWD_DATA, 0, &p->src_md, &dplain, &p->bwdd);
