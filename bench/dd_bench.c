@@ -5,7 +5,8 @@
  * times whole steps with clock_gettime(CLOCK_MONOTONIC): the median over
  * --steps timed steps after --warmup untimed ones (first use of a batch size
  * creates primitives and faults pages in). Modes: plain (zero_grad,
- * forward DD_TRAIN, backward, SGD step), infer (forward DD_EVAL), gfa (plain
+ * forward DD_TRAIN, backward, SGD step), infer (dd_model_predict, or with
+ * --predict 0 dd_model_forward in DD_EVAL), gfa (plain
  * with dd_gfa_hook_defaults), pgd-at (PGD-10 Linf through dd_attack_run,
  * then a plain step on x_adv). gfa and pgd-at time a plain step first in the
  * same process and report their cost ratio to it.
@@ -49,6 +50,7 @@ typedef struct {
     uint64_t seed;
     int fuse;           /* dd_model_options.fuse_layers */
     int conv_algo;      /* dd_model_options.conv_algo */
+    int predict;        /* infer through dd_model_predict (else dd_model_forward) */
 } config;
 
 /* Model FLOPs per step, counted from the architecture: 2 * MACs of every
@@ -73,7 +75,7 @@ typedef struct {
     dd_optimizer *opt;
     dd_attack *atk;
     const float *x;
-    float *x_adv;
+    float *x_adv, *logits;
     const int32_t *y;
 } ctx;
 
@@ -185,7 +187,10 @@ static dd_status train_on(ctx *c, const float *x) {
 
 static dd_status step_plain(ctx *c) { return train_on(c, c->x); }
 
-static dd_status step_infer(ctx *c) { return dd_model_forward(c->m, c->x, c->cfg->batch, DD_EVAL, NULL); }
+static dd_status step_infer(ctx *c) {
+    if (c->cfg->predict) return dd_model_predict(c->m, c->x, c->cfg->batch, c->logits);
+    return dd_model_forward(c->m, c->x, c->cfg->batch, DD_EVAL, c->logits);
+}
 
 static dd_status step_pgd_at(ctx *c) {
     dd_status s = dd_attack_run(c->atk, c->x, c->y, c->cfg->batch, c->x_adv, NULL);
@@ -268,7 +273,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: dd_bench [--arch cnn-cw|resnet20|preact-resnet18] [--batch 128] [--steps 20]\n"
             "                [--warmup 3] [--threads 2] [--mode plain|infer|gfa|pgd-at|all]\n"
-            "                [--gfa-lambda 0.1] [--seed 1] [--fuse 1|0]\n"
+            "                [--gfa-lambda 0.1] [--seed 1] [--fuse 1|0] [--predict 1|0]\n"
             "                [--conv-algo auto|direct|winograd]\n"
             "Run with OMP_NUM_THREADS=<threads> so that the sgemm peak uses the same threads.\n");
 }
@@ -283,6 +288,7 @@ static int parse(int argc, char **argv, config *cfg) {
     cfg->gfa_lambda = 0.1f;
     cfg->seed = 1;
     cfg->fuse = 1;
+    cfg->predict = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) return 1;
@@ -306,6 +312,8 @@ static int parse(int argc, char **argv, config *cfg) {
             cfg->seed = strtoull(v, NULL, 10);
         else if (strcmp(a, "--fuse") == 0)
             cfg->fuse = atoi(v);
+        else if (strcmp(a, "--predict") == 0)
+            cfg->predict = atoi(v);
         else if (strcmp(a, "--conv-algo") == 0)
             cfg->conv_algo = strcmp(v, "auto") == 0 ? DD_CONV_AUTO : strcmp(v, "direct") == 0 ? DD_CONV_DIRECT
                              : strcmp(v, "winograd") == 0 ? DD_CONV_WINOGRAD : -1;
@@ -313,7 +321,7 @@ static int parse(int argc, char **argv, config *cfg) {
             return -1;
     }
     if (cfg->batch < 1 || cfg->steps < 1 || cfg->warmup < 0 || cfg->threads < 1 || !(cfg->gfa_lambda >= 0) ||
-        (cfg->fuse != 0 && cfg->fuse != 1) || cfg->conv_algo < 0)
+        (cfg->fuse != 0 && cfg->fuse != 1) || (cfg->predict != 0 && cfg->predict != 1) || cfg->conv_algo < 0)
         return -1;
     const char *modes[] = {"plain", "infer", "gfa", "pgd-at", "all"};
     for (size_t k = 0; k < sizeof modes / sizeof *modes; k++)
@@ -342,8 +350,9 @@ int main(int argc, char **argv) {
 
     const size_t d = (size_t)IMG_C * IMG_H * IMG_W, count = (size_t)cfg.batch * d;
     float *x = malloc(count * sizeof(float)), *x_adv = malloc(count * sizeof(float));
+    float *logits = malloc((size_t)cfg.batch * NUM_CLASSES * sizeof(float));
     int32_t *y = malloc((size_t)cfg.batch * sizeof(int32_t));
-    if (!x || !x_adv || !y) {
+    if (!x || !x_adv || !logits || !y) {
         fprintf(stderr, "dd_bench: out of memory\n");
         return 1;
     }
@@ -376,7 +385,7 @@ int main(int argc, char **argv) {
 
     flops f = count_flops(m, cfg.batch);
     const double plain_gflop = 1e-9 * (2.0 * f.fwd + f.bwd_data);
-    ctx c = {&cfg, m, opt, NULL, x, x_adv, y};
+    ctx c = {&cfg, m, opt, NULL, x, x_adv, logits, y};
     timing tp, t;
     int rc = 0;
     char extra[256];
@@ -461,6 +470,7 @@ done:
     dd_model_destroy(m);
     free(x);
     free(x_adv);
+    free(logits);
     free(y);
     return rc;
 }

@@ -107,9 +107,16 @@ static dd_node flatten(dd_model *m, dd_node in) {
  * normalize -> conv 6 k3 s2 p1 (6x6x6) -> bn -> relu -> conv 6 k3 p1 no bias
  * -> bn -> add(., relu) -> relu -> maxpool 3/2 p1 (3x3) -> avgpool 3/1 p1
  * -> flatten -> linear 8 -> relu -> linear K. */
-static dd_model *graph_a(uint64_t seed) {
+static dd_model *graph_a_batch(uint64_t seed, int max_batch, int threads) {
     static const float mean[3] = {0.45f, 0.5f, 0.55f}, sd[3] = {0.25f, 0.2f, 0.3f};
-    dd_model *m = new_model(3, 12, 12, K, seed);
+    dd_model_options o;
+    dd_model_options_init(&o);
+    o.num_threads = threads;
+    o.seed = seed;
+    o.fuse_layers = g_fuse;
+    o.conv_algo = g_algo;
+    dd_model *m = NULL;
+    ck_assert_msg(dd_model_create(&m, 3, 12, 12, K, &o) == DD_OK, "create: %s", dd_last_error());
     dd_node t = -1;
     ADD_OK(dd_model_add_normalize(m, DD_INPUT, mean, sd, 3, "norm", &t));
     t = conv(m, t, 6, 3, 2, 1, 1);
@@ -120,9 +127,11 @@ static dd_model *graph_a(uint64_t seed) {
     t = pool(m, t, 0, 3, 1, 1);
     t = relu(m, linear(m, flatten(m, t), 8, 1));
     t = linear(m, t, K, 1);
-    ck_assert_msg(dd_model_build(m, t, MAXB) == DD_OK, "build A: %s", dd_last_error());
+    ck_assert_msg(dd_model_build(m, t, max_batch) == DD_OK, "build A: %s", dd_last_error());
     return m;
 }
+
+static dd_model *graph_a(uint64_t seed) { return graph_a_batch(seed, MAXB, 2); }
 
 /* Graph B, input 4x8x8:
  * bn (on the input) -> conv 5 k3 p1 -> relu -> { avgpool 2/2 -> conv 7 k1 s2
@@ -895,6 +904,72 @@ static void fusion_case(dd_conv_algo algo, dd_mode mode, const char *expect1, co
     dd_model_destroy(u);
 }
 
+/* dd_model_predict against the eval forward: batches split into chunks
+ * over the threads' model copies (n >= 16 with 2 threads; a ragged last
+ * chunk), the ordinary forward below that and with one thread; parameters
+ * and running statistics that change after the copies were made; no state
+ * for backward passes afterwards; bad input. */
+START_TEST(test_predict) {
+    enum { NB = 40, IN = 432 };
+    static float x[NB * IN], zf[NB * K], zp[NB * K], zq[NB * K];
+    ref_rng g;
+    ref_rng_seed(&g, 91);
+    ref_fill_uniform_f(&g, x, NB * IN, 0.0, 1.0);
+    for (int threads = 1; threads <= 2; threads++) {
+        dd_model *m = graph_a_batch(31, NB, threads);
+        ck_assert(ref_randomize_params(m, &g) == 0);
+        const int ns[] = {NB, 19, 16, 15, 1};
+        for (int round = 0; round < 3; round++) {
+            if (round == 1) { /* new parameters: the copies must follow */
+                float w[6 * 3 * 3 * 3];
+                int np = 0, wi = -1;
+                ck_assert(dd_model_num_params(m, &np) == DD_OK);
+                for (int i = 0; i < np && wi < 0; i++) { /* the first convolution's weight */
+                    dd_param_info pi;
+                    ck_assert(dd_model_param_info(m, i, &pi) == DD_OK);
+                    if (pi.count == sizeof w / sizeof w[0]) wi = i;
+                }
+                ck_assert(wi >= 0 && dd_model_param_read(m, wi, w, sizeof w / sizeof w[0]) == DD_OK);
+                for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) w[i] *= -1.5f;
+                ck_assert(dd_model_param_write(m, wi, w, sizeof w / sizeof w[0]) == DD_OK);
+            } else if (round == 2) { /* new running statistics */
+                ck_assert(dd_model_forward(m, x, NB, DD_TRAIN, NULL) == DD_OK);
+            }
+            for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+                int n = ns[k];
+                ck_assert_msg(dd_model_forward(m, x, n, DD_EVAL, zf) == DD_OK, "%s", dd_last_error());
+                ck_assert_msg(dd_model_predict(m, x, n, zp) == DD_OK, "%s", dd_last_error());
+                ck_assert_msg(rel_diff(zp, zf, (size_t)n * K) < 1e-5,
+                              "threads %d round %d n %d: predict differs from forward by %.3g", threads, round,
+                              n, rel_diff(zp, zf, (size_t)n * K));
+                ck_assert(dd_model_predict(m, x, n, zq) == DD_OK);
+                ck_assert_msg(memcmp(zp, zq, (size_t)n * K * sizeof(float)) == 0, "predict not repeatable");
+                ck_assert_int_eq(dd_model_input_grad(m, zf, x), DD_ERR_STATE);
+            }
+        }
+        dd_model_destroy(m);
+    }
+    dd_model *m = graph_a_batch(32, NB, 2);
+    ck_assert_int_eq(dd_model_predict(NULL, x, NB, zp), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_model_predict(m, NULL, NB, zp), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_model_predict(m, x, NB, NULL), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_model_predict(m, x, 0, zp), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_model_predict(m, x, NB + 1, zp), DD_ERR_INVALID_ARGUMENT);
+    float keep = x[37 * IN + 5];
+    x[37 * IN + 5] = NAN; /* in the fifth chunk */
+    ck_assert_int_eq(dd_model_predict(m, x, NB, zp), DD_ERR_NUMERIC);
+    ck_assert_msg(strstr(dd_last_error(), "dd_model_predict") && strstr(dd_last_error(), "NaN"), "message: %s",
+                  dd_last_error());
+    x[37 * IN + 5] = keep;
+    ck_assert(dd_model_predict(m, x, NB, zp) == DD_OK);
+    dd_model_destroy(m);
+    dd_model *u = NULL;
+    ck_assert(dd_model_create(&u, 3, 12, 12, K, NULL) == DD_OK);
+    ck_assert_int_eq(dd_model_predict(u, x, 1, zp), DD_ERR_STATE);
+    dd_model_destroy(u);
+}
+END_TEST
+
 START_TEST(test_fusion) {
     fusion_case(DD_CONV_AUTO, DD_EVAL, "+batchnorm +add +relu", "linear 'linear");
     fusion_case(DD_CONV_WINOGRAD, DD_EVAL, "+batchnorm +sum +relu", "+batchnorm +relu");
@@ -920,6 +995,7 @@ static Suite *model_suite(void) {
     tcase_add_test(ta, test_param_names);
     tcase_add_test(ta, test_seed);
     tcase_add_test(ta, test_fusion);
+    tcase_add_test(ta, test_predict);
     suite_add_tcase(s, ta);
     return s;
 }

@@ -357,6 +357,51 @@ START_TEST(test_oom_first_passes)
 }
 END_TEST
 
+/* A 2-thread model of every node type for batches of up to 24. */
+static dd_model *predict_model(void)
+{
+    dd_model_options o = model_opts();
+    o.num_threads = 2;
+    dd_model *m = NULL;
+    dd_node logits = -1;
+    dd__alloc_fail_after(-1);
+    OK(dd_model_create(&m, C, H, W, K, &o));
+    OK(add_all_nodes(m, &logits));
+    OK(dd_model_build(m, logits, 24));
+    return m;
+}
+
+/* dd_model_predict's first call builds the threads' model copies and their
+ * plans: a failed allocation gives DD_ERR_OUT_OF_MEMORY with a message, and
+ * the next call predicts what a model that never failed predicts. The
+ * calling thread runs a varying share of the chunks, so a late allocation
+ * may not happen in a given run: then the call succeeds. */
+START_TEST(test_oom_predict)
+{
+    enum { PB = 24 };
+    static float x[PB * C * H * W], want[PB * K], z[PB * K];
+    for (int i = 0; i < PB * C * H * W; i++)
+        x[i] = (float)((i * 37) % 101) / 101.0f;
+    dd_model *ref = predict_model();
+    dd__alloc_fail_after(-1);
+    OK(dd_model_predict(ref, x, PB, want));
+    long n = dd__alloc_count();
+    ck_assert_int_gt(n, 0);
+    for (long k = 0; k < n; k++) {
+        dd_model *m = predict_model();
+        dd__alloc_fail_after(k);
+        dd_status s = dd_model_predict(m, x, PB, z);
+        dd__alloc_fail_after(-1);
+        if (s != DD_OK)
+            ASSERT_OOM(s, k, "first predict");
+        OK(dd_model_predict(m, x, PB, z));
+        ck_assert_msg(memcmp(z, want, sizeof z) == 0, "allocation %ld failing: logits differ after", k);
+        dd_model_destroy(m);
+    }
+    dd_model_destroy(ref);
+}
+END_TEST
+
 /* Hooks set on a built model reallocate its activations. */
 START_TEST(test_oom_gfa_hooks)
 {
@@ -759,6 +804,7 @@ int main(void)
     tcase_add_loop_test(tc, test_oom_build_retry, 0, 2);
     tcase_add_loop_test(tc, test_oom_first_passes, 0, 2);
     tcase_add_test(tc, test_oom_gfa_hooks);
+    tcase_add_test(tc, test_oom_predict);
     tcase_add_test(tc, test_oom_load);
     tcase_add_test(tc, test_oom_optimizer_create);
     tcase_add_test(tc, test_oom_attack_create);

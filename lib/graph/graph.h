@@ -126,6 +126,8 @@ typedef struct dd__node_ops {
 } dd__node_ops;
 
 #define DD__MAX_PLANS 4
+#define DD__MAX_SHADOWS 16   /* dd_model_predict's threads */
+#define DD__PREDICT_CHUNK 8 /* dd_model_predict's images per chunk */
 
 typedef struct dd__node {
     const dd__node_ops *ops;
@@ -212,6 +214,11 @@ struct dd_model {
     int nhooks;
     dd__hook hooks[DD_MAX_HOOKS];
     int gfa_ready;              /* tan/bar buffers allocated */
+    /* dd_model_predict (lib/graph/predict.c): single-thread copies of this
+     * model, and the parameter and statistics versions copied into them */
+    struct dd_model *shadow[DD__MAX_SHADOWS];
+    int nshadows, shadow_synced;
+    uint64_t shadow_pv, shadow_sv;
 };
 
 /* ---- graph helpers used by node files ------------------------------------ */

@@ -187,6 +187,7 @@ static void free_plans(dd__node *n) {
 
 void dd_model_destroy(dd_model *m) {
     if (!m) return;
+    for (int t = 0; t < m->nshadows; t++) dd_model_destroy(m->shadow[t]);
     for (int i = 0; i < m->nnodes; i++) {
         dd__node *n = &m->nodes[i];
         free_plans(n);
