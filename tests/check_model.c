@@ -31,10 +31,10 @@
 static int g_fuse = 1;                    /* dd_model_options of the next new_model() */
 static dd_conv_algo g_algo = DD_CONV_AUTO;
 
-static dd_model *new_model(int c, int h, int w, int k, uint64_t seed) {
+static dd_model *new_model_threads(int c, int h, int w, int k, uint64_t seed, int threads) {
     dd_model_options o;
     dd_model_options_init(&o);
-    o.num_threads = 2;
+    o.num_threads = threads;
     o.seed = seed;
     o.fuse_layers = g_fuse;
     o.conv_algo = g_algo;
@@ -42,6 +42,10 @@ static dd_model *new_model(int c, int h, int w, int k, uint64_t seed) {
     dd_status st = dd_model_create(&m, c, h, w, k, &o);
     ck_assert_msg(st == DD_OK, "dd_model_create: %s", dd_last_error());
     return m;
+}
+
+static dd_model *new_model(int c, int h, int w, int k, uint64_t seed) {
+    return new_model_threads(c, h, w, k, seed, 2);
 }
 
 #define ADD_OK(call) ck_assert_msg((call) == DD_OK, "%s: %s", #call, dd_last_error())
@@ -109,14 +113,7 @@ static dd_node flatten(dd_model *m, dd_node in) {
  * -> flatten -> linear 8 -> relu -> linear K. */
 static dd_model *graph_a_batch(uint64_t seed, int max_batch, int threads) {
     static const float mean[3] = {0.45f, 0.5f, 0.55f}, sd[3] = {0.25f, 0.2f, 0.3f};
-    dd_model_options o;
-    dd_model_options_init(&o);
-    o.num_threads = threads;
-    o.seed = seed;
-    o.fuse_layers = g_fuse;
-    o.conv_algo = g_algo;
-    dd_model *m = NULL;
-    ck_assert_msg(dd_model_create(&m, 3, 12, 12, K, &o) == DD_OK, "create: %s", dd_last_error());
+    dd_model *m = new_model_threads(3, 12, 12, K, seed, threads);
     dd_node t = -1;
     ADD_OK(dd_model_add_normalize(m, DD_INPUT, mean, sd, 3, "norm", &t));
     t = conv(m, t, 6, 3, 2, 1, 1);

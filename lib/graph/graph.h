@@ -215,9 +215,10 @@ struct dd_model {
     dd__hook hooks[DD_MAX_HOOKS];
     int gfa_ready;              /* tan/bar buffers allocated */
     /* dd_model_predict (lib/graph/predict.c): single-thread copies of this
-     * model, and the parameter and statistics versions copied into them */
+     * model, and the parameter and statistics versions copied into them
+     * (shadow_pv 0: not yet; a built model's version is >= 1) */
     struct dd_model *shadow[DD__MAX_SHADOWS];
-    int nshadows, shadow_synced;
+    int nshadows;
     uint64_t shadow_pv, shadow_sv;
 };
 

@@ -41,6 +41,7 @@ static dd_status make_shadows(dd_model *m, int count) {
         } else if (s == DD_OK) {
             c->nhooks = 0; /* inference: no GFA buffers */
             m->shadow[m->nshadows++] = c;
+            m->shadow_pv = 0; /* the new copy needs the parameters */
         }
     }
     dd__free(json);
@@ -50,7 +51,7 @@ static dd_status make_shadows(dd_model *m, int count) {
 /* Copies parameters and running statistics into every shadow when the
  * model's have changed since the last copy. */
 static void sync_shadows(dd_model *m) {
-    if (m->shadow_synced && m->shadow_pv == m->param_version && m->shadow_sv == m->stats_version) return;
+    if (m->shadow_pv == m->param_version && m->shadow_sv == m->stats_version) return;
     for (int t = 0; t < m->nshadows; t++) {
         dd_model *c = m->shadow[t];
         memcpy(c->param_arena, m->param_arena, m->param_floats * sizeof(float));
@@ -59,7 +60,6 @@ static void sync_shadows(dd_model *m) {
     }
     m->shadow_pv = m->param_version;
     m->shadow_sv = m->stats_version;
-    m->shadow_synced = 1;
 }
 
 dd_status dd_model_predict(dd_model *m, const float *x, int n, float *logits) {
@@ -110,9 +110,6 @@ dd_status dd_model_predict(dd_model *m, const float *x, int n, float *logits) {
     }
     /* primitive time as wall time: the threads ran side by side */
     m->ctx.prim_seconds += prim / nt;
-    if (first != DD_OK) {
-        m->shadow_synced = 0;
-        return DD_ERROR(first, "dd_model_predict: %s", msg);
-    }
+    if (first != DD_OK) return DD_ERROR(first, "dd_model_predict: %s", msg);
     return DD_OK;
 }

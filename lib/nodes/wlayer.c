@@ -49,15 +49,15 @@ struct dd__wplan {
     uint64_t ver_fwd, ver_bwd;
     /* Backward-data weights with the eval-mode batch norm after the layer
      * folded in (see bwd_weights_folded), in w_bwd's layout and plain
-     * (followed by OC scales and OC shifts); NULL until first needed. */
+     * (followed by OC scales and OC shifts); NULL until first needed, made
+     * for versions ver_bfold_p (0: not yet) and ver_bfold_s. */
     float *w_bfold, *w_bfold_plain;
-    int bfold_valid;
     uint64_t ver_bfold_p, ver_bfold_s;
     /* Image-layer convolutions: backward-data by our kernel (conv_fewc.c)
      * with these packed weights (then OC scales, OC shifts), made for the
-     * parameter version ver_fewc_p and the folded batch norm fewc_bn (NULL:
-     * none) at its statistics version ver_fewc_s. */
-    int fewc, fewc_valid;
+     * parameter version ver_fewc_p (0: not yet) and the folded batch norm
+     * fewc_bn (NULL: none) at its statistics version ver_fewc_s. */
+    int fewc;
     float *w_fewc;
     const dd__node *fewc_bn;
     uint64_t ver_fewc_p, ver_fewc_s;
@@ -221,7 +221,8 @@ static void drop_bwdd(dd__wplan *p) {
     dd__free_aligned(p->w_bfold_plain);
     dd__free_aligned(p->w_fewc);
     p->w_bwd = p->dsrc_tmp = p->dddst_tmp = p->w_bfold = p->w_bfold_plain = p->w_fewc = NULL;
-    p->bfold_valid = p->fewc = p->fewc_valid = 0;
+    p->ver_bfold_p = p->ver_fewc_p = 0; /* 0: never (a built model's version is >= 1) */
+    p->fewc = 0;
     p->have_bwdd = 0;
 }
 
@@ -415,6 +416,15 @@ static dd_status fused_create_once(dd__node *n, dd__ctx *ctx, dd__wplan *p, cons
     return DD_OK;
 }
 
+/* out = the master weights with output row o scaled by scale[o] (a batch
+ * norm's slope folded in), plain. */
+static void scale_rows(const dd__node *n, size_t oc, const float *scale, float *out) {
+    const dd__param *w = dd__node_param((dd__node *)n, 0);
+    size_t per = w->count / oc;
+    for (size_t o = 0; o < oc; o++)
+        for (size_t j = 0; j < per; j++) out[o * per + j] = scale[o] * w->data[o * per + j];
+}
+
 /* Weights and bias of the fused primitive, refreshed when the parameters or
  * (for a folded batch norm) the running statistics changed. */
 static dd_status fused_weights(dd__node *n, dd__ctx *ctx, dd__wplan *p, const dd__fusion *f, dd__wfused *z) {
@@ -427,11 +437,8 @@ static dd_status fused_weights(dd__node *n, dd__ctx *ctx, dd__wplan *p, const dd
     if (f->bn >= 0) {
         float *scale = z->b_fold + oc, *shift = scale + oc;
         dd__bn_fold(&m->nodes[f->bn], scale, shift);
-        size_t per = w->count / (size_t)oc;
-        for (int o = 0; o < oc; o++) {
-            for (size_t j = 0; j < per; j++) z->w_fold[o * per + j] = scale[o] * w->data[o * per + j];
-            z->b_fold[o] = scale[o] * (b ? b[o] : 0.0f) + shift[o];
-        }
+        scale_rows(n, (size_t)oc, scale, z->w_fold);
+        for (int o = 0; o < oc; o++) z->b_fold[o] = scale[o] * (b ? b[o] : 0.0f) + shift[o];
         wsrc = z->w_fold;
     } else {
         for (int o = 0; o < oc; o++) z->b_fold[o] = b ? b[o] : 0.0f;
@@ -510,29 +517,25 @@ static dd_status bwd_weights_folded(dd__node *n, dd__ctx *ctx, dd__wplan *p, con
                                     const float **w_out) {
     dd_model *m = n->model;
     const dd__param *w = dd__node_param(n, 0);
-    size_t oc = (size_t)p->cfg.wdims[0], per = w->count / oc;
+    size_t oc = (size_t)p->cfg.wdims[0];
     if (!p->w_bfold) {
         DD_FORWARD(buffer(&p->w_bfold, dd__prim_md(&p->bwdd, dnnl_query_weights_md, 0),
                           "folded backward-data weights"));
         p->w_bfold_plain = dd__aligned_alloc((w->count + 2 * oc) * sizeof(float));
         DD_RETURN_IF(!p->w_bfold_plain, DD_ERR_OUT_OF_MEMORY, "%s '%s': folded weights", n->ops->name,
                      n->name);
-        p->bfold_valid = 0;
         dd__log(DD_LOG_DEBUG, "%s '%s': backward-data with batch norm '%s' folded in", n->ops->name, n->name,
                 bn->name);
     }
     *w_out = p->w_bfold;
-    if (p->bfold_valid && p->ver_bfold_p == m->param_version && p->ver_bfold_s == m->stats_version)
-        return DD_OK;
+    if (p->ver_bfold_p == m->param_version && p->ver_bfold_s == m->stats_version) return DD_OK;
     float *scale = p->w_bfold_plain + w->count, *shift = scale + oc;
     dd__bn_fold(bn, scale, shift);
-    for (size_t o = 0; o < oc; o++)
-        for (size_t j = 0; j < per; j++) p->w_bfold_plain[o * per + j] = scale[o] * w->data[o * per + j];
+    scale_rows(n, oc, scale, p->w_bfold_plain);
     DD_FORWARD(dd__reorder_run(ctx, p->w_bwd == p->w_fwd ? &p->r_wfwd : &p->r_wbwd, p->w_bfold_plain,
                                p->w_bfold));
     p->ver_bfold_p = m->param_version;
     p->ver_bfold_s = m->stats_version;
-    p->bfold_valid = 1;
     return DD_OK;
 }
 
@@ -542,8 +545,7 @@ static dd_status fewc_backward(dd__node *n, dd__ctx *ctx, dd__wplan *p, const fl
     dd_model *m = n->model;
     const dd__node *bn = ctx->fold_bn;
     const int64_t *wd = p->cfg.wdims;
-    if (!p->fewc_valid || p->ver_fewc_p != m->param_version || p->fewc_bn != bn ||
-        (bn && p->ver_fewc_s != m->stats_version)) {
+    if (p->ver_fewc_p != m->param_version || p->fewc_bn != bn || (bn && p->ver_fewc_s != m->stats_version)) {
         float *scale = p->w_fewc + dd__conv_fewc_pack_floats((int)wd[0], (int)wd[1], (int)wd[2], (int)wd[3]);
         if (bn) dd__bn_fold(bn, scale, scale + wd[0]);
         dd__conv_fewc_pack(dd__node_param(n, 0)->data, bn ? scale : NULL, (int)wd[0], (int)wd[1], (int)wd[2],
@@ -551,7 +553,6 @@ static dd_status fewc_backward(dd__node *n, dd__ctx *ctx, dd__wplan *p, const fl
         p->fewc_bn = bn;
         p->ver_fewc_p = m->param_version;
         p->ver_fewc_s = m->stats_version;
-        p->fewc_valid = 1;
     }
     const dd__tensor *in = dd__in(n, 0), *out = &n->out;
     dd__conv_fewc_geom g = {in->c,       in->h,       in->w,       out->c,      out->h,      out->w,
