@@ -173,15 +173,22 @@ static void mark_needs(dd_model *m, int want_input, int want_params, int hooks) 
  *    and writes the masked gradient to both its inputs;
  *  - a weight layer whose output only a batch norm reads takes the batch
  *    norm's dy, the slope folded into its backward-data weights.
- * These return the node that takes over, or -1. */
-static int unformed_grad_ok(const dd_model *m, int t, dd_node_type producer) {
-    return m->opts.fuse_layers && t != 0 && m->nodes[t].ops->type == producer &&
+ * These return the node that takes over, or -1.
+ * None of them runs in GFA's second backward (inject): it runs in the
+ * tangent slots (model.c's tan_slots), where a tensor's buffer is only
+ * reserved from its producer to its last consumer. The node that takes
+ * over writes a gradient one node past that interval, into a slot that the
+ * next tensor may share -- a max pool after a ReLU then scattered its dx
+ * over its own dy (every conv layer's GFA term of cnn-cw was wrong by
+ * ~100% before 0.4.0). */
+static int unformed_grad_ok(const dd_model *m, int t, dd_node_type producer, int inject) {
+    return m->opts.fuse_layers && !inject && t != 0 && m->nodes[t].ops->type == producer &&
            m->nodes[t].out.consumers == 1 && !dd__tensor_hooked(m, t);
 }
 
-static int pool_absorbs_relu(const dd_model *m, const dd__node *node) {
+static int pool_absorbs_relu(const dd_model *m, const dd__node *node, int inject) {
     int r = node->inputs[0];
-    if (node->ops->type != DD_NODE_MAXPOOL || !unformed_grad_ok(m, r, DD_NODE_RELU)) return -1;
+    if (node->ops->type != DD_NODE_MAXPOOL || !unformed_grad_ok(m, r, DD_NODE_RELU, inject)) return -1;
     return m->nodes[m->nodes[r].inputs[0]].out.need_grad ? r : -1;
 }
 
@@ -192,14 +199,14 @@ static int pool_absorbs_relu(const dd_model *m, const dd__node *node) {
 static int wlayer_takes_bn(const dd_model *m, const dd__node *node, int want_params) {
     if (want_params || m->ctx.train || node->ops->type != DD_NODE_BATCHNORM) return -1;
     int w = node->inputs[0];
-    if (!unformed_grad_ok(m, w, DD_NODE_CONV2D) && !unformed_grad_ok(m, w, DD_NODE_LINEAR)) return -1;
+    if (!unformed_grad_ok(m, w, DD_NODE_CONV2D, 0) && !unformed_grad_ok(m, w, DD_NODE_LINEAR, 0)) return -1;
     return w;
 }
 
 /* node is a ReLU; returns the add before it that can take its backward. */
-static int add_takes_relu(const dd_model *m, const dd__node *node) {
+static int add_takes_relu(const dd_model *m, const dd__node *node, int inject) {
     int a = node->inputs[0];
-    if (node->ops->type != DD_NODE_RELU || !unformed_grad_ok(m, a, DD_NODE_ADD)) return -1;
+    if (node->ops->type != DD_NODE_RELU || !unformed_grad_ok(m, a, DD_NODE_ADD, inject)) return -1;
     for (int k = 0; k < 2; k++)
         if (m->nodes[m->nodes[a].inputs[k]].out.layout != m->nodes[a].out.layout) return -1;
     return a;
@@ -221,7 +228,7 @@ dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int i
         dd__tensor *ot = &node->out;
         if (inject) dd__gfa_inject(m, i); /* GFA pass 4: every consumer has written; add Ybar + Xbar */
         if (node->bwd_absorbed || !ot->written) continue; /* not on a path to the logits: zero gradient */
-        int taker = add_takes_relu(m, node);
+        int taker = add_takes_relu(m, node, inject);
         if (taker < 0) taker = wlayer_takes_bn(m, node, want_params);
         if (taker >= 0) {
             m->nodes[taker].bwd_dy_from = i;
@@ -233,7 +240,7 @@ dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int i
         float *dx[2] = {NULL, NULL};
         int acc[2] = {0, 0};
         int any = 0;
-        int relu = pool_absorbs_relu(m, node);
+        int relu = pool_absorbs_relu(m, node, inject);
         dd__tensor *ins[2] = {NULL, NULL};
         for (int k = 0; k < node->ninputs; k++)
             ins[k] = relu >= 0 && k == 0 ? &m->nodes[m->nodes[relu].inputs[0]].out : dd__in(node, k);
