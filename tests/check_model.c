@@ -816,6 +816,15 @@ static void log_fn(dd_log_level level, const char *msg, void *user) {
     }
 }
 
+/* 1 if log holds one of the '|'-separated alternatives of want. */
+static int log_has(const char *log, const char *want) {
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", want);
+    for (char *tok = strtok(buf, "|"); tok; tok = strtok(NULL, "|"))
+        if (strstr(log, tok)) return 1;
+    return 0;
+}
+
 static double rel_diff(const float *a, const float *b, size_t n) {
     double e = 0.0, s = 1e-30;
     for (size_t i = 0; i < n; i++) {
@@ -863,7 +872,7 @@ static void fusion_case(dd_conv_algo algo, dd_mode mode, const char *expect1, co
     ck_assert_msg(dd_model_forward(f, x, N, mode, zf) == DD_OK, "%s", dd_last_error());
     dd_set_log_callback(NULL, NULL, DD_LOG_ERROR);
     if (getenv("DD_TEST_VERBOSE")) printf("%s", g_log);
-    ck_assert_msg(strstr(g_log, expect1) && strstr(g_log, expect2), "fused kernels missing:\n%s", g_log);
+    ck_assert_msg(log_has(g_log, expect1) && log_has(g_log, expect2), "fused kernels missing:\n%s", g_log);
     ck_assert(dd_model_forward(u, x, N, mode, zu) == DD_OK);
     ck_assert_msg(rel_diff(zf, zu, N * K) < 1e-5, "logits differ: %.3g", rel_diff(zf, zu, N * K));
     g_log[0] = 0;
@@ -969,7 +978,9 @@ END_TEST
 
 START_TEST(test_fusion) {
     fusion_case(DD_CONV_AUTO, DD_EVAL, "+batchnorm +add +relu", "linear 'linear");
-    fusion_case(DD_CONV_WINOGRAD, DD_EVAL, "+batchnorm +sum +relu", "+batchnorm +relu");
+    /* oneDNN 2.6 has Winograd kernels only for AVX-512: on an AVX2 CPU the
+     * layer runs direct, which takes the add as a binary post-op */
+    fusion_case(DD_CONV_WINOGRAD, DD_EVAL, "+batchnorm +sum +relu|+batchnorm +add +relu", "+batchnorm +relu");
     fusion_case(DD_CONV_AUTO, DD_TRAIN, "batchnorm 'batchnorm", "fused forward +relu");
 }
 END_TEST

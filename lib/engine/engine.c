@@ -10,6 +10,7 @@
 #include "engine.h"
 
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -22,6 +23,14 @@
         body;                                                        \
         omp_set_num_threads(dd_old_nt_);                             \
     } while (0)
+
+int dd__act_block(void) {
+    const char *env = getenv("DD_ACT_BLOCK");
+    if (env && (!strcmp(env, "8") || !strcmp(env, "16"))) return atoi(env);
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    unsigned avx512 = (unsigned)dnnl_cpu_isa_avx512_core;
+    return (isa & avx512) == avx512 ? 16 : 8;
+}
 
 dd_status dd__engine_init(dd__ctx *ctx) {
     /* On a CPU without AVX-512, oneDNN has no kernel for some of our blocked

@@ -7,7 +7,11 @@
  *
  * Tensors. Per-sample shape (C, H, W) or (C), and a layout:
  *   DD__NCHW     plain (N, C, H, W)            -- the image input
- *   DD__NCHW16C  oneDNN aBcd16b: (N, ceil(C/16), H, W, 16), zero padding channels
+ *   DD__BLOCKED  oneDNN nChw<b>c, b = the tensor's blk: (N, ceil(C/b), H, W, b),
+ *                zero padding channels. b is the model's activation block
+ *                (dd__act_block(): 16 where oneDNN runs AVX-512 kernels, 8 on
+ *                AVX2 machines, whose kernels are 8-blocked; a 16-blocked
+ *                tensor there sends every convolution to oneDNN's ref:any)
  *   DD__NC       plain (N, C)
  * In every layout a sample is one contiguous chunk of `sample_floats`
  * floats and the batch is outermost, so a batch of n < max_batch is a prefix
@@ -29,12 +33,13 @@
 #include <deepdefense/model.h>
 #include "../core/core.h"
 
-typedef enum dd__layout { DD__NC = 0, DD__NCHW = 1, DD__NCHW16C = 2 } dd__layout;
+typedef enum dd__layout { DD__NC = 0, DD__NCHW = 1, DD__BLOCKED = 2 } dd__layout;
 
 typedef struct dd__tensor {
     int ndims;              /* 2 or 4 */
     int c, h, w;            /* per-sample shape; h = w = 1 when ndims == 2 */
     dd__layout layout;
+    int blk;                /* DD__BLOCKED: channels per block (8 or 16); else 1 */
     size_t sample_floats;   /* floats per sample, padding included */
     float *data;            /* forward value Y_t       [max_batch * sample_floats] */
     float *grad;            /* dL/dY_t (pass 2), then the second backward's adjoint (pass 4) */
@@ -186,6 +191,7 @@ typedef struct dd__hook {
 struct dd_model {
     dd_model_options opts;
     int in_c, in_h, in_w, num_classes;
+    int act_block;              /* channels per block of blocked activations (dd__act_block) */
     int nnodes, cap_nodes;
     dd__node *nodes;
     int built, max_batch, logits;
@@ -231,6 +237,11 @@ DD_INTERNAL dd__param *dd__node_param(dd__node *n, int i);
 /* Memory descriptor of tensor t for batch n in its own layout. */
 DD_INTERNAL dd_status dd__tensor_md(const dd__tensor *t, int n, dnnl_memory_desc_t *md);
 DD_INTERNAL dnnl_format_tag_t dd__layout_tag(const dd__tensor *t);
+/* Channels per block of the blocked activation layout on this machine: 16
+ * where oneDNN's effective ISA has AVX-512 (avx512_core), else 8; the
+ * environment variable DD_ACT_BLOCK=8|16 overrides it (tests run the
+ * AVX2 layout on AVX-512 machines with it). Read at dd_model_create. */
+DD_INTERNAL int dd__act_block(void);
 /* Number of floats of t for batch n. */
 static inline size_t dd__tensor_floats(const dd__tensor *t, int n) {
     return (size_t)n * t->sample_floats;
@@ -238,8 +249,8 @@ static inline size_t dd__tensor_floats(const dd__tensor *t, int n) {
 /* Float offset of element (c, y, x) inside one sample of t. */
 static inline size_t dd__tensor_offset(const dd__tensor *t, int c, int y, int x) {
     switch (t->layout) {
-    case DD__NCHW16C:
-        return (((size_t)(c / 16) * t->h + y) * t->w + x) * 16 + (c % 16);
+    case DD__BLOCKED:
+        return (((size_t)(c / t->blk) * t->h + y) * t->w + x) * (size_t)t->blk + (size_t)(c % t->blk);
     case DD__NCHW:
         return ((size_t)c * t->h + y) * t->w + x;
     default:

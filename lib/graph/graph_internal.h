@@ -5,8 +5,9 @@
 
 #include "graph.h"
 
-/* Floats per sample of a (c, h, w) tensor in `layout`, padding included. */
-DD_INTERNAL size_t dd__layout_sample_floats(dd__layout layout, int c, int h, int w);
+/* Floats per sample of a (c, h, w) tensor in `layout` (blocks of blk
+ * channels for DD__BLOCKED), padding included. */
+DD_INTERNAL size_t dd__layout_sample_floats(dd__layout layout, int blk, int c, int h, int w);
 /* Validates the common arguments of a dd_model_add_* call. */
 DD_INTERNAL dd_status dd__graph_check_add(dd_model *m, const char *what, const dd_node *inputs,
                                           int ninputs, dd_node *out);

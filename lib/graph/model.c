@@ -37,9 +37,9 @@ void dd_step_stats_init(dd_step_stats *stats) {
     stats->struct_size = sizeof *stats;
 }
 
-size_t dd__layout_sample_floats(dd__layout layout, int c, int h, int w) {
+size_t dd__layout_sample_floats(dd__layout layout, int blk, int c, int h, int w) {
     switch (layout) {
-    case DD__NCHW16C: return (size_t)((c + 15) / 16) * 16 * (size_t)h * (size_t)w;
+    case DD__BLOCKED: return (size_t)((c + blk - 1) / blk) * (size_t)blk * (size_t)h * (size_t)w;
     case DD__NCHW: return (size_t)c * (size_t)h * (size_t)w;
     default: return (size_t)c;
     }
@@ -77,6 +77,7 @@ dd_status dd_model_create(dd_model **out, int channels, int height, int width, i
     m->in_h = height;
     m->in_w = width;
     m->num_classes = num_classes;
+    m->act_block = dd__act_block();
     m->logits = -1;
     m->ctx.m = m;
     m->ctx.nthreads = m->opts.num_threads > 0 ? m->opts.num_threads : omp_get_max_threads();
@@ -89,6 +90,7 @@ dd_status dd_model_create(dd_model **out, int channels, int height, int width, i
     t.h = height;
     t.w = width;
     t.layout = DD__NCHW;
+    t.blk = 1;
     int id;
     dd_status s = dd__graph_append(m, &dd__input_ops, NULL, 0, "input", NULL, &t, &id);
     if (s == DD_OK) s = dd__engine_init(&m->ctx);
@@ -128,7 +130,8 @@ dd_status dd__graph_append(dd_model *m, const dd__node_ops *ops, const int *inpu
         snprintf(n->name, sizeof n->name, "%s%d", ops->name, n->id);
     n->state = state;
     n->out = *shape;
-    n->out.sample_floats = dd__layout_sample_floats(shape->layout, shape->c, shape->h, shape->w);
+    if (shape->layout != DD__BLOCKED) n->out.blk = 1;
+    n->out.sample_floats = dd__layout_sample_floats(shape->layout, n->out.blk, shape->c, shape->h, shape->w);
     n->first_param = -1;
     *id = m->nnodes++;
     return DD_OK;

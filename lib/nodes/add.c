@@ -2,7 +2,7 @@
  *
  * Both inputs have the same shape. When they share a layout the sum is one
  * flat loop over n * sample_floats (padding lanes are 0 + 0). When they do
- * not (the NCHW image plus a convolution's nChw16c output), the output takes
+ * not (the NCHW image plus a convolution's blocked output), the output takes
  * the blocked layout, the other input is reordered straight into y and the
  * blocked one added in place; backward reorders dy back for that input.
  * Backward otherwise copies dy to both inputs; the JVP is ta + tb; no
@@ -111,7 +111,7 @@ dd_status dd_model_add_add(dd_model *m, dd_node a, dd_node b, const char *name, 
     s->convert = -1;
     if (ta->layout != tb->layout) {
         /* the output takes the blocked layout (fast primitives downstream) */
-        s->convert = tb->layout == DD__NCHW16C ? 0 : 1;
+        s->convert = tb->layout == DD__BLOCKED ? 0 : 1;
         t = s->convert == 0 ? *tb : *ta;
     }
     int id, inputs[2] = {a, b};

@@ -65,7 +65,7 @@ static dd_status plan_create(dd__node *n, dd__ctx *ctx, void **plan) {
     const conv_state *c = n->state;
     const dd__tensor *in = dd__in(n, 0);
     dd__wl_cfg cfg = {desc, 4, {c->oc, in->c, c->kh, c->kw}, c->bias, 0, c->sh, c->sw, c->ph, c->pw};
-    int wino_shape = c->kh == 3 && c->kw == 3 && c->sh == 1 && c->sw == 1 && in->layout == DD__NCHW16C;
+    int wino_shape = c->kh == 3 && c->kw == 3 && c->sh == 1 && c->sw == 1 && in->layout == DD__BLOCKED;
     dd_conv_algo algo = n->model->opts.conv_algo;
     cfg.winograd = (algo == DD_CONV_WINOGRAD && wino_shape) ||
                    (algo == DD_CONV_AUTO && wino_shape && in->c >= 32);
@@ -144,7 +144,8 @@ dd_status dd_model_add_conv2d(dd_model *m, dd_node input, const dd_conv2d_option
     t.c = o->out_channels;
     t.h = (in->h + 2 * o->pad_h - o->kernel_h) / o->stride_h + 1;
     t.w = (in->w + 2 * o->pad_w - o->kernel_w) / o->stride_w + 1;
-    t.layout = DD__NCHW16C;
+    t.layout = DD__BLOCKED;
+    t.blk = m->act_block;
     int id, inputs[1] = {input};
     dd_status s = dd__graph_append(m, &dd__conv2d_ops, inputs, 1, o->name, c, &t, &id);
     if (s != DD_OK) {

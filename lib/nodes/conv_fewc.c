@@ -26,7 +26,7 @@
 #include <string.h>
 
 int dd__conv_fewc_eligible(const dd__tensor *in, const dd__tensor *out, int kh, int kw) {
-    return in->layout == DD__NCHW && out->layout == DD__NCHW16C && in->ndims == 4 && in->c >= 1 &&
+    return in->layout == DD__NCHW && out->layout == DD__BLOCKED && out->blk == 16 && in->ndims == 4 && in->c >= 1 &&
            in->c <= DD__FEWC_MAX_IC && kh >= 1 && kw >= 1 && kh <= DD__FEWC_MAX_K && kw <= DD__FEWC_MAX_K;
 }
 

@@ -1,6 +1,6 @@
 /* lib/nodes/flatten.c -- (N, C, H, W) -> (N, C*H*W) in C, H, W order.
  *
- * From plain NCHW (or an already 2-D tensor) this is a copy. From nChw16c it
+ * From plain NCHW (or an already 2-D tensor) this is a copy. From nChw<b>c it
  * is a oneDNN reorder to plain nchw written straight into the 2-D output;
  * backward is the reverse reorder (which restores zero padding lanes). The
  * JVP is the forward map applied to the tangent.

@@ -1,7 +1,7 @@
 /* lib/nodes/kernels.c -- per-channel and elementwise OpenMP kernels.
  *
- * A sample in nChw16c is ceil(C/16) blocks of H*W*16 floats; channel
- * c = block*16 + lane. In plain NCHW each channel is H*W contiguous floats,
+ * A sample in nChw<b>c (b = 8 or 16, the tensor's blk) is ceil(C/b) blocks
+ * of H*W*b floats; channel c = block*b + lane. In plain NCHW each channel is H*W contiguous floats,
  * in NC one float. The loops run over (sample, channel block) pairs so each
  * thread writes disjoint memory; reductions keep one partial row per thread
  * and fold them in thread order, so results depend only on the thread count.
@@ -20,9 +20,9 @@ typedef struct {
 static geom geometry(const dd__tensor *t) {
     geom g;
     g.hw = (size_t)t->h * (size_t)t->w;
-    if (t->layout == DD__NCHW16C) {
-        g.lanes = 16;
-        g.blocks = (t->c + 15) / 16;
+    if (t->layout == DD__BLOCKED) {
+        g.lanes = t->blk;
+        g.blocks = (t->c + t->blk - 1) / t->blk;
     } else {
         g.lanes = 1;
         g.blocks = t->c;
@@ -51,6 +51,11 @@ void dd__chan_affine(const dd__tensor *t, int n, const float *x, float *y, const
 #pragma omp simd
                 for (int l = 0; l < 16; l++) y[base + p * 16 + l] = x[base + p * 16 + l] * sc[l] + sh[l];
             }
+        } else if (g.lanes == 8) {
+            for (size_t p = 0; p < g.hw; p++) {
+#pragma omp simd
+                for (int l = 0; l < 8; l++) y[base + p * 8 + l] = x[base + p * 8 + l] * sc[l] + sh[l];
+            }
         } else {
 #pragma omp simd
             for (size_t p = 0; p < g.hw; p++) y[base + p] = x[base + p] * sc[0] + sh[0];
@@ -58,24 +63,27 @@ void dd__chan_affine(const dd__tensor *t, int n, const float *x, float *y, const
     }
 }
 
-/* Sums over the hw positions of one 16-lane channel block: float partials
- * (at most H*W products each) folded into the caller's double rows. */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void block_sums16(const float *pa, const float *pb, size_t hw, double *ab, double *aa) {
-    float sab[16] = {0}, sa[16] = {0};
-    for (size_t p = 0; p < hw; p++) {
-#pragma omp simd
-        for (int l = 0; l < 16; l++) {
-            float av = pa[p * 16 + l];
-            sa[l] += av;
-            sab[l] += pb ? av * pb[p * 16 + l] : av;
-        }
+/* Sums over the hw positions of one channel block of L lanes (16 or 8):
+ * float partials (at most H*W products each) folded into the caller's
+ * double rows. */
+#define DD__BLOCK_SUMS(L)                                                                  \
+    __attribute__((target_clones("avx512f", "avx2", "default"))) static void block_sums##L( \
+        const float *pa, const float *pb, size_t hw, double *ab, double *aa) {             \
+        float sab[L] = {0}, sa[L] = {0};                                                   \
+        for (size_t p = 0; p < hw; p++) {                                                  \
+            _Pragma("omp simd") for (int l = 0; l < L; l++) {                              \
+                float av = pa[p * L + l];                                                  \
+                sa[l] += av;                                                               \
+                sab[l] += pb ? av * pb[p * L + l] : av;                                    \
+            }                                                                              \
+        }                                                                                  \
+        for (int l = 0; l < L; l++) {                                                      \
+            ab[l] += sab[l];                                                               \
+            aa[l] += sa[l];                                                                \
+        }                                                                                  \
     }
-    for (int l = 0; l < 16; l++) {
-        ab[l] += sab[l];
-        aa[l] += sa[l];
-    }
-}
+DD__BLOCK_SUMS(16)
+DD__BLOCK_SUMS(8)
 
 void dd__chan_sums(const dd__tensor *t, int n, const float *a, const float *b, double *sum_ab,
                    double *sum_a, double *work, int nthreads) {
@@ -94,6 +102,10 @@ void dd__chan_sums(const dd__tensor *t, int n, const float *a, const float *b, d
                 const float *pb = b ? b + ((size_t)s * g.blocks + blk) * g.block_floats : NULL;
                 if (g.lanes == 16) {
                     block_sums16(pa, pb, g.hw, ab + blk * 16, aa + blk * 16);
+                    continue;
+                }
+                if (g.lanes == 8) {
+                    block_sums8(pa, pb, g.hw, ab + blk * 8, aa + blk * 8);
                     continue;
                 }
                 float sab = 0, sa = 0;
@@ -124,25 +136,26 @@ void dd__chan_sums(const dd__tensor *t, int n, const float *a, const float *b, d
     }
 }
 
-/* The five sums of one 16-lane block for dd__chan_sums3. */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void block_sums3_16(const float *pt, const float *pg, const float *px, size_t hw, double *acc,
-                           size_t stride) {
-    float s[5][16] = {{0}};
-    for (size_t p = 0; p < hw; p++) {
-#pragma omp simd
-        for (int l = 0; l < 16; l++) {
-            float t = pt[p * 16 + l], g = pg[p * 16 + l], x = px[p * 16 + l];
-            s[0][l] += t;
-            s[1][l] += g;
-            s[2][l] += t * g;
-            s[3][l] += g * x;
-            s[4][l] += t * x;
-        }
+/* The five sums of one block of L lanes (16 or 8) for dd__chan_sums3. */
+#define DD__BLOCK_SUMS3(L)                                                                   \
+    __attribute__((target_clones("avx512f", "avx2", "default"))) static void block_sums3_##L( \
+        const float *pt, const float *pg, const float *px, size_t hw, double *acc, size_t stride) { \
+        float s[5][L] = {{0}};                                                               \
+        for (size_t p = 0; p < hw; p++) {                                                    \
+            _Pragma("omp simd") for (int l = 0; l < L; l++) {                                \
+                float t = pt[p * L + l], g = pg[p * L + l], x = px[p * L + l];               \
+                s[0][l] += t;                                                                \
+                s[1][l] += g;                                                                \
+                s[2][l] += t * g;                                                            \
+                s[3][l] += g * x;                                                            \
+                s[4][l] += t * x;                                                            \
+            }                                                                                \
+        }                                                                                    \
+        for (int k = 0; k < 5; k++)                                                          \
+            for (int l = 0; l < L; l++) acc[k * stride + l] += s[k][l];                      \
     }
-    for (int k = 0; k < 5; k++)
-        for (int l = 0; l < 16; l++) acc[k * stride + l] += s[k][l];
-}
+DD__BLOCK_SUMS3(16)
+DD__BLOCK_SUMS3(8)
 
 void dd__chan_sums3(const dd__tensor *t, int n, const float *tv, const float *gv, const float *xv,
                     double *sums, double *work, int nthreads) {
@@ -160,6 +173,10 @@ void dd__chan_sums3(const dd__tensor *t, int n, const float *tv, const float *gv
                 const float *pt = tv + base, *pg = gv + base, *px = xv + base;
                 if (g.lanes == 16) {
                     block_sums3_16(pt, pg, px, g.hw, acc + (size_t)blk * 16, cpad);
+                    continue;
+                }
+                if (g.lanes == 8) {
+                    block_sums3_8(pt, pg, px, g.hw, acc + (size_t)blk * 8, cpad);
                     continue;
                 }
                 float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0;

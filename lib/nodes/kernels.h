@@ -1,6 +1,6 @@
 /* lib/nodes/kernels.h -- our own OpenMP kernels over graph tensors (internal).
  *
- * All of them honour the tensor's layout (plain or nChw16c with zero
+ * All of them honour the tensor's layout (plain or nChw<b>c with zero
  * padding channels) and write zeros into padding lanes, so buffers reused
  * for different tensors never carry stale padding. x, y: (n, C, H, W) or
  * (n, C) in t's layout; per-channel arrays have C entries.

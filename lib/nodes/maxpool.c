@@ -7,7 +7,7 @@
  * stands for the ReLU before it, see passes.c); the GFA JVP gathers the tangent
  * from them. Owning the indices (instead of decoding oneDNN's
  * implementation-defined workspace) makes the three maps consistent by
- * construction. Blocked layouts are processed 16 channels at a time so
+ * construction. Blocked layouts are processed a block (8 or 16 channels) at a time so
  * the lane loop vectorises. The argmax buffer lives in the per-batch plan.
  */
 #include <float.h>
@@ -38,52 +38,57 @@ static dd_status plan_create(dd__node *n, dd__ctx *ctx, void **out) {
     return DD_OK;
 }
 
-/* 16 lanes as one GCC vector: the compare-and-select below compiles to a
- * few SIMD instructions on any x86-64 (SSE2 baseline) instead of sixteen
- * unpredictable branches. Vector comparisons give -1/0 lane masks. */
+/* A channel block (16 or 8 lanes, nChw16c / nChw8c) as one GCC vector: the
+ * compare-and-select below compiles to a few SIMD instructions on any
+ * x86-64 (SSE2 baseline) instead of one unpredictable branch per lane.
+ * Vector comparisons give -1/0 lane masks. Cloned for AVX-512 and AVX2 with
+ * the SSE2 baseline as fallback; the loader picks the clone for the CPU. */
 typedef float dd__f16 __attribute__((vector_size(64)));
 typedef int32_t dd__i16 __attribute__((vector_size(64)));
+typedef float dd__f8 __attribute__((vector_size(32)));
+typedef int32_t dd__i8 __attribute__((vector_size(32)));
 
-/* Cloned for AVX-512 and AVX2 (one register per 16-lane vector) with the
- * SSE2 baseline as fallback; the loader picks the clone for the CPU. */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void block16(const dd__pool_cfg *c, const dd__tensor *in, const dd__tensor *ot, const float *xs,
-                    size_t in_base, float *ys, int32_t *as, int real) {
-    const dd__i16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    dd__i16 keep = lane < real;
-    for (int oy = 0; oy < ot->h; oy++)
-        for (int ox = 0; ox < ot->w; ox++) {
-            dd__f16 best = {0};
-            dd__i16 arg = lane - lane - 1;
-            int first = 1;
-            for (int ky = 0; ky < c->kh; ky++) {
-                int iy = oy * c->sh - c->ph + ky;
-                if (iy < 0 || iy >= in->h) continue;
-                for (int kx = 0; kx < c->kw; kx++) {
-                    int ix = ox * c->sw - c->pw + kx;
-                    if (ix < 0 || ix >= in->w) continue;
-                    size_t off = in_base + ((size_t)iy * in->w + ix) * 16;
-                    dd__f16 v;
-                    memcpy(&v, xs + off, sizeof v);
-                    dd__i16 idx = lane + (int32_t)off;
-                    if (first) {
-                        best = v;
-                        arg = idx;
-                        first = 0;
-                        continue;
-                    }
-                    dd__i16 gt = v > best; /* strict: the first maximum wins */
-                    best = (dd__f16)(((dd__i16)best & ~gt) | ((dd__i16)v & gt));
-                    arg = (arg & ~gt) | (idx & gt);
-                }
-            }
-            dd__f16 outv = (dd__f16)((dd__i16)best & keep);
-            dd__i16 outa = (arg & keep) | ~keep;
-            size_t o = ((size_t)oy * ot->w + ox) * 16;
-            memcpy(ys + o, &outv, sizeof outv);
-            memcpy(as + o, &outa, sizeof outa);
-        }
-}
+#define DD__MAXPOOL_BLOCK(L, ...)                                                                    \
+    __attribute__((target_clones("avx512f", "avx2", "default"))) static void block##L(               \
+        const dd__pool_cfg *c, const dd__tensor *in, const dd__tensor *ot, const float *xs,          \
+        size_t in_base, float *ys, int32_t *as, int real) {                                          \
+        const dd__i##L lane = {__VA_ARGS__};                                                                \
+        dd__i##L keep = lane < real;                                                                 \
+        for (int oy = 0; oy < ot->h; oy++)                                                           \
+            for (int ox = 0; ox < ot->w; ox++) {                                                     \
+                dd__f##L best = {0};                                                                 \
+                dd__i##L arg = lane - lane - 1;                                                      \
+                int first = 1;                                                                       \
+                for (int ky = 0; ky < c->kh; ky++) {                                                 \
+                    int iy = oy * c->sh - c->ph + ky;                                                \
+                    if (iy < 0 || iy >= in->h) continue;                                             \
+                    for (int kx = 0; kx < c->kw; kx++) {                                             \
+                        int ix = ox * c->sw - c->pw + kx;                                            \
+                        if (ix < 0 || ix >= in->w) continue;                                         \
+                        size_t off = in_base + ((size_t)iy * in->w + ix) * L;                        \
+                        dd__f##L v;                                                                  \
+                        memcpy(&v, xs + off, sizeof v);                                              \
+                        dd__i##L idx = lane + (int32_t)off;                                          \
+                        if (first) {                                                                 \
+                            best = v;                                                                \
+                            arg = idx;                                                               \
+                            first = 0;                                                               \
+                            continue;                                                                \
+                        }                                                                            \
+                        dd__i##L gt = v > best; /* strict: the first maximum wins */                 \
+                        best = (dd__f##L)(((dd__i##L)best & ~gt) | ((dd__i##L)v & gt));              \
+                        arg = (arg & ~gt) | (idx & gt);                                              \
+                    }                                                                                \
+                }                                                                                    \
+                dd__f##L outv = (dd__f##L)((dd__i##L)best & keep);                                   \
+                dd__i##L outa = (arg & keep) | ~keep;                                                \
+                size_t o = ((size_t)oy * ot->w + ox) * L;                                            \
+                memcpy(ys + o, &outv, sizeof outv);                                                  \
+                memcpy(as + o, &outa, sizeof outa);                                                  \
+            }                                                                                        \
+    }
+DD__MAXPOOL_BLOCK(16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+DD__MAXPOOL_BLOCK(8, 0, 1, 2, 3, 4, 5, 6, 7)
 
 /* One channel of a plain layout: the general window loop. */
 static void block1(const dd__pool_cfg *c, const dd__tensor *in, const dd__tensor *ot, const float *xs,
@@ -115,8 +120,8 @@ static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *con
     const dd__pool_cfg *c = n->state;
     const dd__tensor *in = dd__in(n, 0);
     const dd__tensor *ot = &n->out;
-    int lanes = in->layout == DD__NCHW16C ? 16 : 1;
-    int blocks = lanes == 16 ? (in->c + 15) / 16 : in->c;
+    int lanes = in->layout == DD__BLOCKED ? in->blk : 1;
+    int blocks = (in->c + lanes - 1) / lanes;
     size_t ib = (size_t)in->h * in->w * lanes, ob = (size_t)ot->h * ot->w * lanes;
     long total = (long)ctx->n * blocks;
     int nt = (size_t)total * ib < 32768 ? 1 : ctx->nthreads;
@@ -127,9 +132,11 @@ static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *con
         const float *xs = x[0] + (size_t)s * in->sample_floats;
         float *ys = y + (size_t)s * ot->sample_floats + (size_t)b * ob;
         int32_t *as = mp->argmax + (size_t)s * ot->sample_floats + (size_t)b * ob;
-        int real = lanes == 16 ? (in->c - b * 16 < 16 ? in->c - b * 16 : 16) : 1;
+        int real = in->c - b * lanes < lanes ? in->c - b * lanes : lanes;
         if (lanes == 16)
             block16(c, in, ot, xs, in_base, ys, as, real);
+        else if (lanes == 8)
+            block8(c, in, ot, xs, in_base, ys, as, real);
         else
             block1(c, in, ot, xs, in_base, ys, as);
     }
