@@ -239,6 +239,163 @@ START_TEST(fd_batch_one) {
 }
 END_TEST
 
+/* ---- the regulariser's part on its own ------------------------------------ */
+
+/* The reference's own route to sum lambda dR/dtheta (ref_reg_grad, used at
+ * production size by check_gfa_prod) against finite differences of J - L,
+ * both in double on the every-node graph: validates that route. */
+static void reference_route(int mode, dd_mode bn_mode, int n, uint64_t seed) {
+    graph g = build_graph(seed);
+    OK(dd_gfa_hook_defaults(g.m, 0.5f, (dd_gfa_mode)mode));
+    OK(dd_gfa_hook(g.m, DD_INPUT, 0.4f));
+    ref_hooks hooks;
+    lib_hooks(g.m, &hooks);
+    float x[MAXB * 192];
+    int32_t y[MAXB];
+    inputs(seed, n, x, y);
+    double xd[MAXB * 192];
+    ref_to_double(x, xd, (size_t)n * 192);
+    ref_model *r;
+    ck_assert_msg(ref_model_create(&r, g.m) == 0, "%s", ref_error());
+    size_t np = ref_trainable_count(r);
+    double *rg = malloc(np * sizeof(double)), *d = malloc(np * sizeof(double));
+    ck_assert(rg && d);
+    int train = bn_mode == DD_TRAIN;
+    ck_assert_msg(ref_reg_grad(r, xd, n, y, train, &hooks, rg) == 0, "%s", ref_error());
+    ref_rng rng;
+    ref_rng_seed(&rng, seed + 5);
+    double gn = 0;
+    for (size_t i = 0; i < np; i++) gn += rg[i] * rg[i];
+    for (int dir = 0; dir < 4; dir++) {
+        double norm = 0, an = 0;
+        for (size_t i = 0; i < np; i++) {
+            d[i] = ref_rng_normal(&rng);
+            norm += d[i] * d[i];
+        }
+        for (size_t i = 0; i < np; i++) an += (d[i] /= sqrt(norm)) * rg[i];
+        double fj, fl;
+        ck_assert_int_eq(ref_fd_directional(r, xd, n, y, train, &hooks, d, &fj, NULL), 0);
+        ck_assert_int_eq(ref_fd_directional(r, xd, n, y, train, NULL, d, &fl, NULL), 0);
+        double scale = fmax(fabs(fj - fl), 0.1 * sqrt(gn / (double)np));
+        /* both sides double; the FD's truncation at h = 1e-4..1e-7 bounds it */
+        ck_assert_msg(fabs(an - (fj - fl)) <= 1e-4 * scale, "direction %d: route %.10g, FD %.10g", dir, an,
+                      fj - fl);
+    }
+    free(rg);
+    free(d);
+    ref_model_destroy(r);
+    dd_model_destroy(g.m);
+}
+
+START_TEST(reference_route_sin2) {
+    reference_route(DD_GFA_SIN2, DD_TRAIN, 5, 31);
+    reference_route(DD_GFA_SIN2, DD_EVAL, 4, 32);
+}
+END_TEST
+START_TEST(reference_route_tangent) {
+    reference_route(DD_GFA_TANGENT, DD_TRAIN, 4, 33);
+    reference_route(DD_GFA_TANGENT, DD_EVAL, 3, 34);
+}
+END_TEST
+
+/* A graph in the blocked channel counts (16, 32, 64: nChw8c/16c, Winograd
+ * from 32 inputs where oneDNN has it, conv + ReLU and batch norm + ReLU
+ * fusion, a max pool after a ReLU, a residual add before a ReLU), default
+ * options, 2 threads. The library's regulariser part alone, grad J -
+ * grad L, against ref_reg_grad per tensor (max-abs relative to the tensor's
+ * largest entry, floor 1e-2 of the model's: a conv bias before a
+ * training-mode batch norm has an exact term of 0, and its float32 value is
+ * rounding of order 1e-6 of the model's largest entry): 1e-3. */
+static void blocked_case(dd_mode mode, uint64_t seed) {
+    enum { N = 6, H = 8, IN = 3 * H * H };
+    dd_model_options o;
+    dd_model_options_init(&o);
+    o.num_threads = 2;
+    o.seed = seed;
+    dd_model *m;
+    OK(dd_model_create(&m, 3, H, H, K, &o));
+    dd_node a, b, c, e, z;
+    dd_batchnorm_options bo;
+    dd_batchnorm_options_init(&bo);
+    dd_pool_options po;
+    dd_pool_options_init(&po);
+    a = conv(m, DD_INPUT, 16, 3, 1, 1);
+    OK(dd_model_add_relu(m, a, NULL, &a));
+    b = conv(m, a, 32, 3, 1, 1);
+    OK(dd_model_add_batchnorm(m, b, &bo, &b));
+    OK(dd_model_add_relu(m, b, NULL, &b));
+    OK(dd_model_add_maxpool(m, b, &po, &b)); /* 32x4x4 */
+    c = conv(m, b, 32, 3, 1, 1);
+    OK(dd_model_add_add(m, c, b, NULL, &c));
+    OK(dd_model_add_relu(m, c, NULL, &c));
+    e = conv(m, c, 64, 3, 1, 1);
+    OK(dd_model_add_relu(m, e, NULL, &e));
+    OK(dd_model_add_maxpool(m, e, &po, &e)); /* 64x2x2 */
+    OK(dd_model_add_flatten(m, e, NULL, &e));
+    OK(dd_model_add_linear(m, e, K, 1, NULL, &z));
+    OK(dd_model_build(m, z, N));
+    ref_rng rng;
+    ref_rng_seed(&rng, seed);
+    ck_assert_int_eq(ref_randomize_params(m, &rng), 0);
+    OK(dd_gfa_hook_defaults(m, 0.3f, DD_GFA_SIN2));
+    float x[N * IN];
+    int32_t y[N];
+    ref_fill_uniform_f(&rng, x, N * IN, 0.0, 1.0);
+    for (int i = 0; i < N; i++) y[i] = i % K;
+    ref_model *r;
+    ck_assert_msg(ref_model_create(&r, m) == 0, "%s", ref_error());
+    size_t np = ref_trainable_count(r);
+    double *gj = malloc(np * sizeof(double)), *gl = malloc(np * sizeof(double)),
+           *rg = malloc(np * sizeof(double));
+    ck_assert(gj && gl && rg);
+    for (int pass = 0; pass < 2; pass++) {
+        int nh;
+        OK(dd_gfa_num_hooks(m, &nh));
+        for (int h = 0; pass == 1 && h < nh; h++) {
+            dd_node node;
+            OK(dd_gfa_get_hook(m, h, &node, NULL));
+            OK(dd_gfa_hook(m, node, 0.0f));
+        }
+        OK(dd_model_zero_grad(m));
+        OK(dd_model_forward(m, x, N, mode, NULL));
+        OK(dd_model_backward(m, y, NULL));
+        ck_assert_int_eq(ref_lib_grads(m, pass ? gl : gj), 0);
+    }
+    OK(dd_gfa_hook_defaults(m, 0.3f, DD_GFA_SIN2));
+    ref_hooks hooks;
+    lib_hooks(m, &hooks);
+    double xd[N * IN];
+    ref_to_double(x, xd, N * IN);
+    ck_assert_msg(ref_reg_grad(r, xd, N, y, mode == DD_TRAIN, &hooks, rg) == 0, "%s", ref_error());
+    double all = 0;
+    for (size_t i = 0; i < np; i++) all = fmax(all, fabs(rg[i]));
+    int npar;
+    OK(dd_model_num_params(m, &npar));
+    size_t off = 0;
+    for (int p = 0; p < npar; p++) {
+        if (!ref_param_trainable(r, p)) continue;
+        size_t cnt = ref_param_count(r, p);
+        double err = 0, sc = 1e-2 * all;
+        for (size_t i = 0; i < cnt; i++) {
+            err = fmax(err, fabs(gj[off + i] - gl[off + i] - rg[off + i]));
+            sc = fmax(sc, fabs(rg[off + i]));
+        }
+        ck_assert_msg(err <= 1e-3 * sc, "%s, param %d: regulariser part off by %.3e", mode == DD_TRAIN ?
+                      "train" : "eval", p, err / sc);
+        off += cnt;
+    }
+    free(gj);
+    free(gl);
+    free(rg);
+    ref_model_destroy(r);
+    dd_model_destroy(m);
+}
+
+START_TEST(blocked_regulariser_train) { blocked_case(DD_TRAIN, 41); }
+END_TEST
+START_TEST(blocked_regulariser_eval) { blocked_case(DD_EVAL, 42); }
+END_TEST
+
 /* ---- lambda = 0 --------------------------------------------------------- */
 
 START_TEST(lambda_zero_is_plain) {
@@ -460,6 +617,10 @@ int main(void) {
     tcase_add_test(fd, fd_single_middle_hook);
     tcase_add_test(fd, fd_per_hook_lambdas);
     tcase_add_test(fd, fd_batch_one);
+    tcase_add_test(fd, reference_route_sin2);
+    tcase_add_test(fd, reference_route_tangent);
+    tcase_add_test(fd, blocked_regulariser_train);
+    tcase_add_test(fd, blocked_regulariser_eval);
     suite_add_tcase(s, fd);
     TCase *api = tcase_create("api");
     tcase_set_timeout(api, 120);

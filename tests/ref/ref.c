@@ -33,6 +33,8 @@ typedef struct ref_node {
     int pw_idx, pb_idx, prm_idx, prv_idx; /* parameter indices or -1 */
     double *val, *grad;     /* [max_batch * size] */
     int *argmax;            /* maxpool: input offset (within the sample) per output */
+    unsigned char *mask;    /* relu: [x > 0] of the last unfrozen forward */
+    const double *pert;     /* ref_reg_grad: val += pert_scale * pert after the forward */
     double *bmean, *bvar;   /* batchnorm: statistics used by the last forward */
 } ref_node;
 
@@ -50,6 +52,8 @@ struct ref_model {
     ref_prm *params;
     int n, train;           /* last forward */
     int have_forward;
+    int frozen;             /* forward reuses the stored ReLU masks and max-pool argmaxes */
+    double pert_scale;
 };
 
 static char ref_msg[512];
@@ -71,7 +75,7 @@ void ref_model_destroy(ref_model *r) {
     for (int i = 0; i < r->nnodes; i++) {
         ref_node *nd = &r->nodes[i];
         free(nd->nmean); free(nd->nstd); free(nd->val); free(nd->grad);
-        free(nd->argmax); free(nd->bmean); free(nd->bvar);
+        free(nd->argmax); free(nd->bmean); free(nd->bvar); free(nd->mask);
     }
     free(r->nodes);
     for (int i = 0; i < r->nparams; i++) { free(r->params[i].v); free(r->params[i].g); }
@@ -186,6 +190,10 @@ int ref_model_create(ref_model **out, const dd_model *m) {
         if (nd->type == DD_NODE_MAXPOOL) {
             nd->argmax = xcalloc((size_t)r->max_batch * nd->size, sizeof(int));
             if (!nd->argmax) { ref_model_destroy(r); return fail("out of memory"); }
+        }
+        if (nd->type == DD_NODE_RELU) {
+            nd->mask = xcalloc((size_t)r->max_batch * nd->size, 1);
+            if (!nd->mask) { ref_model_destroy(r); return fail("out of memory"); }
         }
         if (nd->type == DD_NODE_BATCHNORM) {
             if (!(nd->eps > 0)) { ref_model_destroy(r); return fail("batchnorm %d: eps not reported", i); }
@@ -303,30 +311,45 @@ size_t ref_trainable_count(const ref_model *r) {
 
 static const double *pv(const ref_model *r, int idx) { return idx >= 0 ? r->params[idx].v : NULL; }
 
+/* Output columns [*lo, *hi) of a row whose input column ox*sw - pw + kx is
+ * inside [0, iw). */
+static void col_range(int ow, int iw, int sw, int pw, int kx, int *lo, int *hi) {
+    int l = 0, h = ow;
+    while (l < h && l * sw - pw + kx < 0) l++;
+    while (h > l && (h - 1) * sw - pw + kx >= iw) h--;
+    *lo = l;
+    *hi = h;
+}
+
+/* Loops ordered (sample, out channel, in channel, tap, row, column) so the
+ * innermost runs along a row: the same sums as the textbook seven loops,
+ * in a different order (the reference is double; order does not matter at
+ * the 1e-12 level the tests need). */
 static void fwd_conv(const ref_model *r, ref_node *nd, int n) {
     const ref_node *a = &r->nodes[nd->in[0]];
     const double *W = pv(r, nd->pw_idx), *B = pv(r, nd->pb_idx);
     int ic = a->c;
+    size_t plane = (size_t)nd->h * nd->w;
     for (int s = 0; s < n; s++) {
         const double *x = a->val + (size_t)s * a->size;
-        double *y = nd->val + (size_t)s * nd->size;
-        for (int o = 0; o < nd->c; o++)
-            for (int oy = 0; oy < nd->h; oy++)
-                for (int ox = 0; ox < nd->w; ox++) {
-                    double acc = B ? B[o] : 0.0;
-                    for (int c = 0; c < ic; c++)
-                        for (int ky = 0; ky < nd->kh; ky++) {
+        for (int o = 0; o < nd->c; o++) {
+            double *y = nd->val + (size_t)s * nd->size + o * plane;
+            for (size_t i = 0; i < plane; i++) y[i] = B ? B[o] : 0.0;
+            for (int c = 0; c < ic; c++)
+                for (int ky = 0; ky < nd->kh; ky++)
+                    for (int kx = 0; kx < nd->kw; kx++) {
+                        double wv = W[((o * ic + c) * nd->kh + ky) * nd->kw + kx];
+                        int lo, hi;
+                        col_range(nd->w, a->w, nd->sw, nd->pw, kx, &lo, &hi);
+                        for (int oy = 0; oy < nd->h; oy++) {
                             int iy = oy * nd->sh - nd->ph + ky;
                             if (iy < 0 || iy >= a->h) continue;
-                            for (int kx = 0; kx < nd->kw; kx++) {
-                                int ix = ox * nd->sw - nd->pw + kx;
-                                if (ix < 0 || ix >= a->w) continue;
-                                acc += W[((o * ic + c) * nd->kh + ky) * nd->kw + kx] *
-                                       x[((size_t)c * a->h + iy) * a->w + ix];
-                            }
+                            long xb = ((long)c * a->h + iy) * a->w - nd->pw + kx;
+                            double *yr = y + (size_t)oy * nd->w;
+                            for (int ox = lo; ox < hi; ox++) yr[ox] += wv * x[xb + (long)ox * nd->sw];
                         }
-                    y[((size_t)o * nd->h + oy) * nd->w + ox] = acc;
-                }
+                    }
+        }
     }
 }
 
@@ -336,29 +359,35 @@ static void bwd_conv(ref_model *r, ref_node *nd, int n) {
     double *gW = r->params[nd->pw_idx].g;
     double *gB = nd->pb_idx >= 0 ? r->params[nd->pb_idx].g : NULL;
     int ic = a->c;
+    size_t plane = (size_t)nd->h * nd->w;
     for (int s = 0; s < n; s++) {
         const double *x = a->val + (size_t)s * a->size;
         double *gx = a->grad + (size_t)s * a->size;
-        const double *gy = nd->grad + (size_t)s * nd->size;
-        for (int o = 0; o < nd->c; o++)
-            for (int oy = 0; oy < nd->h; oy++)
-                for (int ox = 0; ox < nd->w; ox++) {
-                    double d = gy[((size_t)o * nd->h + oy) * nd->w + ox];
-                    if (gB) gB[o] += d;
-                    for (int c = 0; c < ic; c++)
-                        for (int ky = 0; ky < nd->kh; ky++) {
+        for (int o = 0; o < nd->c; o++) {
+            const double *gy = nd->grad + (size_t)s * nd->size + o * plane;
+            if (gB)
+                for (size_t i = 0; i < plane; i++) gB[o] += gy[i];
+            for (int c = 0; c < ic; c++)
+                for (int ky = 0; ky < nd->kh; ky++)
+                    for (int kx = 0; kx < nd->kw; kx++) {
+                        size_t wi = ((size_t)(o * ic + c) * nd->kh + ky) * nd->kw + kx;
+                        double wv = W[wi], acc = 0.0;
+                        int lo, hi;
+                        col_range(nd->w, a->w, nd->sw, nd->pw, kx, &lo, &hi);
+                        for (int oy = 0; oy < nd->h; oy++) {
                             int iy = oy * nd->sh - nd->ph + ky;
                             if (iy < 0 || iy >= a->h) continue;
-                            for (int kx = 0; kx < nd->kw; kx++) {
-                                int ix = ox * nd->sw - nd->pw + kx;
-                                if (ix < 0 || ix >= a->w) continue;
-                                size_t wi = ((size_t)(o * ic + c) * nd->kh + ky) * nd->kw + kx;
-                                size_t xi = ((size_t)c * a->h + iy) * a->w + ix;
-                                gW[wi] += d * x[xi];
-                                gx[xi] += d * W[wi];
+                            long xb = ((long)c * a->h + iy) * a->w - nd->pw + kx;
+                            const double *gr = gy + (size_t)oy * nd->w;
+                            for (int ox = lo; ox < hi; ox++) {
+                                long xi = xb + (long)ox * nd->sw;
+                                acc += gr[ox] * x[xi];
+                                gx[xi] += gr[ox] * wv;
                             }
                         }
-                }
+                        gW[wi] += acc;
+                    }
+        }
     }
 }
 
@@ -403,6 +432,10 @@ static void fwd_maxpool(const ref_model *r, ref_node *nd, int n) {
         const double *x = a->val + (size_t)s * a->size;
         double *y = nd->val + (size_t)s * nd->size;
         int *am = nd->argmax + (size_t)s * nd->size;
+        if (r->frozen) { /* the stored winners (ref_reg_grad) */
+            for (size_t i = 0; i < nd->size; i++) y[i] = am[i] >= 0 ? x[am[i]] : 0.0;
+            continue;
+        }
         for (int c = 0; c < nd->c; c++)
             for (int oy = 0; oy < nd->h; oy++)
                 for (int ox = 0; ox < nd->w; ox++) {
@@ -573,6 +606,9 @@ int ref_forward(ref_model *r, const double *x, int n, int train, int update_runn
     r->n = n;
     r->train = train;
     memcpy(r->nodes[0].val, x, (size_t)n * r->nodes[0].size * sizeof(double));
+    if (r->nodes[0].pert)
+        for (size_t e = 0; e < (size_t)n * r->nodes[0].size; e++)
+            r->nodes[0].val[e] += r->pert_scale * r->nodes[0].pert[e];
     for (int i = 1; i < r->nnodes; i++) {
         ref_node *nd = &r->nodes[i];
         const ref_node *a = &r->nodes[nd->in[0]];
@@ -591,7 +627,9 @@ int ref_forward(ref_model *r, const double *x, int n, int train, int update_runn
         case DD_NODE_CONV2D: fwd_conv(r, nd, n); break;
         case DD_NODE_LINEAR: fwd_linear(r, nd, n); break;
         case DD_NODE_RELU:
-            for (size_t e = 0; e < tot; e++) nd->val[e] = a->val[e] > 0.0 ? a->val[e] : 0.0;
+            if (!r->frozen)
+                for (size_t e = 0; e < tot; e++) nd->mask[e] = a->val[e] > 0.0;
+            for (size_t e = 0; e < tot; e++) nd->val[e] = nd->mask[e] ? a->val[e] : 0.0;
             break;
         case DD_NODE_MAXPOOL: fwd_maxpool(r, nd, n); break;
         case DD_NODE_AVGPOOL: fwd_avgpool(r, nd, n); break;
@@ -615,6 +653,8 @@ int ref_forward(ref_model *r, const double *x, int n, int train, int update_runn
             memcpy(nd->val, a->val, tot * sizeof(double));
             break;
         }
+        if (nd->pert)
+            for (size_t e = 0; e < tot; e++) nd->val[e] += r->pert_scale * nd->pert[e];
     }
     r->have_forward = 1;
     return 0;
@@ -654,13 +694,19 @@ double ref_loss(const ref_model *r, const int32_t *labels, double *dlogits, int 
     return loss / n;
 }
 
-int ref_backward(ref_model *r, const double *dlogits) {
+int ref_backward(ref_model *r, const double *dlogits) { return ref_backward_inject(r, dlogits, NULL); }
+
+int ref_backward_inject(ref_model *r, const double *dlogits, const double *const *inject) {
     if (!r->have_forward) return fail("backward before forward");
     int n = r->n;
     for (int i = 0; i < r->nnodes; i++)
         memset(r->nodes[i].grad, 0, (size_t)n * r->nodes[i].size * sizeof(double));
     for (int p = 0; p < r->nparams; p++) memset(r->params[p].g, 0, r->params[p].count * sizeof(double));
     memcpy(r->nodes[r->logits].grad, dlogits, (size_t)n * r->k * sizeof(double));
+    /* every contribution is added, so seeds can go in before the loop */
+    for (int i = 0; inject && i < r->nnodes; i++)
+        if (inject[i])
+            for (size_t e = 0; e < (size_t)n * r->nodes[i].size; e++) r->nodes[i].grad[e] += inject[i][e];
     for (int i = r->nnodes - 1; i >= 1; i--) {
         ref_node *nd = &r->nodes[i];
         ref_node *a = &r->nodes[nd->in[0]];
@@ -680,7 +726,7 @@ int ref_backward(ref_model *r, const double *dlogits) {
         case DD_NODE_LINEAR: bwd_linear(r, nd, n); break;
         case DD_NODE_RELU:
             for (size_t e = 0; e < tot; e++)
-                if (a->val[e] > 0.0) a->grad[e] += nd->grad[e];
+                if (nd->mask[e]) a->grad[e] += nd->grad[e];
             break;
         case DD_NODE_MAXPOOL: bwd_maxpool(r, nd, n); break;
         case DD_NODE_AVGPOOL: bwd_avgpool(r, nd, n); break;
@@ -758,6 +804,125 @@ double ref_objective(ref_model *r, const double *x, int n, const int32_t *labels
         J += hooks->lambda[t] * R;
     }
     return J;
+}
+
+/* ---- the regulariser's gradient ---------------------------------------------
+ *
+ * sum_t lambda_t dR_t/dtheta by a route independent of the library's four
+ * passes. With Gbar_t = lambda_t dR_t/dG_t and Ybar_t = lambda_t dR_t/dY_t
+ * (GFA.md's closed-form partials, evaluated here in double):
+ *   dR/dtheta = d/dtheta <Gbar, G(theta)> + d/dtheta <Ybar, Y(theta)>.
+ * The first term is d/de of dL/dtheta (theta; Y_t -> Y_t + e Gbar_t at every
+ * hook) at e = 0, since <Gbar_t, G_t> is the derivative of L along that
+ * perturbation: a central difference of two ordinary backward passes. The
+ * forward passes of the difference reuse the unperturbed ReLU masks and
+ * max-pool winners (the derivative GFA defines holds them fixed), so no unit
+ * flips and the difference is smooth in e (only softmax and training-mode
+ * batch norm are non-linear). The second term is one ordinary backward seeded
+ * with Ybar_t at each hook (and nothing at the logits). */
+static void partials(int mode, double lambda, int n, size_t size, const double *G, const double *h,
+                     double *gbar, double *ybar) {
+    const double eps = 1e-12;
+    for (int s = 0; s < n; s++) {
+        const double *Gs = G + (size_t)s * size, *hs = h + (size_t)s * size;
+        double *gb = gbar + (size_t)s * size, *yb = ybar + (size_t)s * size;
+        double a = 0.0, gg = 0.0, hh = 0.0;
+        for (size_t i = 0; i < size; i++) {
+            double g = n * Gs[i];
+            a += g * hs[i];
+            gg += g * g;
+            hh += hs[i] * hs[i];
+        }
+        double P = gg + eps, Q = hh + eps;
+        if (mode == REF_GFA_TANGENT) {
+            double sc = a / Q, k = 0.0;
+            for (size_t i = 0; i < size; i++) k += (n * Gs[i] - sc * hs[i]) * hs[i];
+            for (size_t i = 0; i < size; i++) {
+                double g = n * Gs[i], u = g - sc * hs[i];
+                gb[i] = lambda * (2.0 * u - 2.0 * k / Q * hs[i]);
+                yb[i] = lambda / n * (-2.0 * sc * u - 2.0 * k / Q * (g - 2.0 * sc * hs[i]));
+            }
+        } else {
+            double f = -2.0 * a / (P * Q);
+            for (size_t i = 0; i < size; i++) {
+                double g = n * Gs[i];
+                gb[i] = lambda * f * (hs[i] - a / P * g);
+                yb[i] = lambda / n * f * (g - a / Q * hs[i]);
+            }
+        }
+    }
+}
+
+static void trainable_grads(const ref_model *r, double *out) {
+    size_t k = 0;
+    for (int p = 0; p < r->nparams; p++) {
+        if (!r->params[p].trainable) continue;
+        memcpy(out + k, r->params[p].g, r->params[p].count * sizeof(double));
+        k += r->params[p].count;
+    }
+}
+
+/* Forward (frozen pattern, perturbation scale e) + loss + backward; the
+ * trainable gradients into out. */
+static int perturbed_grads(ref_model *r, const double *x, int n, const int32_t *labels, int train,
+                           double e, double *dz, double *out) {
+    r->pert_scale = e;
+    if (ref_forward(r, x, n, train, 0)) return -1;
+    ref_loss(r, labels, dz, NULL);
+    if (ref_backward(r, dz)) return -1;
+    trainable_grads(r, out);
+    return 0;
+}
+
+int ref_reg_grad(ref_model *r, const double *x, int n, const int32_t *labels, int train,
+                 const ref_hooks *hooks, double *out) {
+    if (!hooks || hooks->count < 1) return fail("ref_reg_grad: no hooks");
+    size_t nt = ref_trainable_count(r);
+    double *dz = xcalloc((size_t)n * r->k, sizeof(double));
+    double *gp = xcalloc(nt, sizeof(double)), *gm = xcalloc(nt, sizeof(double));
+    double **gbar = xcalloc((size_t)r->nnodes, sizeof(double *));
+    double **ybar = xcalloc((size_t)r->nnodes, sizeof(double *));
+    int rc = -1;
+    if (!dz || !gp || !gm || !gbar || !ybar) { fail("out of memory"); goto done; }
+    if (ref_forward(r, x, n, train, 0)) goto done;
+    ref_loss(r, labels, dz, NULL);
+    if (ref_backward(r, dz)) goto done;
+    double ymax = 0.0, gmax = 0.0;
+    for (int t = 0; t < hooks->count; t++) {
+        int id = hooks->node[t];
+        if (id < 0 || id >= r->nnodes || gbar[id]) { fail("ref_reg_grad: hook %d on node %d", t, id); goto done; }
+        size_t tot = (size_t)n * r->nodes[id].size;
+        gbar[id] = xcalloc(tot, sizeof(double));
+        ybar[id] = xcalloc(tot, sizeof(double));
+        if (!gbar[id] || !ybar[id]) { fail("out of memory"); goto done; }
+        partials(hooks->mode, hooks->lambda[t], n, r->nodes[id].size, r->nodes[id].grad, r->nodes[id].val,
+                 gbar[id], ybar[id]);
+        ymax = fmax(ymax, ref_max_abs(r->nodes[id].val, tot));
+        gmax = fmax(gmax, ref_max_abs(gbar[id], tot));
+    }
+    /* second term: a backward seeded with Ybar over the unperturbed forward */
+    memset(dz, 0, (size_t)n * r->k * sizeof(double));
+    if (ref_backward_inject(r, dz, (const double *const *)ybar)) goto done;
+    trainable_grads(r, out);
+    /* first term: perturbations of 1e-5 of the largest hooked activation */
+    double e = gmax > 0.0 ? 1e-5 * fmax(ymax, 1e-3) / gmax : 0.0;
+    if (e > 0.0) {
+        for (int i = 0; i < r->nnodes; i++) r->nodes[i].pert = gbar[i];
+        r->frozen = 1;
+        int bad = perturbed_grads(r, x, n, labels, train, e, dz, gp) ||
+                  perturbed_grads(r, x, n, labels, train, -e, dz, gm);
+        r->frozen = 0;
+        for (int i = 0; i < r->nnodes; i++) r->nodes[i].pert = NULL;
+        r->pert_scale = 0.0;
+        if (bad) goto done;
+        for (size_t i = 0; i < nt; i++) out[i] += (gp[i] - gm[i]) / (2.0 * e);
+    }
+    rc = ref_forward(r, x, n, train, 0); /* leave the last forward at theta */
+done:
+    for (int i = 0; gbar && i < r->nnodes; i++) free(gbar[i]);
+    for (int i = 0; ybar && i < r->nnodes; i++) free(ybar[i]);
+    free(gbar); free(ybar); free(dz); free(gp); free(gm);
+    return rc;
 }
 
 /* ---- activation pattern and finite differences ----------------------------- */

@@ -82,6 +82,9 @@ double ref_loss(const ref_model *r, const int32_t *labels, double *dlogits, int 
 /* Backward of the last forward from dlogits (n, K): every tensor's dL/dY and
  * every trainable parameter's gradient (overwritten, not accumulated). */
 int ref_backward(ref_model *r, const double *dlogits);
+/* ref_backward with extra seeds: inject[i] (NULL or (n, size of node i))
+ * is added to tensor i's gradient; inject itself may be NULL. */
+int ref_backward_inject(ref_model *r, const double *dlogits, const double *const *inject);
 /* dL/dY of tensor `node` after ref_backward: (n, size). Node 0 is dL/dx. */
 const double *ref_node_grad(const ref_model *r, dd_node node);
 
@@ -94,6 +97,17 @@ const double *ref_node_grad(const ref_model *r, dd_node node);
  * (optional) receives L. Returns NaN on failure. */
 double ref_objective(ref_model *r, const double *x, int n, const int32_t *labels, int train,
                      const ref_hooks *hooks, double *loss, double *reg, double *align);
+
+/* The regulariser's part of the gradient, sum_t lambda_t dR_t/dtheta, of
+ * J on (x, labels) (train as in ref_objective) by a route independent of
+ * the library's four passes (see ref.c): GFA.md's partials Gbar, Ybar in
+ * double, d/dtheta <Gbar, G> as a central difference of two backward passes
+ * whose forwards add +-e Gbar_t at the hooks with the activation pattern
+ * held fixed, plus a backward seeded with Ybar. out: ref_trainable_count
+ * entries (trainable parameters in index order, as ref_lib_grads). Leaves
+ * the last forward at theta. Returns 0 or -1. */
+int ref_reg_grad(ref_model *r, const double *x, int n, const int32_t *labels, int train,
+                 const ref_hooks *hooks, double *out);
 
 /* Activation pattern of the last forward: the sign of every ReLU input
  * and the argmax of every max-pool output. */
