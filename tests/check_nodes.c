@@ -555,6 +555,39 @@ START_TEST(test_flatten_order) {
 }
 END_TEST
 
+/* Ties at production size: cnn-cw (default options, 2 threads) on images
+ * with flat regions (each channel constant over a band of rows, as in the
+ * sky of a CIFAR image), where every convolution output and every max-pool
+ * window of the band holds exactly equal values. The input gradient must
+ * be the reference's, which takes the first maximum in row-major window
+ * order as PyTorch does. */
+START_TEST(test_maxpool_ties_cnn_cw) {
+    enum { N = 8, IN = 3 * 32 * 32 };
+    dd_model_options o;
+    dd_model_options_init(&o);
+    o.num_threads = 2;
+    dd_model *m;
+    ck_assert(dd_zoo_create(&m, "cnn-cw", 3, 32, 32, 10, 1, NULL, NULL, N, &o) == DD_OK);
+    static float x[N * IN], dl[N * 10];
+    ref_rng g;
+    ref_rng_seed(&g, 61);
+    ref_fill_uniform_f(&g, x, N * IN, 0.0, 1.0);
+    for (int s = 0; s < N; s++)
+        for (int c = 0; c < 3; c++) {
+            float v = (float)(0.2 + 0.1 * c + 0.05 * s);
+            for (int i = 0; i < 16 * 32; i++) x[(size_t)s * IN + (size_t)c * 1024 + i] = v; /* rows 0-15 flat */
+        }
+    ref_fill_uniform_f(&g, dl, N * 10, -1.0, 1.0);
+    int32_t y[N];
+    for (int s = 0; s < N; s++) y[s] = s % 10;
+    ref_cmp cmp;
+    ck_assert_msg(ref_compare(m, x, N, DD_EVAL, y, dl, &cmp) == 0, "%s", cmp.what);
+    ck_assert_msg(cmp.dx < 1e-4, "input gradient off by %.3g with tied max-pool windows", cmp.dx);
+    ck_assert_msg(cmp.grad < 1e-4, "parameter gradient off by %.3g with tied windows", cmp.grad);
+    dd_model_destroy(m);
+}
+END_TEST
+
 static Suite *nodes_suite(void) {
     Suite *s = suite_create("nodes");
     TCase *tc = tcase_create("ref");
@@ -570,6 +603,7 @@ static Suite *nodes_suite(void) {
     tcase_add_loop_test(tc, test_maxpool, 0, (int)(sizeof pool_cases / sizeof pool_cases[0]));
     tcase_add_loop_test(tc, test_avgpool, 0, (int)(sizeof pool_cases / sizeof pool_cases[0]));
     tcase_add_test(tc, test_maxpool_ties);
+    tcase_add_test(tc, test_maxpool_ties_cnn_cw);
     tcase_add_test(tc, test_global_avgpool);
     tcase_add_loop_test(tc, test_batchnorm, 0, (int)(sizeof bn_cases / sizeof bn_cases[0]));
     tcase_add_test(tc, test_batchnorm_2d);

@@ -180,7 +180,7 @@ static void mark_needs(dd_model *m, int want_input, int want_params, int hooks) 
  * over writes a gradient one node past that interval, into a slot that the
  * next tensor may share -- a max pool after a ReLU then scattered its dx
  * over its own dy (every conv layer's GFA term of cnn-cw was wrong by
- * ~100% before 0.4.0). */
+ * ~90% before this was found, issue 11). */
 static int unformed_grad_ok(const dd_model *m, int t, dd_node_type producer, int inject) {
     return m->opts.fuse_layers && !inject && t != 0 && m->nodes[t].ops->type == producer &&
            m->nodes[t].out.consumers == 1 && !dd__tensor_hooked(m, t);
