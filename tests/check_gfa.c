@@ -396,6 +396,54 @@ END_TEST
 START_TEST(blocked_regulariser_eval) { blocked_case(DD_EVAL, 42); }
 END_TEST
 
+/* ---- the schedule ------------------------------------------------------------ */
+
+/* dd_model_schedule after a cnn-cw GFA step: the plan says what ran. Pass 2
+ * lets each max pool apply the ReLU before it; pass 4 (the second backward,
+ * in the tangent slots) must not (the defect of issue 11), so every node
+ * there runs its own backward. */
+START_TEST(schedule_text) {
+    enum { N = 2 };
+    dd_model_options o;
+    dd_model_options_init(&o);
+    o.num_threads = 2;
+    dd_model *m;
+    OK(dd_zoo_create(&m, "cnn-cw", 3, 32, 32, 10, 1, NULL, NULL, N, &o));
+    char small[8];
+    ck_assert_int_eq(dd_model_schedule(NULL, small, sizeof small, NULL), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_model_schedule(m, small, sizeof small, NULL), DD_ERR_STATE);
+    ck_assert_int_eq(dd_model_schedule(m, NULL, 4, NULL), DD_ERR_INVALID_ARGUMENT);
+    OK(dd_gfa_hook_defaults(m, 0.05f, DD_GFA_SIN2));
+    static float x[N * 3 * 32 * 32];
+    ref_rng g;
+    ref_rng_seed(&g, 3);
+    ref_fill_uniform_f(&g, x, N * 3 * 32 * 32, 0.0, 1.0);
+    int32_t y[N] = {1, 7};
+    OK(dd_model_forward(m, x, N, DD_TRAIN, NULL));
+    OK(dd_model_backward(m, y, NULL));
+    size_t need = 0;
+    OK(dd_model_schedule(m, NULL, 0, &need));
+    ck_assert(need > 100);
+    char *text = malloc(need);
+    ck_assert(text);
+    size_t need2 = 0;
+    OK(dd_model_schedule(m, text, need, &need2));
+    ck_assert_uint_eq(need, need2);
+    ck_assert_uint_eq(strlen(text) + 1, need);
+    if (getenv("DD_TEST_VERBOSE")) printf("%s", text);
+    const char *p2 = strstr(text, "GFA pass 2"), *p3 = strstr(text, "GFA pass 3"), *p4 = strstr(text, "GFA pass 4");
+    ck_assert_msg(p2 && p3 && p4 && p2 < p3 && p3 < p4, "passes missing:\n%s", text);
+    const char *mask = strstr(p2, "backward + mask of");
+    ck_assert_msg(mask && mask < p3, "pass 2 fuses no ReLU into a max pool:\n%s", text);
+    ck_assert_msg(!strstr(p4, "mask of") && !strstr(p4, "given to"), "pass 4 fuses:\n%s", p4);
+    ck_assert_msg(strstr(text, "+ relu"), "the forward shows no fusion chain:\n%s", text);
+    OK(dd_model_schedule(m, small, sizeof small, NULL)); /* cut to fit */
+    ck_assert_uint_eq(strlen(small), sizeof small - 1);
+    free(text);
+    dd_model_destroy(m);
+}
+END_TEST
+
 /* ---- lambda = 0 --------------------------------------------------------- */
 
 START_TEST(lambda_zero_is_plain) {
@@ -626,6 +674,7 @@ int main(void) {
     tcase_set_timeout(api, 120);
     tcase_add_test(api, lambda_zero_is_plain);
     tcase_add_test(api, hook_api);
+    tcase_add_test(api, schedule_text);
     suite_add_tcase(s, api);
     TCase *tr = tcase_create("training");
     tcase_set_timeout(tr, 400);

@@ -338,6 +338,20 @@ DD_API dd_status dd_model_grad_read(const dd_model *m, int index, float *dst, si
  *  since creation or the last reset (reset != 0 zeroes the counter after
  *  reading). For benchmarks: time outside = wall time - this. */
 DD_API dd_status dd_model_primitive_seconds(dd_model *m, double *seconds, int reset);
+/** METHOD (debugging): what the last passes ran, as text, one line per
+ *  node: the forward's fusion chains; for each kind of backward pass run so
+ *  far (plain backward, input gradient, GFA's pass 2, its tangent pass 3 and
+ *  its second backward, pass 4) the variant of each node's step (its own
+ *  backward, given to a neighbour, applying a neighbour's ReLU mask or
+ *  folded batch norm), the gradient it reads and those it writes or adds
+ *  to. The text is NUL-terminated and cut to fit size bytes (buf may be
+ *  NULL when size is 0); *needed (optional) receives the size the whole
+ *  text needs, its NUL included. Lines and their wording are for people and
+ *  may change between versions.
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (m NULL, or buf NULL with size >
+ *  0), DD_ERR_STATE (no forward pass yet). Reads the model: not safe while
+ *  another thread runs a pass on it. */
+DD_API dd_status dd_model_schedule(const dd_model *m, char *buf, size_t size, size_t *needed);
 /** Bytes the model holds (arenas and the shared scratchpad). */
 DD_API dd_status dd_model_memory_size(const dd_model *m, size_t *bytes);
 

@@ -1,23 +1,26 @@
 /* lib/gfa/gfa.c -- GFA hooks and the exact gradient of J = L + sum lambda_t R_t.
  *
- * dd_model_backward() calls dd__gfa_backward() after the forward pass and
- * the cross-entropy seed. The four passes of GFA.md:
- *   2. ordinary backward: G_t for every tensor, dL/dtheta; at each hook the
+ * dd_model_backward() (objective.c) calls dd__gfa_backward() after the
+ * forward pass and the cross-entropy seed. The four passes of GFA.md:
+ *   2. ordinary backward (the planner's DD__PASS_GFA2: hooked tensors need
+ *      gradients too): G_t for every tensor, dL/dtheta; at each hook the
  *      closed-form partials Gbar_t (the tangent's start) and Ybar_t (align.c);
- *   3. tangent pass in forward order: T_y += JVP_n(T_x) through each node's
- *      ops->jvp; ops->second_order adds d/dtheta <T_x, backward_n(G_y)> into
- *      the parameter gradients and d/dx of it into the input's bar buffer
- *      (batch norm in training mode); at the logits
- *      Zbar = (1/B) (p * T_z - p <p, T_z>);
- *   4. second backward seeded with Zbar, with every bar injected
- *      (dd__graph_backward's inject mode), adding into the gradients.
- *      Weight layers skip their weight gradient in pass 2 and, in pass 4,
- *      compute it once from G_y + adjoint (backward-weights is linear in
- *      diff_dst): 2 forward-like, 2 backward-data and 2 backward-weights
- *      convolutions per layer instead of 2/2/3.
+ *   3. tangent pass in forward order, planned here (dd__tstep per node):
+ *      T_y += JVP_n(T_x) through each node's ops->jvp; ops->second_order
+ *      adds d/dtheta <T_x, backward_n(G_y)> into the parameter gradients
+ *      and d/dx of it into the input's bar buffer (batch norm in training
+ *      mode); at the logits Zbar = (1/B) (p * T_z - p <p, T_z>);
+ *   4. second backward (DD__PASS_GFA4) seeded with Zbar, its adjoints in the
+ *      tangent slots (t->tan; G_t stays in t->grad), every bar and Ybar
+ *      injected through the planner's inject callback, adding into the
+ *      gradients. Weight layers skip their weight gradient in pass 2 and,
+ *      in pass 4, compute it once from G_y + adjoint (backward-weights is
+ *      linear in diff_dst): 2 forward-like, 2 backward-data and 2
+ *      backward-weights convolutions per layer instead of 2/2/3.
  * Tangents are tracked as zero/non-zero per tensor so nodes upstream of
  * every hook cost nothing in passes 3 and 4. A node type without a jvp slot
  * on the tangent's path is refused with DD_ERR_UNSUPPORTED.
+ * dd_model_schedule() prints all three plans.
  */
 #include "gfa.h"
 
@@ -27,14 +30,6 @@
 #include "../graph/graph_internal.h"
 
 /* ---- hooks --------------------------------------------------------------- */
-
-int dd__gfa_needs_bar(const dd_model *m, int i) {
-    for (int j = i + 1; j <= m->logits; j++) {
-        const dd__node *n = &m->nodes[j];
-        if (n->ops->type == DD_NODE_BATCHNORM && n->inputs[0] == i) return 1;
-    }
-    return 0;
-}
 
 /* Buffers follow the hook set: a built model's activations are freed now
  * and allocated in the new layout by the next forward pass. */
@@ -89,8 +84,7 @@ dd_status dd_gfa_hook_defaults(dd_model *m, float lambda, dd_gfa_mode mode) {
     int last = m->built ? m->logits : m->nnodes - 1;
     dd_status s = DD_OK;
     for (int i = 1; i <= last && s == DD_OK; i++) {
-        dd_node_type t = m->nodes[i].ops->type;
-        if (t == DD_NODE_CONV2D || t == DD_NODE_LINEAR) s = add_hook(m, m->nodes[i].inputs[0], lambda);
+        if (m->nodes[i].ops->caps & DD__CAP_WEIGHT_LAYER) s = add_hook(m, m->nodes[i].inputs[0], lambda);
     }
     if (s == DD_OK) s = hooks_changed(m);
     if (s != DD_OK) {
@@ -153,34 +147,39 @@ static double *gfa_reductions(dd_model *m) {
     return (double *)(m->gfa_work + (size_t)DD_MAX_HOOKS * 4 * m->max_batch);
 }
 
-void dd__gfa_inject(dd_model *m, int i) {
+/* Pass 4's inject callback, before node i's backward: adds hook i's Ybar
+ * (from G_t in t->grad and Y_t) and the bar buffer (Xbar) into tensor i's
+ * adjoint (t->tan); written: the consumers left a value there. */
+static void inject(dd_model *m, int i, int written, void *arg) {
+    (void)arg;
     dd__tensor *t = &m->nodes[i].out;
     dd__ctx *ctx = &m->ctx;
-    if (!t->need_grad) return;
     size_t count = dd__tensor_floats(t, ctx->n);
     int h = hook_of(m, i);
     if (h >= 0) {
-        /* Ybar from G_t (held in t->tan during pass 4) and Y_t */
-        dd__gfa_affine(t->grad, t->tan, t->data, hook_coef(m, h), 1, ctx->n, t->sample_floats, t->written,
+        dd__gfa_affine(t->tan, t->grad, t->data, hook_coef(m, h), 1, ctx->n, t->sample_floats, written,
                        ctx->nthreads);
-        t->written = 1;
+        written = 1;
     }
     if (t->bar_nonzero) {
-        if (t->written)
-            dd__axpy1(t->grad, t->bar, count, ctx->nthreads);
+        if (written)
+            dd__axpy1(t->tan, t->bar, count, ctx->nthreads);
         else
-            memcpy(t->grad, t->bar, count * sizeof(float));
-        t->written = 1;
+            memcpy(t->tan, t->bar, count * sizeof(float));
     }
 }
 
 /* Pass 3 for one node: T_y = JVP(T_x) (+ Gbar_y if y is hooked), and the
- * second-order terms. */
-static dd_status tangent_node(dd_model *m, dd__node *node) {
+ * second-order terms where pass 2 formed G_y (g_written); records the
+ * step in *ts. */
+static dd_status tangent_node(dd_model *m, dd__node *node, int g_written, dd__tstep *ts) {
     dd__ctx *ctx = &m->ctx;
     dd__tensor *out = &node->out;
     int h = hook_of(m, node->id);
     int any = 0;
+    memset(ts, 0, sizeof *ts);
+    ts->node = node->id;
+    ts->gbar = h >= 0;
     for (int k = 0; k < node->ninputs; k++) any |= dd__in(node, k)->tan_nonzero;
     if (!any) {
         if (h >= 0) {
@@ -206,14 +205,15 @@ static dd_status tangent_node(dd_model *m, dd__node *node) {
         tx[k] = in->tan;
     }
     DD_FORWARD(node->ops->jvp(node, plan, ctx, tx, out->tan));
+    ts->jvp = 1;
     if (h >= 0)
         dd__gfa_affine(out->tan, out->grad, out->data, hook_coef(m, h), 0, ctx->n, out->sample_floats, 1,
                        ctx->nthreads);
     out->tan_nonzero = 1;
-    if (node->ops->second_order && out->written) {
+    if (node->ops->second_order && g_written) {
         /* A node writes xbar only where its backward depends on its input
-         * (batch norm in training mode) and says so in ctx->xbar_written.
-         * The first writer of a bar buffer overwrites it (no zero fill). */
+         * (batch norm in training mode) and says so. The first writer of a
+         * bar buffer overwrites it (no zero fill). */
         float *xbar[2] = {NULL, NULL};
         int fresh = 0;
         for (int k = 0; k < node->ninputs; k++) {
@@ -230,25 +230,14 @@ static dd_status tangent_node(dd_model *m, dd__node *node) {
                 }
             fresh = 0;
         }
-        ctx->xbar_fresh = fresh;
-        ctx->xbar_written = 0;
-        dd_status st = node->ops->second_order(node, plan, ctx, tx, out->grad, xbar);
-        ctx->xbar_fresh = 0;
-        DD_FORWARD(st);
+        int wrote = 0;
+        DD_FORWARD(node->ops->second_order(node, plan, ctx, tx, out->grad, xbar, fresh, &wrote));
+        ts->second_order = 1;
+        ts->xbar = (unsigned char)wrote;
         for (int k = 0; k < node->ninputs; k++)
-            if (xbar[k] && ctx->xbar_written) dd__in(node, k)->bar_nonzero = 1;
+            if (xbar[k] && wrote) dd__in(node, k)->bar_nonzero = 1;
     }
     return DD_OK;
-}
-
-/* Exchanges every tensor's grad and tan buffers (around pass 4). */
-static void swap_grad_tan(dd_model *m) {
-    for (int i = 0; i <= m->logits; i++) {
-        dd__tensor *t = &m->nodes[i].out;
-        float *g = t->grad;
-        t->grad = t->tan;
-        t->tan = g;
-    }
 }
 
 dd_status dd__gfa_backward(dd_model *m, void *arg) {
@@ -256,13 +245,13 @@ dd_status dd__gfa_backward(dd_model *m, void *arg) {
     dd__ctx *ctx = &m->ctx;
     int n = ctx->n, K = m->num_classes;
     DD_RETURN_IF(!m->gfa_ready, DD_ERR_STATE, "GFA: hooks were set after the last forward pass");
-    int hook_input = 0;
-    for (int h = 0; h < m->nhooks; h++) hook_input |= m->hooks[h].tensor == 0;
+    if (!m->tsteps) m->tsteps = dd__calloc((size_t)m->logits + 1, sizeof *m->tsteps);
+    if (!m->gfa_seeded) m->gfa_seeded = dd__calloc((size_t)m->logits + 1, 1);
+    DD_RETURN_IF(!m->tsteps || !m->gfa_seeded, DD_ERR_OUT_OF_MEMORY, "GFA: tangent schedule");
     /* pass 2 (weight layers defer their weight gradients to pass 4) */
-    ctx->gfa_phase = 2;
-    dd_status st = dd__graph_backward(m, hook_input, 1, 0);
-    ctx->gfa_phase = 0;
-    DD_FORWARD(st);
+    const dd__bsched *s2;
+    dd__bpass p2 = {DD__PASS_GFA2, NULL, NULL, NULL};
+    DD_FORWARD(dd__graph_backward(m, &p2, &s2));
     for (int i = 0; i <= m->logits; i++) {
         m->nodes[i].out.tan_nonzero = 0;
         m->nodes[i].out.bar_nonzero = 0;
@@ -294,28 +283,26 @@ dd_status dd__gfa_backward(dd_model *m, void *arg) {
                        ctx->nthreads);
         t0->tan_nonzero = 1;
     }
-    for (int i = 1; i <= m->logits; i++) DD_FORWARD(tangent_node(m, &m->nodes[i]));
-    /* Pass 4 runs in the tangent slots (each tensor's adjoint lives over the
-     * same node interval as its tangent did) so that every G_y stays available
-     * to the Ybar injection and the weight layers' merged weight gradient:
-     * swap the two pointers of every tensor for the pass. */
-    swap_grad_tan(m);
+    m->ntsteps = 0;
+    for (int i = 1; i <= m->logits; i++)
+        DD_FORWARD(tangent_node(m, &m->nodes[i], s2->written[i], &m->tsteps[m->ntsteps++]));
     /* seed of pass 4, in place over T_z: Zbar = (1/B)(p * T_z - p <p, T_z>) */
     dd__tensor *z = &m->nodes[m->logits].out;
     if (z->tan_nonzero) {
         for (int i = 0; i < n; i++) {
             const float *p = m->probs + (size_t)i * K;
-            float *g = z->grad + (size_t)i * K;
+            float *g = z->tan + (size_t)i * K;
             double pt = 0;
             for (int j = 0; j < K; j++) pt += (double)p[j] * g[j];
             for (int j = 0; j < K; j++) g[j] = (float)((p[j] * g[j] - p[j] * pt) / n);
         }
     } else {
-        memset(z->grad, 0, (size_t)n * K * sizeof(float));
+        memset(z->tan, 0, (size_t)n * K * sizeof(float));
     }
-    ctx->gfa_phase = 4;
-    st = dd__graph_backward(m, 0, 1, 1);
-    ctx->gfa_phase = 0;
-    swap_grad_tan(m);
-    return st;
+    /* pass 4: tensors whose adjoint inject() seeds (Ybar at hooks, Xbar) */
+    unsigned char *seeded = m->gfa_seeded;
+    for (int i = 0; i <= m->logits; i++)
+        seeded[i] = (unsigned char)(hook_of(m, i) >= 0 || m->nodes[i].out.bar_nonzero);
+    dd__bpass p4 = {DD__PASS_GFA4, seeded, inject, NULL};
+    return dd__graph_backward(m, &p4, NULL);
 }

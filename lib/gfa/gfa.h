@@ -1,4 +1,6 @@
-/* lib/gfa/gfa.h -- GFA internals used by the graph (internal). */
+/* lib/gfa/gfa.h -- GFA internals (lib/gfa only: the graph code does not
+ * call GFA; GFA reaches the backward passes through the planner's pass
+ * description and inject callback, lib/graph/graph_internal.h). */
 #ifndef DD_LIB_GFA_H
 #define DD_LIB_GFA_H
 
@@ -11,14 +13,10 @@ typedef struct dd__gfa_args {
     dd_step_stats *stats;
 } dd__gfa_args;
 
-/* dd_model_backward with hooks: passes 2-4 after the cross-entropy seed
- * (arg is a dd__gfa_args). Accumulates dJ/dtheta into the gradients. */
+/* dd_model_backward with hooks (objective.c): passes 2-4 after the
+ * cross-entropy seed (arg is a dd__gfa_args), for dd__guarded_grads.
+ * Accumulates dJ/dtheta into the gradients. */
 DD_INTERNAL dd_status dd__gfa_backward(dd_model *m, void *arg);
-/* Whether tensor i needs a bar buffer (Xbar): read by a batch norm. */
-DD_INTERNAL int dd__gfa_needs_bar(const dd_model *m, int i);
-/* Pass 4, before node i's backward: adds hook i's Ybar and the bar buffer
- * (Xbar) into tensor i's adjoint. */
-DD_INTERNAL void dd__gfa_inject(dd_model *m, int i);
 
 /* Per-sample alignment of one hook (align.c): from G = dL/dY (grad) and
  * h = Y (data), n samples of `floats` each, mode, lambda: writes per sample

@@ -45,16 +45,16 @@ static void grow(dd_model *m, dd__node *head, unsigned caps, int train) {
         if (j < 0) break;
         const dd__node *nx = &m->nodes[j];
         if (nx->absorbed) break;
-        dd_node_type type = nx->ops->type;
-        if (type == DD_NODE_BATCHNORM && (caps & DD__FUSE_BN) && !train && cur == head->id) {
+        unsigned as = nx->ops->fuse_as; /* the link the follower can be */
+        if (as == DD__FUSE_BN && (caps & DD__FUSE_BN) && !train && cur == head->id) {
             f->bn = j;
-        } else if (type == DD_NODE_ADD && (caps & DD__FUSE_ADD) && f->add < 0) {
+        } else if (as == DD__FUSE_ADD && (caps & DD__FUSE_ADD) && f->add < 0) {
             int other = nx->inputs[0] == cur ? nx->inputs[1] : nx->inputs[0];
             if (other == cur || other >= head->id) break;
             if (m->nodes[other].out.layout != t->layout || nx->out.layout != t->layout) break;
             f->add = j;
             f->add_other = other;
-        } else if (type == DD_NODE_RELU && (caps & DD__FUSE_RELU)) {
+        } else if (as == DD__FUSE_RELU && (caps & DD__FUSE_RELU)) {
             f->relu = j;
             cur = j;
             break;

@@ -46,8 +46,6 @@ typedef struct dd__tensor {
     float *tan;             /* GFA tangent T_t (NULL without hooks) */
     float *bar;             /* GFA Ybar_t + Xbar_t (NULL unless hooked or needed) */
     int consumers;          /* number of node inputs reading this tensor */
-    int written;            /* per pass: has grad been written (else it is zero) */
-    int need_grad;          /* per pass: must dL/dY_t be computed */
     int upstream_params;    /* some node at or before this one has trainable params */
     int tan_nonzero;        /* GFA pass 3: tan holds a tangent (else it is zero) */
     int bar_nonzero;        /* GFA: bar holds Ybar/Xbar to inject in pass 4 */
@@ -84,6 +82,107 @@ typedef struct dd__fusion {
     int end;        /* node whose output tensor receives the result (head's id: no fusion) */
 } dd__fusion;
 
+/* What a node type can do for the planner (lib/graph/schedule.c,
+ * fusion.c) and GFA, so that graph code never tests node types:
+ *  DD__CAP_WEIGHT_LAYER      convolution / linear: GFA's default hooks sit on
+ *                            its input;
+ *  DD__CAP_BWD_FOLDS_BN      its backward-data can take the dy of an
+ *                            eval-mode batch norm after it, the slope folded
+ *                            into its weights (step->fold_bn);
+ *  DD__CAP_EVAL_AFFINE       in eval mode its backward is a per-channel
+ *                            scale (batch norm): foldable as above;
+ *  DD__CAP_MASK_FROM_OUTPUT  its backward is dy * [y > 0] (ReLU): a
+ *                            neighbour may apply it (step->mask);
+ *  DD__CAP_BWD_MASKS_INPUT   its backward can apply the mask of a
+ *                            DD__CAP_MASK_FROM_OUTPUT node before it, read
+ *                            from its own output (max pool);
+ *  DD__CAP_BWD_MASKS_OUTPUT  its backward can apply the mask of a
+ *                            DD__CAP_MASK_FROM_OUTPUT node after it, read
+ *                            from that node's output (add);
+ *  DD__CAP_XBAR              its GFA second-order term has a part in x
+ *                            (training-mode batch norm): its input tensor
+ *                            gets a bar buffer. */
+enum {
+    DD__CAP_WEIGHT_LAYER = 1,
+    DD__CAP_BWD_FOLDS_BN = 2,
+    DD__CAP_EVAL_AFFINE = 4,
+    DD__CAP_MASK_FROM_OUTPUT = 8,
+    DD__CAP_BWD_MASKS_INPUT = 16,
+    DD__CAP_BWD_MASKS_OUTPUT = 32,
+    DD__CAP_XBAR = 64
+};
+
+/* One node's part in one backward pass, as the planner (schedule.c) chose
+ * it; ops->backward reads the fields that concern it. */
+typedef enum dd__bvariant {
+    DD__BV_NONE = 0,     /* its output's gradient is zero or unused: nothing runs */
+    DD__BV_PLAIN,        /* backward of its own output's gradient */
+    DD__BV_GIVEN,        /* done by a neighbour (partner): nothing runs here */
+    DD__BV_MASKS_INPUT,  /* also applies the ReLU before it (partner), writing that ReLU's dx */
+    DD__BV_MASKS_OUTPUT, /* runs on the ReLU after it (partner): its dy and mask */
+    DD__BV_FOLDS_BN      /* runs on the eval batch norm after it (partner): its dy, slope folded */
+} dd__bvariant;
+
+typedef struct dd__bstep {
+    int node;
+    dd__bvariant variant;
+    int partner;               /* the ReLU or batch norm of the variant, or -1 */
+    int dy_tensor;             /* tensor whose gradient is this step's dy */
+    int dx_tensor[2];          /* tensor receiving input k's gradient (-1: not needed) */
+    int dx_add[2];             /* 1: written to scratch, then added (another consumer wrote first) */
+    int consumers_wrote;       /* a consumer wrote this node's output gradient (before any inject) */
+    int seeded;                /* GFA pass 4: inject adds Ybar / Xbar into that gradient first */
+    int param_grad;            /* accumulate parameter gradients */
+    int defer_wgrad;           /* GFA pass 2: a weight layer leaves its weight gradient for pass 4 */
+    const float *merge_gy;     /* GFA pass 4: a weight layer adds dy into this G_y and runs
+                                * backward-weights once on the sum (it is linear in dy) */
+    const float *mask;         /* DD__BV_MASKS_*: dy counts where mask > 0 */
+    const struct dd__node *fold_bn; /* DD__BV_FOLDS_BN: the batch norm */
+} dd__bstep;
+
+/* A backward pass as the planner sees it (schedule.c). */
+typedef enum dd__pass_kind {
+    DD__PASS_BACKWARD = 0, /* dL/dtheta (dd_model_backward without hooks, _backward_logits) */
+    DD__PASS_INPUT_GRAD,   /* dL/dx only (dd_model_input_grad, attacks) */
+    DD__PASS_GFA2,         /* GFA pass 2: G_t at every hook too; weight gradients deferred */
+    DD__PASS_GFA4,         /* GFA pass 4: adjoints in the tangent slots, Ybar + Xbar injected;
+                            * no backward fusion (a fused step writes one node past a
+                            * tensor's slot interval) */
+    DD__NPASSES
+} dd__pass_kind;
+
+struct dd_model;
+typedef struct dd__bpass {
+    dd__pass_kind kind;
+    /* GFA pass 4: tensors whose adjoint inject() writes (Ybar, Xbar; logits+1
+     * entries), and the callback, called for every tensor i from the logits
+     * down, once all of i's consumers have run; written says whether they
+     * left a value (else inject overwrites). */
+    const unsigned char *seeded;
+    void (*inject)(struct dd_model *m, int tensor, int written, void *arg);
+    void *arg;
+} dd__bpass;
+
+/* The plan of one backward pass: steps[k] for node logits - k (every node
+ * from the logits down to 1, DD__BV_NONE included), per tensor whether its
+ * gradient is needed and whether the pass leaves one, and the needed
+ * tensors no step reaches (zero-filled at the end). */
+typedef struct dd__bsched {
+    int nsteps, nzero;
+    dd__bstep *steps;
+    unsigned char *need, *written;
+    int *zero;
+} dd__bsched;
+
+/* One node's part in GFA's tangent pass (pass 3, lib/gfa/gfa.c). */
+typedef struct dd__tstep {
+    int node;
+    unsigned char jvp;          /* T_y = JVP(T_x) ran (else T_y is zero or only Gbar) */
+    unsigned char gbar;         /* y is hooked: Gbar_y added */
+    unsigned char second_order; /* second-order term ran */
+    unsigned char xbar;         /* it wrote Xbar into its input's bar */
+} dd__tstep;
+
 /* The per-node-type table. Slots marked optional may be NULL. All tensor
  * pointers are full buffers of the tensors' layouts for ctx->n samples. */
 typedef struct dd__node_ops {
@@ -101,9 +200,9 @@ typedef struct dd__node_ops {
     dd_status (*forward)(struct dd__node *n, void *plan, struct dd__ctx *ctx,
                          const float *const *x, float *y);
     /* Given dy: dx[i] = (dy/dx_i)^T dy for each i with dx[i] != NULL
-     * (overwritten), and, if ctx->want_param_grad, dL/dtheta added into the
-     * params' grad arrays. */
-    dd_status (*backward)(struct dd__node *n, void *plan, struct dd__ctx *ctx,
+     * (overwritten), and, if st->param_grad, dL/dtheta added into the
+     * params' grad arrays; st's variant fields as in dd__bstep. */
+    dd_status (*backward)(struct dd__node *n, void *plan, struct dd__ctx *ctx, const dd__bstep *st,
                           const float *dy, float *const *dx);
     /* GFA slot 1: ty = J_x f . tx (linearised forward, no bias). optional:
      * NULL means the node type does not support GFA (DD_ERR_UNSUPPORTED). */
@@ -111,17 +210,23 @@ typedef struct dd__node_ops {
                      const float *const *tx, float *ty);
     /* GFA slot 2: second-order terms of <tx, backward(gy)>: adds
      * d/dtheta into the params' grads and d/dx into xbar[i] where the
-     * backward depends on x (xbar[i] may be NULL: not wanted). A node that
-     * writes xbar sets ctx->xbar_written, and overwrites instead of adding
-     * when ctx->xbar_fresh. optional: NULL means no second-order term. */
+     * backward depends on x (xbar[i] may be NULL: not wanted); overwrites
+     * xbar instead of adding when xbar_fresh. Returns in *xbar_written
+     * whether it wrote xbar. optional: NULL means no second-order term. */
     dd_status (*second_order)(struct dd__node *n, void *plan, struct dd__ctx *ctx,
-                              const float *const *tx, const float *gy, float *const *xbar);
+                              const float *const *tx, const float *gy, float *const *xbar, int xbar_fresh,
+                              int *xbar_written);
     /* Followers the node type can absorb (DD__FUSE_*), for eval [0] and
      * training [1] passes. A head's forward is called with ctx->fuse set and
      * y the end tensor's buffer; it returns DD_ERR_UNSUPPORTED (writing
      * nothing) if oneDNN has no kernel for that fusion, and the chain then
      * runs node by node from then on. */
     unsigned fuse_caps[2];
+    /* The link this node type can be in another head's chain (DD__FUSE_BN,
+     * _ADD or _RELU), or 0. */
+    unsigned fuse_as;
+    /* DD__CAP_* */
+    unsigned caps;
     /* Adds the node's configuration to a JSON object (jansson json_t *). */
     dd_status (*describe)(const struct dd__node *n, void *json_object);
     /* Fills the type-specific fields of a dd_node_info. optional */
@@ -150,8 +255,6 @@ typedef struct dd__node {
     dd__fusion fz;              /* this pass's fusion with this node as head */
     int absorbed;               /* this pass: computed by an earlier head */
     int fuse_refused[2];        /* oneDNN refused this node's fused kernel (eval, train) */
-    int bwd_absorbed;           /* this backward pass: done by its consumer (passes.c) */
-    int bwd_dy_from;            /* this backward pass: dy is that ReLU's (passes.c), or -1 */
 } dd__node;
 
 /* Everything a pass needs. One per model (no allocation per pass). */
@@ -161,12 +264,6 @@ typedef struct dd__ctx {
     dnnl_stream_t strm;
     int n;                  /* batch size of this pass */
     int train;              /* 1: training-mode forward (batch-norm batch stats) */
-    int want_param_grad;    /* backward: accumulate parameter gradients */
-    int xbar_fresh;         /* GFA second_order: xbar holds no value yet (write, do not add) */
-    int xbar_written;       /* GFA second_order: set by a node that wrote xbar */
-    int gfa_phase;          /* 0; 2: GFA pass 2 (weight layers defer their weight
-                             * gradients); 4: GFA pass 4 (weight layers add the
-                             * deferred G_y, held in out.tan, to dy first) */
     int nthreads;           /* > 0: the model's OpenMP thread count */
     void *scratchpad;       /* shared user scratchpad of all primitives */
     size_t scratchpad_bytes;
@@ -174,13 +271,6 @@ typedef struct dd__ctx {
     int allow_ref;          /* CPU without AVX-512: reference kernels are acceptable */
     int has_alternative;    /* the caller will try another layout if this primitive is refused */
     const dd__fusion *fuse; /* forward of a fusion head: the chain (else NULL) */
-    const float *relu_mask; /* backward of a max pool or add that stands in for a
-                             * ReLU's backward too (passes.c): dy counts only where
-                             * relu_mask (the pool's output, the ReLU's output) > 0 */
-    const struct dd__node *fold_bn; /* backward of a weight layer that stands in for the
-                             * eval-mode batch norm after it too (passes.c): dy is the
-                             * batch norm's output gradient; fold its slope into the
-                             * backward-data weights */
 } dd__ctx;
 
 typedef struct dd__hook {
@@ -220,6 +310,12 @@ struct dd_model {
     int nhooks;
     dd__hook hooks[DD_MAX_HOOKS];
     int gfa_ready;              /* tan/bar buffers allocated */
+    /* schedules of the last passes (lib/graph/schedule.c; allocated on first use) */
+    dd__bsched sched[DD__NPASSES];
+    int sched_ran[DD__NPASSES];
+    dd__tstep *tsteps;          /* GFA pass 3, logits entries (node 1..logits) */
+    int ntsteps;
+    unsigned char *gfa_seeded;  /* GFA pass 4: tensors inject() seeds (logits + 1) */
     /* dd_model_predict (lib/graph/predict.c): single-thread copies of this
      * model, and the parameter and statistics versions copied into them
      * (shadow_pv 0: not yet; a built model's version is >= 1) */

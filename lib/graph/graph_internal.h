@@ -24,12 +24,27 @@ DD_INTERNAL void dd__model_release_activations(dd_model *m);
 DD_INTERNAL dd_status dd__model_alloc_activations(dd_model *m, int gfa);
 /* The plan of node n for batch ctx->n, created on first use. */
 DD_INTERNAL dd_status dd__node_plan(dd__node *n, dd__ctx *ctx, void **plan);
-/* Backward pass from the logits gradient already in the logits tensor's
- * grad: every tensor's grad where needed; parameter gradients if
- * want_params; the input's gradient if want_input. With inject (GFA pass 4)
- * each tensor's bar buffer (where bar_nonzero) is added to its gradient
- * once all its consumers have contributed; hooks then do not mark tensors. */
-DD_INTERNAL dd_status dd__graph_backward(dd_model *m, int want_input, int want_params, int inject);
+/* The plan of a backward pass (lib/graph/schedule.c), kept in
+ * m->sched[pass->kind] until the next pass of that kind. */
+DD_INTERNAL dd_status dd__schedule_backward(dd_model *m, const dd__bpass *pass, const dd__bsched **out);
+DD_INTERNAL dd_status dd__schedule_alloc(dd_model *m, dd__pass_kind kind);
+DD_INTERNAL void dd__schedule_free(dd_model *m);
+/* Runs a backward pass as planned. The seed is already in the logits
+ * tensor's gradient buffer: grad, or for DD__PASS_GFA4 tan (the adjoints
+ * live in the tangent slots there). Returns the schedule that ran. */
+DD_INTERNAL dd_status dd__graph_backward(dd_model *m, const dd__bpass *pass, const dd__bsched **ran);
+/* DD_ERR_INVALID_ARGUMENT unless every label is in [0, K) (fn names the caller). */
+DD_INTERNAL dd_status dd__check_labels(const dd_model *m, const int32_t *labels, int n, const char *fn);
+/* Runs fn with the parameter gradients protected: on failure (or
+ * non-finite gradients, DD_ERR_NUMERIC) they are restored to their values
+ * before the call. */
+DD_INTERNAL dd_status dd__guarded_grads(dd_model *m, dd_status (*fn)(dd_model *, void *), void *arg);
+/* fn for dd__guarded_grads: the plain backward pass (DD__PASS_BACKWARD). */
+DD_INTERNAL dd_status dd__plain_backward(dd_model *m, void *arg);
+/* The gradient buffer of tensor t in a pass of this kind. */
+static inline float *dd__pass_grad(const dd__tensor *t, dd__pass_kind kind) {
+    return kind == DD__PASS_GFA4 ? t->tan : t->grad;
+}
 /* Plans this pass's fusion chains (node->fz, node->absorbed) for a
  * training (train = 1) or eval pass; none if !enable (lib/graph/fusion.c). */
 DD_INTERNAL void dd__fusion_plan(dd_model *m, int train, int enable);

@@ -17,7 +17,6 @@
 #include <string.h>
 
 #include "../engine/engine.h"
-#include "../gfa/gfa.h"
 
 #define DD__MAX_DIM (1 << 20)
 
@@ -197,6 +196,7 @@ void dd_model_destroy(dd_model *m) {
         if (n->ops->destroy) n->ops->destroy(n);
     }
     dd__engine_fini(&m->ctx);
+    dd__schedule_free(m);
     dd__free(m->nodes);
     dd__free(m->params);
     dd__free_aligned(m->param_arena);
@@ -234,6 +234,14 @@ static int tan_slots(const dd_model *m, int *slot_of, int *slot_end, size_t *slo
     return nslots;
 }
 
+/* Whether tensor i is the input of a node whose GFA second-order term has
+ * a part in x (DD__CAP_XBAR): it then gets a bar buffer. */
+static int reads_for_xbar(const dd_model *m, int i) {
+    for (int j = i + 1; j <= m->logits; j++)
+        if ((m->nodes[j].ops->caps & DD__CAP_XBAR) && m->nodes[j].inputs[0] == i) return 1;
+    return 0;
+}
+
 /* Lays out the activation arena: data and grad for every tensor, scratch,
  * probabilities, and with GFA the shared tangent slots (slot_of, nslots,
  * slot_floats from tan_slots), bar buffers for batch-norm inputs and the
@@ -256,7 +264,7 @@ static size_t layout_activations(dd_model *m, char *base, int gfa, const int *sl
         DD__TAKE(t->data, f);
         DD__TAKE(t->grad, f);
         if (base) t->tan = t->bar = NULL;
-        if (gfa && dd__gfa_needs_bar(m, i)) DD__TAKE(t->bar, f);
+        if (gfa && reads_for_xbar(m, i)) DD__TAKE(t->bar, f);
     }
     for (int s = 0; gfa && s < nslots; s++) {
         float *slot = NULL;

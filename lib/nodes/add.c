@@ -64,11 +64,12 @@ static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *con
     return DD_OK;
 }
 
-static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy, float *const *dx) {
+static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
+                         float *const *dx) {
     const add_state *s = n->state;
     size_t bytes = dd__tensor_floats(&n->out, ctx->n) * sizeof(float);
-    if (ctx->relu_mask) { /* the ReLU after this add (same layouts, see passes.c) */
-        dd__relu_bwd2(dx[0], dx[1], dy, ctx->relu_mask, bytes / sizeof(float), ctx->nthreads);
+    if (st->variant == DD__BV_MASKS_OUTPUT) { /* the ReLU after this add (same layouts, schedule.c) */
+        dd__relu_bwd2(dx[0], dx[1], dy, st->mask, bytes / sizeof(float), ctx->nthreads);
         return DD_OK;
     }
     for (int k = 0; k < 2; k++) {
@@ -95,6 +96,8 @@ const dd__node_ops dd__add_ops = {
     .backward = backward,
     .jvp = forward,
     .fuse_caps = {DD__FUSE_RELU, DD__FUSE_RELU},
+    .fuse_as = DD__FUSE_ADD,
+    .caps = DD__CAP_BWD_MASKS_OUTPUT,
     .destroy = destroy,
 };
 

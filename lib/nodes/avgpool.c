@@ -57,7 +57,9 @@ static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *con
     return dd__exec(ctx, &a->fwd, 2, args);
 }
 
-static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy, float *const *dx) {
+static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
+                         float *const *dx) {
+    (void)st;
     (void)n;
     if (!dx[0]) return DD_OK;
     avgpool_plan *a = plan;

@@ -194,16 +194,17 @@ void dd__bn_fold(const dd__node *n, float *scale, float *shift) {
     }
 }
 
-static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy, float *const *dx) {
+static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
+                         float *const *dx) {
     dd__bn_plan *p = plan;
-    const dd__bn_state *st = n->state;
+    const dd__bn_state *cfg = n->state;
     int C = n->out.c;
     dd__param *gamma = dd__node_param(n, 0), *beta = dd__node_param(n, 1);
     if (ctx->train) {
         /* The primitive always writes diff_src; without a consumer for it the
          * model's second scratch (unused by single-input nodes) takes it. */
         DD_FORWARD(dd__bn_train_bwd(n, p, ctx, dy, dx[0] ? dx[0] : n->model->scratch2));
-        if (ctx->want_param_grad)
+        if (st->param_grad)
             for (int c = 0; c < C; c++) {
                 gamma->grad[c] += p->dgamma[c];
                 beta->grad[c] += p->dbeta[c];
@@ -212,12 +213,12 @@ static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy
     }
     dd__bn_eval_scale(n, p);
     if (dx[0]) dd__chan_affine(&n->out, ctx->n, dy, dx[0], p->chan_scale, NULL, ctx->nthreads);
-    if (ctx->want_param_grad) {
+    if (st->param_grad) {
         double *sdx = p->work + dd__chan_work_doubles(&n->out, ctx->nthreads), *sd = sdx + C;
         dd__chan_sums(&n->out, ctx->n, dy, dd__in(n, 0)->data, sdx, sd, p->work, ctx->nthreads);
         const float *rm = dd__node_param(n, 2)->data, *rv = dd__node_param(n, 3)->data;
         for (int c = 0; c < C; c++) {
-            double inv = 1.0 / sqrt((double)rv[c] + st->eps);
+            double inv = 1.0 / sqrt((double)rv[c] + cfg->eps);
             gamma->grad[c] += (float)(inv * (sdx[c] - rm[c] * sd[c]));
             beta->grad[c] += (float)sd[c];
         }
@@ -234,9 +235,10 @@ static dd_status jvp(dd__node *n, void *plan, dd__ctx *ctx, const float *const *
 }
 
 static dd_status second_order(dd__node *n, void *plan, dd__ctx *ctx, const float *const *tx,
-                              const float *gy, float *const *xbar) {
+                              const float *gy, float *const *xbar, int xbar_fresh, int *xbar_written) {
     dd__bn_plan *p = plan;
-    if (ctx->train) return dd__bn_train_second_order(n, p, ctx, tx[0], gy, xbar[0]);
+    *xbar_written = 0;
+    if (ctx->train) return dd__bn_train_second_order(n, p, ctx, tx[0], gy, xbar[0], xbar_fresh, xbar_written);
     const dd__bn_state *st = n->state;
     int C = n->out.c;
     double *s = p->work + dd__chan_work_doubles(&n->out, ctx->nthreads);
@@ -296,6 +298,8 @@ const dd__node_ops dd__batchnorm_ops = {
     .jvp = jvp,
     .second_order = second_order,
     .fuse_caps = {DD__FUSE_RELU, DD__FUSE_RELU},
+    .fuse_as = DD__FUSE_BN,
+    .caps = DD__CAP_EVAL_AFFINE | DD__CAP_XBAR,
     .describe = describe,
     .info = info,
     .destroy = destroy,

@@ -27,8 +27,10 @@ DD_INTERNAL void dd__bn_eval_scale(dd__node *n, dd__bn_plan *p);
  * folding into a preceding weight layer. */
 DD_INTERNAL void dd__bn_fold(const dd__node *n, float *scale, float *shift);
 /* GFA second-order terms in training mode (batchnorm_gfa.c): adds
- * d/dgamma <tx, bwd(gy)> into gamma's grad and d/dx <tx, bwd(gy)> into xbar. */
+ * d/dgamma <tx, bwd(gy)> into gamma's grad and d/dx <tx, bwd(gy)> into xbar
+ * (overwriting it when xbar_fresh; *xbar_written = 1 when xbar != NULL). */
 DD_INTERNAL dd_status dd__bn_train_second_order(dd__node *n, dd__bn_plan *p, dd__ctx *ctx,
-                                                const float *tx, const float *gy, float *xbar);
+                                                const float *tx, const float *gy, float *xbar,
+                                                int xbar_fresh, int *xbar_written);
 
 #endif

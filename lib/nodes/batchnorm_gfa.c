@@ -19,7 +19,7 @@
 #include "kernels.h"
 
 dd_status dd__bn_train_second_order(dd__node *n, dd__bn_plan *p, dd__ctx *ctx, const float *tx,
-                                    const float *gy, float *xbar) {
+                                    const float *gy, float *xbar, int xbar_fresh, int *xbar_written) {
     const dd__bn_state *st = n->state;
     const dd__tensor *t = &n->out;
     const float *x = dd__in(n, 0)->data;
@@ -50,8 +50,8 @@ dd_status dd__bn_train_second_order(dd__node *n, dd__bn_plan *p, dd__ctx *ctx, c
         }
     }
     if (xbar) {
-        dd__chan_lincomb(t, ctx->n, xbar, x, gy, tx, ca, cb, cc, cd, !ctx->xbar_fresh, ctx->nthreads);
-        ctx->xbar_written = 1;
+        dd__chan_lincomb(t, ctx->n, xbar, x, gy, tx, ca, cb, cc, cd, !xbar_fresh, ctx->nthreads);
+        *xbar_written = 1;
     }
     return DD_OK;
 }

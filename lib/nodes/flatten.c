@@ -49,7 +49,9 @@ static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *con
     return dd__reorder_run(ctx, &((flatten_plan *)plan)->fwd, x[0], y);
 }
 
-static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy, float *const *dx) {
+static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
+                         float *const *dx) {
+    (void)st;
     (void)n;
     if (!dx[0]) return DD_OK;
     return dd__reorder_run(ctx, &((flatten_plan *)plan)->bwd, dy, dx[0]);

@@ -27,7 +27,9 @@ static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *con
     return DD_OK;
 }
 
-static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy, float *const *dx) {
+static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
+                         float *const *dx) {
+    (void)st;
     (void)plan;
     if (!dx[0]) return DD_OK;
     const dd__tensor *in = dd__in(n, 0);

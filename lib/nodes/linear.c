@@ -67,6 +67,7 @@ const dd__node_ops dd__linear_ops = {
     .jvp = dd__wl_jvp,
     .second_order = dd__wl_second_order,
     .fuse_caps = {DD__FUSE_BN | DD__FUSE_ADD | DD__FUSE_RELU, DD__FUSE_RELU},
+    .caps = DD__CAP_WEIGHT_LAYER | DD__CAP_BWD_FOLDS_BN,
     .describe = describe,
     .destroy = destroy,
 };

@@ -143,13 +143,14 @@ static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *con
     return DD_OK;
 }
 
-static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy, float *const *dx) {
+static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
+                         float *const *dx) {
     if (!dx[0]) return DD_OK;
     maxpool_plan *mp = plan;
     const dd__tensor *in = dd__in(n, 0);
     size_t of = n->out.sample_floats;
     int nt = (size_t)ctx->n * in->sample_floats < 32768 ? 1 : ctx->nthreads;
-    const float *mask = ctx->relu_mask; /* this node's output, or NULL */
+    const float *mask = st->variant == DD__BV_MASKS_INPUT ? st->mask : NULL; /* this node's output */
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int s = 0; s < ctx->n; s++) {
         float *xs = dx[0] + (size_t)s * in->sample_floats;
@@ -189,6 +190,7 @@ const dd__node_ops dd__maxpool_ops = {
     .forward = forward,
     .backward = backward,
     .jvp = jvp,
+    .caps = DD__CAP_BWD_MASKS_INPUT,
     .describe = dd__pool_describe,
     .info = dd__pool_info,
     .destroy = dd__pool_destroy,

@@ -26,7 +26,9 @@ static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *con
 }
 
 /* dx = dy / std; also the JVP (same linear map). */
-static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy, float *const *dx) {
+static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
+                         float *const *dx) {
+    (void)st;
     (void)plan;
     normalize_state *s = n->state;
     if (dx[0]) dd__chan_affine(&n->out, ctx->n, dy, dx[0], s->inv_std, NULL, ctx->nthreads);

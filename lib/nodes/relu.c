@@ -71,7 +71,9 @@ static dd_status masked(dd__node *n, relu_plan *r, dd__ctx *ctx, const float *g,
     return dd__exec(ctx, &r->bwd, 3, a);
 }
 
-static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy, float *const *dx) {
+static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
+                         float *const *dx) {
+    (void)st;
     if (!dx[0]) return DD_OK;
     return masked(n, plan, ctx, dy, dx[0]);
 }
@@ -88,6 +90,8 @@ const dd__node_ops dd__relu_ops = {
     .forward = forward,
     .backward = backward,
     .jvp = jvp,
+    .fuse_as = DD__FUSE_RELU,
+    .caps = DD__CAP_MASK_FROM_OUTPUT,
 };
 
 dd_status dd_model_add_relu(dd_model *m, dd_node input, const char *name, dd_node *out) {

@@ -541,9 +541,9 @@ static dd_status bwd_weights_folded(dd__node *n, dd__ctx *ctx, dd__wplan *p, con
 
 /* Backward-data by the image-layer kernel (conv_fewc.c), the weights packed
  * (with ctx->fold_bn's slope folded in) when they or the statistics changed. */
-static dd_status fewc_backward(dd__node *n, dd__ctx *ctx, dd__wplan *p, const float *dy, float *dx) {
+static dd_status fewc_backward(dd__node *n, dd__ctx *ctx, dd__wplan *p, const dd__node *bn, const float *dy,
+                               float *dx) {
     dd_model *m = n->model;
-    const dd__node *bn = ctx->fold_bn;
     const int64_t *wd = p->cfg.wdims;
     if (p->ver_fewc_p != m->param_version || p->fewc_bn != bn || (bn && p->ver_fewc_s != m->stats_version)) {
         float *scale = p->w_fewc + dd__conv_fewc_pack_floats((int)wd[0], (int)wd[1], (int)wd[2], (int)wd[3]);
@@ -561,24 +561,26 @@ static dd_status fewc_backward(dd__node *n, dd__ctx *ctx, dd__wplan *p, const fl
     return DD_OK;
 }
 
-dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy, float *const *dx) {
+dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
+                         float *const *dx) {
     dd__wplan *p = plan;
-    if (ctx->want_param_grad && ctx->gfa_phase == 4) {
+    const dd__node *bn = st->variant == DD__BV_FOLDS_BN ? st->fold_bn : NULL;
+    if (st->param_grad && st->merge_gy) {
         /* bwd_w is linear in diff_dst: one call for the pass-2 gradient G_y
-         * (deferred, in out.tan) and this pass's adjoint saves a third of
-         * GFA's weight-gradient work. G_y is dead after this node. */
-        dd__tensor *out = &n->out;
-        dd__axpy1(out->tan, dy, dd__tensor_floats(out, ctx->n), ctx->nthreads);
-        DD_FORWARD(run_bwdw(n, p, ctx, dd__in(n, 0)->data, out->tan, 1));
-    } else if (ctx->want_param_grad && ctx->gfa_phase != 2) {
+         * (deferred) and this pass's adjoint saves a third of GFA's
+         * weight-gradient work. G_y is dead after this node. */
+        float *gy = (float *)st->merge_gy;
+        dd__axpy1(gy, dy, dd__tensor_floats(&n->out, ctx->n), ctx->nthreads);
+        DD_FORWARD(run_bwdw(n, p, ctx, dd__in(n, 0)->data, gy, 1));
+    } else if (st->param_grad && !st->defer_wgrad) {
         DD_FORWARD(run_bwdw(n, p, ctx, dd__in(n, 0)->data, dy, 1));
     }
     if (!dx[0]) return DD_OK;
     if (!p->have_bwdd) DD_FORWARD(create_bwdd(n, ctx, p));
-    if (p->fewc) return fewc_backward(n, ctx, p, dy, dx[0]);
+    if (p->fewc) return fewc_backward(n, ctx, p, bn, dy, dx[0]);
     const float *wts = p->w_bwd;
-    if (ctx->fold_bn)
-        DD_FORWARD(bwd_weights_folded(n, ctx, p, ctx->fold_bn, &wts));
+    if (bn)
+        DD_FORWARD(bwd_weights_folded(n, ctx, p, bn, &wts));
     else if (p->w_bwd == p->w_fwd)
         DD_FORWARD(refresh(n, ctx, &p->r_wfwd, p->w_fwd, &p->ver_fwd));
     else
@@ -597,8 +599,10 @@ dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy
 }
 
 dd_status dd__wl_second_order(dd__node *n, void *plan, dd__ctx *ctx, const float *const *tx,
-                              const float *gy, float *const *xbar) {
+                              const float *gy, float *const *xbar, int xbar_fresh, int *xbar_written) {
     (void)xbar;
+    (void)xbar_fresh;
+    *xbar_written = 0;
     return run_bwdw(n, plan, ctx, tx[0], gy, 0);
 }
 

@@ -48,10 +48,12 @@ typedef struct dd__wplan dd__wplan;
 DD_INTERNAL dd_status dd__wl_plan_create(dd__node *n, dd__ctx *ctx, const dd__wl_cfg *cfg, void **plan);
 DD_INTERNAL void dd__wl_plan_destroy(void *plan);
 DD_INTERNAL dd_status dd__wl_forward(dd__node *n, void *plan, dd__ctx *ctx, const float *const *x, float *y);
-DD_INTERNAL dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const float *dy, float *const *dx);
+DD_INTERNAL dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
+                                     float *const *dx);
 DD_INTERNAL dd_status dd__wl_jvp(dd__node *n, void *plan, dd__ctx *ctx, const float *const *tx, float *ty);
 DD_INTERNAL dd_status dd__wl_second_order(dd__node *n, void *plan, dd__ctx *ctx, const float *const *tx,
-                                          const float *gy, float *const *xbar);
+                                          const float *gy, float *const *xbar, int xbar_fresh,
+                                          int *xbar_written);
 /* Name of the forward implementation (for logs and tests). */
 DD_INTERNAL const char *dd__wl_impl(const void *plan);
 /* He-normal weights N(0, 2 / fan_in) (1 / fan_in for the logits layer), zero bias. */

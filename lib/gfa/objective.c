@@ -1,0 +1,52 @@
+/* lib/gfa/objective.c -- dd_model_backward: the training objective's gradient.
+ *
+ * J = L + sum_t lambda_t R_t with L the mean softmax cross-entropy: without
+ * hooks the plain backward pass (the planner's DD__PASS_BACKWARD), with
+ * hooks GFA's passes 2-4 (gfa.c). This entry point lives beside GFA so that
+ * the graph code never calls GFA: lib/gfa depends on lib/graph, not the
+ * other way round.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "../graph/graph_internal.h"
+#include "../loss/loss.h"
+#include "gfa.h"
+
+/* The cross-entropy, its gradient into the logits' grad, and stats. */
+static dd_status seed_xent(dd_model *m, const int32_t *labels, dd_step_stats *stats) {
+    int n = m->last_n, k = m->num_classes;
+    double loss;
+    int correct;
+    dd__xent(m->nodes[m->logits].out.data, labels, n, k, m->probs, m->nodes[m->logits].out.grad,
+             &loss, &correct);
+    DD_RETURN_IF(!isfinite(loss), DD_ERR_NUMERIC, "backward: the loss is not finite");
+    m->last_loss = loss;
+    if (stats) {
+        size_t sz = stats->struct_size;
+        memset(stats, 0, sizeof *stats);
+        stats->struct_size = sz;
+        stats->loss = loss;
+        stats->objective = loss;
+        stats->correct = correct;
+        stats->batch = n;
+    }
+    return DD_OK;
+}
+
+dd_status dd_model_backward(dd_model *m, const int32_t *labels, dd_step_stats *stats) {
+    DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_model_backward: model is NULL");
+    DD_RETURN_IF(!m->built, DD_ERR_STATE, "dd_model_backward: the model is not built");
+    DD_RETURN_IF(stats && stats->struct_size != sizeof *stats, DD_ERR_INVALID_ARGUMENT,
+                 "dd_model_backward: stats->struct_size not set (call dd_step_stats_init)");
+    DD_RETURN_IF(!m->have_forward, DD_ERR_STATE, "dd_model_backward: no forward pass to differentiate");
+    DD_FORWARD(dd__check_labels(m, labels, m->last_n, "dd_model_backward"));
+    DD_FORWARD(seed_xent(m, labels, stats));
+    m->ctx.n = m->last_n;
+    m->ctx.train = m->last_train;
+    if (m->nhooks > 0) {
+        dd__gfa_args a = {labels, stats};
+        return dd__guarded_grads(m, dd__gfa_backward, &a);
+    }
+    return dd__guarded_grads(m, dd__plain_backward, NULL);
+}
