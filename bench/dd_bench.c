@@ -289,6 +289,7 @@ static int parse(int argc, char **argv, config *cfg) {
     cfg->seed = 1;
     cfg->fuse = 1;
     cfg->predict = 1;
+    cfg->conv_algo = DD_CONV_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) return 1;
