@@ -21,6 +21,21 @@
 
 #define DD_INTERNAL __attribute__((visibility("hidden")))
 
+/* Function clones per instruction set (the loader's ifunc resolver picks
+ * one). Not under ThreadSanitizer: the resolver runs during relocation,
+ * before TSan's runtime is up, and its instrumentation crashes the process
+ * (tools/run_tsan.sh); that build takes the baseline code. */
+#if defined(__SANITIZE_THREAD__)
+#define DD_CLONES(...)
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define DD_CLONES(...)
+#endif
+#endif
+#ifndef DD_CLONES
+#define DD_CLONES(...) __attribute__((target_clones(__VA_ARGS__)))
+#endif
+
 DD_INTERNAL dd_status dd__set_error(dd_status s, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 DD_INTERNAL void dd__clear_error(void);

@@ -200,8 +200,11 @@ static void put(sbuf *b, const char *fmt, ...) {
 static const char *tname(const dd_model *m, int t) { return t == 0 ? "input" : m->nodes[t].name; }
 
 static const char *pass_title[DD__NPASSES] = {
-    "backward (dL/dtheta)", "input gradient (dL/dx)", "GFA pass 2: backward, G_t at the hooks, weight "
-    "gradients deferred", "GFA pass 4: second backward in the tangent slots, Ybar/Xbar injected"};
+    "backward (dL/dtheta)",
+    "input gradient (dL/dx)",
+    "GFA pass 2: backward, G_t at the hooks, weight gradients deferred",
+    "GFA pass 4: second backward in the tangent slots, Ybar/Xbar injected",
+};
 
 static void print_bsched(const dd_model *m, const dd__bsched *s, dd__pass_kind kind, sbuf *b) {
     put(b, "%s\n", pass_title[kind]);

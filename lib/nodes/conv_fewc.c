@@ -141,7 +141,7 @@ static inline __attribute__((always_inline)) void sample_ic(const dd__conv_fewc_
     }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
+DD_CLONES("avx512f", "avx2", "default")
 static void sample(const dd__conv_fewc_geom *g, const float *wp, const float *dy, float *dx) {
     switch (g->ic) {
     case 1: sample_ic(g, wp, dy, dx, 1); break;

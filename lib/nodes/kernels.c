@@ -67,7 +67,7 @@ void dd__chan_affine(const dd__tensor *t, int n, const float *x, float *y, const
  * float partials (at most H*W products each) folded into the caller's
  * double rows. */
 #define DD__BLOCK_SUMS(L)                                                                  \
-    __attribute__((target_clones("avx512f", "avx2", "default"))) static void block_sums##L( \
+    DD_CLONES("avx512f", "avx2", "default") static void block_sums##L( \
         const float *pa, const float *pb, size_t hw, double *ab, double *aa) {             \
         float sab[L] = {0}, sa[L] = {0};                                                   \
         for (size_t p = 0; p < hw; p++) {                                                  \
@@ -138,7 +138,7 @@ void dd__chan_sums(const dd__tensor *t, int n, const float *a, const float *b, d
 
 /* The five sums of one block of L lanes (16 or 8) for dd__chan_sums3. */
 #define DD__BLOCK_SUMS3(L)                                                                   \
-    __attribute__((target_clones("avx512f", "avx2", "default"))) static void block_sums3_##L( \
+    DD_CLONES("avx512f", "avx2", "default") static void block_sums3_##L( \
         const float *pt, const float *pg, const float *px, size_t hw, double *acc, size_t stride) { \
         float s[5][L] = {{0}};                                                               \
         for (size_t p = 0; p < hw; p++) {                                                    \

@@ -49,7 +49,7 @@ typedef float dd__f8 __attribute__((vector_size(32)));
 typedef int32_t dd__i8 __attribute__((vector_size(32)));
 
 #define DD__MAXPOOL_BLOCK(L, ...)                                                                    \
-    __attribute__((target_clones("avx512f", "avx2", "default"))) static void block##L(               \
+    DD_CLONES("avx512f", "avx2", "default") static void block##L(               \
         const dd__pool_cfg *c, const dd__tensor *in, const dd__tensor *ot, const float *xs,          \
         size_t in_base, float *ys, int32_t *as, int real) {                                          \
         const dd__i##L lane = {__VA_ARGS__};                                                                \
