@@ -85,7 +85,7 @@ static const opt_def opt_table[] = {
     {"arch", T_STR, O(arch), 1, 0, 0, "cnn-cw|resnet20|preact-resnet18|mlp (default cnn-cw; mlp for 1-channel data)"},
     {"defense", T_STR, O(defense), 1, 0, 0, "none|pgd-at|trades|gfa|pgd-at+gfa|trades+gfa (default gfa)"},
     {"gfa-lambda", T_DBL, O(gfa_lambda), 1, 0, 1e6, "X: weight of every GFA hook (default 0.02)"},
-    {"gfa-mode", T_STR, O(gfa_mode), 1, 0, 0, "sin2|tangent (default sin2)"},
+    {"gfa-mode", T_STR, O(gfa_mode), 1, 0, 0, "sin2|cos|tangent (default sin2)"},
     {"epochs", T_INT, O(epochs), 1, 1, 100000, "N (default 3 for 1-channel data, 10 otherwise)"},
     {"batch", T_INT, O(batch), 1, 1, 65536, "N: batch size (default 128)"},
     {"lr", T_DBL, O(lr), 1, 0, 1e3, "X: base learning rate (default SGD 0.01, Adam/AdamW 1e-3)"},
@@ -273,7 +273,8 @@ static plan resolve(config *c, int channels)
 
     if (strcmp(c->gfa_mode, "sin2") == 0) p.gfa_mode = DD_GFA_SIN2;
     else if (strcmp(c->gfa_mode, "tangent") == 0) p.gfa_mode = DD_GFA_TANGENT;
-    else die("--gfa-mode: unknown '%s' (sin2, tangent)", c->gfa_mode);
+    else if (strcmp(c->gfa_mode, "cos") == 0) p.gfa_mode = DD_GFA_COS;
+    else die("--gfa-mode: unknown '%s' (sin2, cos, tangent)", c->gfa_mode);
 
     if (strcmp(c->optimizer, "sgd") == 0) p.optim = DD_OPTIM_SGD;
     else if (strcmp(c->optimizer, "adam") == 0) p.optim = DD_OPTIM_ADAM;

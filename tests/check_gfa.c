@@ -7,8 +7,8 @@
  *    < 1e-3. Graph: every node type (normalize, conv with padding and
  *    stride 2, batch norm, relu, maxpool, avgpool, residual add, global
  *    average pool, flatten, linear), batch norm in training and eval mode,
- *    both modes (SIN2, TANGENT), default hooks, one hook on a middle tensor,
- *    per-hook lambdas, batch 1 and an odd batch.
+ *    the r-functions (SIN2, COS, TANGENT), default hooks, one hook on a middle tensor,
+ *    per-hook lambdas, batch 1 and an odd batch; COS (r = 1 - c) like SIN2.
  * 2. The reported L, R_t, alignments and J equal the reference's.
  * 3. lambda = 0 gives exactly (bitwise) the ordinary gradient.
  * 4. The hook API: arguments, replacement, defaults, clearing, modes.
@@ -221,6 +221,12 @@ START_TEST(fd_tangent_defaults_train) { fd_case(DD_GFA_TANGENT, 0, DD_TRAIN, 3, 
 END_TEST
 START_TEST(fd_tangent_defaults_eval) { fd_case(DD_GFA_TANGENT, 0, DD_EVAL, 3, 14); }
 END_TEST
+START_TEST(fd_cos_defaults_train) { fd_case(DD_GFA_COS, 0, DD_TRAIN, 5, 21); }
+END_TEST
+START_TEST(fd_cos_defaults_eval) { fd_case(DD_GFA_COS, 0, DD_EVAL, 4, 22); }
+END_TEST
+START_TEST(fd_cos_per_hook_lambdas) { fd_case(DD_GFA_COS, 2, DD_TRAIN, 5, 23); }
+END_TEST
 START_TEST(fd_single_middle_hook) {
     fd_case(DD_GFA_SIN2, 1, DD_TRAIN, 3, 15);
     fd_case(DD_GFA_TANGENT, 1, DD_EVAL, 3, 16);
@@ -290,6 +296,11 @@ static void reference_route(int mode, dd_mode bn_mode, int n, uint64_t seed) {
 START_TEST(reference_route_sin2) {
     reference_route(DD_GFA_SIN2, DD_TRAIN, 5, 31);
     reference_route(DD_GFA_SIN2, DD_EVAL, 4, 32);
+}
+END_TEST
+START_TEST(reference_route_cos) {
+    reference_route(DD_GFA_COS, DD_TRAIN, 5, 35);
+    reference_route(DD_GFA_COS, DD_EVAL, 4, 36);
 }
 END_TEST
 START_TEST(reference_route_tangent) {
@@ -506,6 +517,8 @@ START_TEST(hook_api) {
     ck_assert(l == 0.25f);
     ck_assert_int_eq(dd_gfa_get_hook(g.m, 1, &node, &l), DD_ERR_INVALID_ARGUMENT);
     ck_assert_int_eq(dd_gfa_set_mode(g.m, (dd_gfa_mode)7), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_gfa_set_mode(g.m, (dd_gfa_mode)3), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_gfa_set_mode(g.m, (dd_gfa_mode)-1), DD_ERR_INVALID_ARGUMENT);
     ck_assert_int_eq(dd_gfa_hook_defaults(g.m, 0.1f, (dd_gfa_mode)7), DD_ERR_INVALID_ARGUMENT);
     ck_assert_int_eq(dd_gfa_hook_defaults(g.m, -1.0f, DD_GFA_SIN2), DD_ERR_INVALID_ARGUMENT);
     OK(dd_gfa_num_hooks(g.m, &n));
@@ -665,7 +678,11 @@ int main(void) {
     tcase_add_test(fd, fd_single_middle_hook);
     tcase_add_test(fd, fd_per_hook_lambdas);
     tcase_add_test(fd, fd_batch_one);
+    tcase_add_test(fd, fd_cos_defaults_train);
+    tcase_add_test(fd, fd_cos_defaults_eval);
+    tcase_add_test(fd, fd_cos_per_hook_lambdas);
     tcase_add_test(fd, reference_route_sin2);
+    tcase_add_test(fd, reference_route_cos);
     tcase_add_test(fd, reference_route_tangent);
     tcase_add_test(fd, blocked_regulariser_train);
     tcase_add_test(fd, blocked_regulariser_eval);

@@ -6,7 +6,7 @@
  * kernel, thread splits of our kernels. So here: cnn-cw and resnet20 from
  * the zoo with default options, 32x32 inputs, batch 64, 2 threads, DD_TRAIN
  * and DD_EVAL, after 5 SGD steps (the alignment is no longer the initial
- * one), default hooks at lambda 0.05.
+ * one), default hooks at lambda 0.05 (SIN2; COS too on cnn-cw in training).
  *
  * 1. The regulariser's part of the gradient, grad J - grad L (both from the
  *    library, the second with every hook's lambda set to 0, so the forward
@@ -181,7 +181,10 @@ static int verbose(void) { return getenv("DD_TEST_VERBOSE") != NULL; }
 
 /* ---- 1. against the double reference ------------------------------------- */
 
-static void reference_case(const char *arch, dd_mode mode) {
+static void reference_case_mode(const char *arch, dd_mode mode, dd_gfa_mode gmode);
+static void reference_case(const char *arch, dd_mode mode) { reference_case_mode(arch, mode, DD_GFA_SIN2); }
+
+static void reference_case_mode(const char *arch, dd_mode mode, dd_gfa_mode gmode) {
     enum { B = 64 };
     size_t in = (size_t)B * 3 * 32 * 32;
     float *x = malloc(in * sizeof(float));
@@ -191,7 +194,7 @@ static void reference_case(const char *arch, dd_mode mode) {
     data(B, 11, x, y);
     model mm = make(arch, 2, 1, DD_CONV_AUTO, B);
     train(mm.m, x, y, B, 5);
-    OK(dd_gfa_hook_defaults(mm.m, LAMBDA, DD_GFA_SIN2));
+    OK(dd_gfa_hook_defaults(mm.m, LAMBDA, gmode));
     float *lib = malloc(mm.ntrain * sizeof(float));
     double *ref = malloc(mm.ntrain * sizeof(double));
     ck_assert(lib && ref);
@@ -200,7 +203,7 @@ static void reference_case(const char *arch, dd_mode mode) {
     lib_reg_grad(&mm, x, y, B, mode, lib);
     ref_hooks hk;
     memset(&hk, 0, sizeof hk);
-    hk.mode = REF_GFA_SIN2;
+    hk.mode = (int)gmode;
     OK(dd_gfa_num_hooks(mm.m, &hk.count));
     for (int h = 0; h < hk.count; h++) {
         float l;
@@ -213,8 +216,8 @@ static void reference_case(const char *arch, dd_mode mode) {
     if (verbose()) printf("%s %s: regulariser part, lib vs double reference\n", arch,
                           mode == DD_TRAIN ? "train" : "eval");
     double e = tensor_err(&mm, lib, ref, NULL, 1e-3, &worst, verbose());
-    printf("%s %s: GFA term vs double reference, worst tensor %s %.3e\n", arch,
-           mode == DD_TRAIN ? "train" : "eval", worst, e);
+    printf("%s %s %s: GFA term vs double reference, worst tensor %s %.3e\n", arch,
+           mode == DD_TRAIN ? "train" : "eval", gmode == DD_GFA_COS ? "cos" : "sin2", worst, e);
     ck_assert_msg(e <= 1e-2, "%s %s: GFA term off by %.3e in %s", arch, mode == DD_TRAIN ? "train" : "eval",
                   e, worst);
     ref_model_destroy(r);
@@ -225,6 +228,8 @@ static void reference_case(const char *arch, dd_mode mode) {
 START_TEST(cnn_cw_train) { reference_case("cnn-cw", DD_TRAIN); }
 END_TEST
 START_TEST(cnn_cw_eval) { reference_case("cnn-cw", DD_EVAL); }
+END_TEST
+START_TEST(cnn_cw_train_cos) { reference_case_mode("cnn-cw", DD_TRAIN, DD_GFA_COS); }
 END_TEST
 START_TEST(resnet20_train) { reference_case("resnet20", DD_TRAIN); }
 END_TEST
@@ -396,6 +401,7 @@ Suite *gfa_prod_suite(void) {
     tcase_set_timeout(ref, 300);
     tcase_add_test(ref, cnn_cw_train);
     tcase_add_test(ref, cnn_cw_eval);
+    tcase_add_test(ref, cnn_cw_train_cos);
     tcase_add_test(ref, resnet20_train);
     tcase_add_test(ref, resnet20_eval);
     suite_add_tcase(s, ref);

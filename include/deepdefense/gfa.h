@@ -8,6 +8,8 @@
  *     c_i = <g_i, h_i> / sqrt((|g_i|^2 + eps)(|h_i|^2 + eps)),   eps = 1e-12
  *     DD_GFA_SIN2    (default): r_i = 1 - c_i^2          (scale- and sign-free)
  *     DD_GFA_TANGENT          : r_i = |g_i - (<g_i,h_i>/(|h_i|^2+eps)) h_i|^2
+ *     DD_GFA_COS              : r_i = 1 - c_i   (the plain cosine penalty: sign
+ *                               matters, an anti-aligned gradient costs 2)
  *     R_t = mean_i r_i
  *
  * With hooks set, dd_model_backward() computes the exact dJ/dtheta by four
@@ -39,7 +41,8 @@ extern "C" {
 
 typedef enum dd_gfa_mode {
     DD_GFA_SIN2 = 0,    /**< r = 1 - cos^2 (default) */
-    DD_GFA_TANGENT = 1  /**< r = |tangential component of g|^2 */
+    DD_GFA_TANGENT = 1, /**< r = |tangential component of g|^2 */
+    DD_GFA_COS = 2      /**< r = 1 - cos (the plain cosine penalty; in [0, 2]) */
 } dd_gfa_mode;
 
 /** METHOD of dd_model: hooks tensor `node` (DD_INPUT or a node id) with

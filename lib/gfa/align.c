@@ -8,6 +8,10 @@
  *   SIN2:    alpha = 2a^2/(P^2 Q), beta = -2a/(PQ), gamma = -2a/(PQ), delta = 2a^2/(P Q^2)
  *   TANGENT: s = a/Q, k = <u, h> = a - s |h|^2 (u = g - s h):
  *            alpha = 2, beta = gamma = -2s - 2k/Q, delta = 2s^2 + 4ks/Q
+ *   COS:     r = 1 - c, S = sqrt(P Q); dc/dg = (h - (a/P) g)/S and
+ *            dc/dh = (g - (a/Q) h)/S (the quotient rule on a / sqrt(P Q),
+ *            dP/dg = 2g, dQ/dh = 2h), so
+ *            alpha = a/(P S), beta = gamma = -1/S, delta = a/(Q S)
  * Then Gbar[i] = lambda dr/dg and Ybar[i] = (lambda/B) dr/dh, kept as four
  * per-sample coefficients and applied when the passes need them (so no
  * buffer holds them in between). Reductions
@@ -51,6 +55,13 @@ void dd__gfa_align(const float *grad, const float *data, int n, size_t floats, i
             al = 2;
             be = ga = -2 * s - 2 * k / Q;
             de = 2 * s * s + 4 * k * s / Q;
+        } else if (mode == DD_GFA_COS) {
+            double S = sqrt(P * Q);
+            r = 1 - c;
+            al = a / (P * S);
+            be = -1 / S;
+            ga = be;
+            de = a / (Q * S);
         } else {
             r = 1 - c * c;
             al = 2 * a * a / (P * P * Q);

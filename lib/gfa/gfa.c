@@ -70,7 +70,7 @@ dd_status dd_gfa_hook(dd_model *m, dd_node node, float lambda) {
     return DD_OK;
 }
 
-static int valid_mode(int mode) { return mode == DD_GFA_SIN2 || mode == DD_GFA_TANGENT; }
+static int valid_mode(int mode) { return mode == DD_GFA_SIN2 || mode == DD_GFA_TANGENT || mode == DD_GFA_COS; }
 
 dd_status dd_gfa_hook_defaults(dd_model *m, float lambda, dd_gfa_mode mode) {
     DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_gfa_hook_defaults: model is NULL");

@@ -546,7 +546,7 @@ static dd_status arch_gfa(const arch_at *top, json_t *root, int ntensors, int *m
     const arch_at *at = top;
     DD_FORWARD(arch_check_keys(at, g, keys));
     /* the two modes of gfa.h: 0 = SIN2, 1 = TANGENT */
-    DD_FORWARD(arch_int(at, g, "mode", 0, 1, mode));
+    DD_FORWARD(arch_int(at, g, "mode", 0, 2, mode));
     json_t *a = json_object_get(g, "hooks");
     if (!a)
         return arch_fail(at, "hooks", "missing");

@@ -791,6 +791,8 @@ double ref_objective(ref_model *r, const double *x, int n, const int32_t *labels
                     double u = n * G[i] - sc * h[i];
                     ri += u * u;
                 }
+            } else if (hooks->mode == REF_GFA_COS) {
+                ri = 1.0 - c;
             } else {
                 ri = 1.0 - c * c;
             }
@@ -841,6 +843,13 @@ static void partials(int mode, double lambda, int n, size_t size, const double *
                 double g = n * Gs[i], u = g - sc * hs[i];
                 gb[i] = lambda * (2.0 * u - 2.0 * k / Q * hs[i]);
                 yb[i] = lambda / n * (-2.0 * sc * u - 2.0 * k / Q * (g - 2.0 * sc * hs[i]));
+            }
+        } else if (mode == REF_GFA_COS) {
+            double S = sqrt(P * Q);
+            for (size_t i = 0; i < size; i++) {
+                double g = n * Gs[i];
+                gb[i] = -lambda * (hs[i] - a / P * g) / S;
+                yb[i] = -lambda / n * (g - a / Q * hs[i]) / S;
             }
         } else {
             double f = -2.0 * a / (P * Q);

@@ -28,7 +28,7 @@
 typedef struct ref_model ref_model;
 
 /* GFA r-function modes (same numbering as gfa.h: SIN2 default). */
-enum { REF_GFA_SIN2 = 0, REF_GFA_TANGENT = 1 };
+enum { REF_GFA_SIN2 = 0, REF_GFA_TANGENT = 1, REF_GFA_COS = 2 };
 
 /* GFA hooks for ref_objective: hook t is on tensor node[t] with lambda[t]. */
 #define REF_MAX_HOOKS 64
@@ -91,8 +91,8 @@ const double *ref_node_grad(const ref_model *r, dd_node node);
 /* J = L + sum_t lambda_t R_t of shared/GFA.md on (x, labels): forward
  * (running statistics untouched), loss, backward, then per hook
  * g_i = n * G_t[i], h_i = Y_t[i], c_i = <g,h>/sqrt((|g|^2+eps)(|h|^2+eps)),
- * eps = 1e-12, r_i = 1 - c_i^2 (SIN2) or |g - <g,h>/(|h|^2+eps) h|^2
- * (TANGENT), R_t = mean_i r_i. hooks may be NULL (J = L). reg and align
+ * eps = 1e-12, r_i = 1 - c_i^2 (SIN2), 1 - c_i (COS) or
+ * |g - <g,h>/(|h|^2+eps) h|^2 (TANGENT), R_t = mean_i r_i. hooks may be NULL (J = L). reg and align
  * (optional, hooks->count entries) receive R_t and mean_i |c_i|; *loss
  * (optional) receives L. Returns NaN on failure. */
 double ref_objective(ref_model *r, const double *x, int n, const int32_t *labels, int train,
