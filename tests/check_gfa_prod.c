@@ -54,6 +54,13 @@ typedef struct {
     size_t ntrain;   /* trainable floats */
 } model;
 
+static dd_param_info pinfo(const dd_model *m, int i) {
+    dd_param_info pi;
+    pi.struct_size = sizeof pi;
+    OK(dd_model_param_info(m, i, &pi));
+    return pi;
+}
+
 static model make(const char *arch, int threads, int fuse, dd_conv_algo algo, int max_batch) {
     model r;
     dd_model_options o;
@@ -66,9 +73,7 @@ static model make(const char *arch, int threads, int fuse, dd_conv_algo algo, in
     OK(dd_model_num_params(r.m, &r.nparams));
     r.ntrain = 0;
     for (int i = 0; i < r.nparams; i++) {
-        dd_param_info pi;
-        pi.struct_size = sizeof pi;
-        OK(dd_model_param_info(r.m, i, &pi));
+        dd_param_info pi = pinfo(r.m, i);
         if (pi.trainable) r.ntrain += pi.count;
     }
     return r;
@@ -104,9 +109,7 @@ static void grads(model *mm, const float *x, const int32_t *y, int n, dd_mode mo
     OK(dd_model_backward(mm->m, y, NULL));
     size_t off = 0;
     for (int i = 0; i < mm->nparams; i++) {
-        dd_param_info pi;
-        pi.struct_size = sizeof pi;
-        OK(dd_model_param_info(mm->m, i, &pi));
+        dd_param_info pi = pinfo(mm->m, i);
         if (!pi.trainable) continue;
         OK(dd_model_grad_read(mm->m, i, out + off, pi.count));
         off += pi.count;
@@ -153,9 +156,7 @@ static double tensor_err(const model *mm, const float *a, const double *b_d, con
     size_t off = 0;
     *worst = "";
     for (int p = 0; p < mm->nparams; p++) {
-        dd_param_info pi;
-        pi.struct_size = sizeof pi;
-        OK(dd_model_param_info(mm->m, p, &pi));
+        dd_param_info pi = pinfo(mm->m, p);
         if (!pi.trainable) continue;
         double d2 = 0.0, b2 = 0.0, dmax = 0.0, bmax = 1e-300;
         for (size_t i = 0; i < pi.count; i++) {
@@ -241,9 +242,7 @@ END_TEST
 /* Every parameter and buffer of src into dst (same architecture). */
 static void copy_params(const model *src, model *dst) {
     for (int i = 0; i < src->nparams; i++) {
-        dd_param_info pi;
-        pi.struct_size = sizeof pi;
-        OK(dd_model_param_info(src->m, i, &pi));
+        dd_param_info pi = pinfo(src->m, i);
         float *v = malloc(pi.count * sizeof(float));
         ck_assert(v);
         OK(dd_model_param_read(src->m, i, v, pi.count));
@@ -364,19 +363,12 @@ static void repeat_case(const char *arch) {
         OK(dd_gfa_hook_defaults(mm.m, LAMBDA, DD_GFA_SIN2));
         train(mm.m, x, y, B, 4);
         nt = 0;
-        for (int i = 0; i < mm.nparams; i++) {
-            dd_param_info pi;
-            pi.struct_size = sizeof pi;
-            OK(dd_model_param_info(mm.m, i, &pi));
-            nt += pi.count;
-        }
+        for (int i = 0; i < mm.nparams; i++) nt += pinfo(mm.m, i).count;
         w[run] = malloc(nt * sizeof(float));
         ck_assert(w[run]);
         size_t off = 0;
         for (int i = 0; i < mm.nparams; i++) {
-            dd_param_info pi;
-            pi.struct_size = sizeof pi;
-            OK(dd_model_param_info(mm.m, i, &pi));
+            dd_param_info pi = pinfo(mm.m, i);
             OK(dd_model_param_read(mm.m, i, w[run] + off, pi.count));
             off += pi.count;
         }

@@ -134,7 +134,7 @@ typedef struct dd__bstep {
     int seeded;                /* GFA pass 4: inject adds Ybar / Xbar into that gradient first */
     int param_grad;            /* accumulate parameter gradients */
     int defer_wgrad;           /* GFA pass 2: a weight layer leaves its weight gradient for pass 4 */
-    const float *merge_gy;     /* GFA pass 4: a weight layer adds dy into this G_y and runs
+    float *merge_gy;           /* GFA pass 4: a weight layer adds dy into this G_y and runs
                                 * backward-weights once on the sum (it is linear in dy) */
     const float *mask;         /* DD__BV_MASKS_*: dy counts where mask > 0 */
     const struct dd__node *fold_bn; /* DD__BV_FOLDS_BN: the batch norm */

@@ -172,14 +172,8 @@ dd_status dd__graph_backward(dd_model *m, const dd__bpass *pass, const dd__bsche
             if (st->dx_tensor[i] >= 0)
                 dx[i] = st->dx_add[i] ? (i == 0 ? m->scratch : m->scratch2)
                                       : dd__pass_grad(&m->nodes[st->dx_tensor[i]].out, kind);
-        dd__bstep run = *st;
-        run.defer_wgrad = kind == DD__PASS_GFA2;
-        run.merge_gy = kind == DD__PASS_GFA4 ? node->out.grad : NULL;
-        if (st->variant == DD__BV_MASKS_INPUT) run.mask = node->out.data;
-        if (st->variant == DD__BV_MASKS_OUTPUT) run.mask = m->nodes[st->partner].out.data;
-        if (st->variant == DD__BV_FOLDS_BN) run.fold_bn = &m->nodes[st->partner];
         const float *dy = dd__pass_grad(&m->nodes[st->dy_tensor].out, kind);
-        DD_FORWARD(node->ops->backward(node, plan, ctx, &run, dy, dx));
+        DD_FORWARD(node->ops->backward(node, plan, ctx, st, dy, dx));
         for (int i = 0; i < node->ninputs; i++)
             if (dx[i] && st->dx_add[i]) {
                 dd__tensor *in = &m->nodes[st->dx_tensor[i]].out;

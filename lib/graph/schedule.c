@@ -30,13 +30,11 @@
 #include <stdio.h>
 #include <string.h>
 
-static int hooked(const dd_model *m, int t) { return dd__tensor_hooked(m, t); }
-
 /* t's producer has capability cap, t is not the image, has one consumer
  * and (in a GFA pass, which reads hooked gradients) no hook: its gradient
  * may be left unformed. */
 static int unformed_ok(const dd_model *m, int t, unsigned cap, int gfa) {
-    return t != 0 && (m->nodes[t].ops->caps & cap) && m->nodes[t].out.consumers == 1 && !(gfa && hooked(m, t));
+    return t != 0 && (m->nodes[t].ops->caps & cap) && m->nodes[t].out.consumers == 1 && !(gfa && dd__tensor_hooked(m, t));
 }
 
 dd_status dd__schedule_alloc(dd_model *m, dd__pass_kind kind) {
@@ -82,37 +80,34 @@ dd_status dd__schedule_backward(dd_model *m, const dd__bpass *pass, const dd__bs
     /* need: the tensor leads to what the pass wants */
     for (int i = 0; i <= L; i++) {
         const dd__node *n = &m->nodes[i];
-        int need = (i == 0 && want_input) || (want_params && n->out.upstream_params) || (hooks && hooked(m, i));
+        int need = (i == 0 && want_input) || (want_params && n->out.upstream_params) || (hooks && dd__tensor_hooked(m, i));
         for (int k = 0; k < n->ninputs && !need; k++) need = s->need[n->inputs[k]];
         s->need[i] = (unsigned char)need;
         s->written[i] = 0;
     }
     s->written[L] = 1;
-    /* taken_by[i]: the node that takes node i's backward (or -1); gives[j]:
-     * the node whose backward node j takes */
-    int *taken_by = s->zero; /* scratch until the zero list is made */
-    for (int i = 0; i <= L; i++) taken_by[i] = -1;
-    s->nsteps = 0;
+    /* steps[L - i] is node i's; a node that takes a neighbour's backward
+     * writes that neighbour's step (lower index) before the loop reaches it */
+    s->nsteps = L;
     for (int i = L; i >= 1; i--) {
-        const dd__node *node = &m->nodes[i];
-        dd__bstep *st = &s->steps[s->nsteps++];
+        dd__bstep *st = &s->steps[L - i];
         memset(st, 0, sizeof *st);
         st->node = i;
         st->partner = -1;
         st->dy_tensor = i;
         st->dx_tensor[0] = st->dx_tensor[1] = -1;
+    }
+    for (int i = L; i >= 1; i--) {
+        dd__node *node = &m->nodes[i];
+        dd__bstep *st = &s->steps[L - i];
         st->consumers_wrote = s->written[i]; /* the logits: the seed */
         st->seeded = pass->seeded && pass->seeded[i] && s->need[i];
         if (st->seeded) s->written[i] = 1; /* inject writes it first */
-        if (taken_by[i] >= 0) {
-            st->variant = DD__BV_GIVEN;
-            st->partner = taken_by[i];
-            continue;
-        }
+        if (st->variant == DD__BV_GIVEN) continue;
         if (!s->written[i]) continue; /* not on a path to the logits: zero gradient, nothing to do */
         /* a ReLU whose add before it takes its backward, or an eval batch
          * norm (in a pass without parameter gradients) whose weight layer
-         * before it does */
+         * before it does: that node's step runs on this node's dy */
         int a = node->inputs[0], taker = -1;
         if (fuse && (node->ops->caps & DD__CAP_MASK_FROM_OUTPUT) && unformed_ok(m, a, DD__CAP_BWD_MASKS_OUTPUT, hooks)) {
             int same = 1;
@@ -126,8 +121,10 @@ dd_status dd__schedule_backward(dd_model *m, const dd__bpass *pass, const dd__bs
         if (taker >= 0) {
             st->variant = DD__BV_GIVEN;
             st->partner = taker;
-            taken_by[taker] = -2 - i; /* encoded: taker runs on node i's dy */
-            s->written[taker] = 1;    /* its gradient is never formed (nothing else reads it) */
+            dd__bstep *ts = &s->steps[L - taker];
+            ts->partner = i;
+            ts->dy_tensor = i;
+            s->written[taker] = 1; /* its gradient is never formed (nothing else reads it) */
             continue;
         }
         /* a max pool after a ReLU that nothing else reads */
@@ -148,18 +145,25 @@ dd_status dd__schedule_backward(dd_model *m, const dd__bpass *pass, const dd__bs
             continue;
         }
         st->param_grad = want_params;
+        st->defer_wgrad = pass->kind == DD__PASS_GFA2;
+        st->merge_gy = pass->kind == DD__PASS_GFA4 ? node->out.grad : NULL;
         st->variant = DD__BV_PLAIN;
-        if (taken_by[i] <= -2) {
-            int from = -2 - taken_by[i];
-            st->partner = from;
-            st->dy_tensor = from;
-            st->variant = (m->nodes[from].ops->caps & DD__CAP_MASK_FROM_OUTPUT) ? DD__BV_MASKS_OUTPUT
-                                                                                 : DD__BV_FOLDS_BN;
-            taken_by[i] = -1;
+        if (st->partner >= 0) { /* it takes the backward of the node after it */
+            const dd__node *from = &m->nodes[st->partner];
+            if (from->ops->caps & DD__CAP_MASK_FROM_OUTPUT) {
+                st->variant = DD__BV_MASKS_OUTPUT;
+                st->mask = from->out.data;
+            } else {
+                st->variant = DD__BV_FOLDS_BN;
+                st->fold_bn = from;
+            }
         } else if (relu >= 0) {
             st->variant = DD__BV_MASKS_INPUT;
             st->partner = relu;
-            taken_by[relu] = i; /* its step: given to this pool */
+            st->mask = node->out.data;
+            dd__bstep *rs = &s->steps[L - relu];
+            rs->variant = DD__BV_GIVEN;
+            rs->partner = i;
             s->written[relu] = 1;
         }
         for (int k = 0; k < node->ninputs; k++)

@@ -569,7 +569,7 @@ dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep
         /* bwd_w is linear in diff_dst: one call for the pass-2 gradient G_y
          * (deferred) and this pass's adjoint saves a third of GFA's
          * weight-gradient work. G_y is dead after this node. */
-        float *gy = (float *)st->merge_gy;
+        float *gy = st->merge_gy;
         dd__axpy1(gy, dy, dd__tensor_floats(&n->out, ctx->n), ctx->nthreads);
         DD_FORWARD(run_bwdw(n, p, ctx, dd__in(n, 0)->data, gy, 1));
     } else if (st->param_grad && !st->defer_wgrad) {
