@@ -42,6 +42,9 @@ typedef struct config {
     char defense[32];
     double gfa_lambda;
     char gfa_mode[16];
+    char gfa_hooks[512];      /* dd_gfa_hook_spec text: first|deep|all|NAME[:LAMBDA],... */
+    char loss[8];             /* ce|mse */
+    char input_range[8];      /* std|01|pm1: what the first layer sees */
     int epochs;               /* 0 = by data: 3 for 1-channel data, 10 otherwise */
     int batch;
     double lr;                /* 0 = by optimizer: SGD 0.01, Adam/AdamW 1e-3 */
@@ -60,6 +63,8 @@ typedef struct config {
     double train_eps;         /* PGD-AT / TRADES budget (Linf) */
     int train_steps;
     double train_step_size;   /* 0 = 2.5 * eps / steps (Madry) */
+    int eps_ramp;             /* PGD-AT/TRADES: epochs over which eps grows linearly to train_eps */
+    char metrics[1024];       /* per-epoch CSV log ("" = none) */
     double trades_beta;
     int stop_after;           /* stop after this many epochs (0 = run to the end) */
     int log_every;            /* plain log: batches between lines (0 = about 10 per epoch) */
@@ -86,6 +91,9 @@ static const opt_def opt_table[] = {
     {"defense", T_STR, O(defense), 1, 0, 0, "none|pgd-at|trades|gfa|pgd-at+gfa|trades+gfa (default gfa)"},
     {"gfa-lambda", T_DBL, O(gfa_lambda), 1, 0, 1e6, "X: weight of every GFA hook (default 0.02)"},
     {"gfa-mode", T_STR, O(gfa_mode), 1, 0, 0, "sin2|cos|tangent (default sin2)"},
+    {"gfa-hooks", T_STR, O(gfa_hooks), 1, 0, 0, "SPEC: first|deep|all, or NAME[:LAMBDA],... (default deep; see gfa.h)"},
+    {"loss", T_STR, O(loss), 1, 0, 0, "ce|mse: cross-entropy, or MSE of softmax probabilities vs one-hot (default ce)"},
+    {"input-range", T_STR, O(input_range), 1, 0, 0, "std|01|pm1: first layer sees CIFAR-standardised, [0,1] or 2x-1 pixels (default std)"},
     {"epochs", T_INT, O(epochs), 1, 1, 100000, "N (default 3 for 1-channel data, 10 otherwise)"},
     {"batch", T_INT, O(batch), 1, 1, 65536, "N: batch size (default 128)"},
     {"lr", T_DBL, O(lr), 1, 0, 1e3, "X: base learning rate (default SGD 0.01, Adam/AdamW 1e-3)"},
@@ -105,6 +113,8 @@ static const opt_def opt_table[] = {
     {"train-steps", T_INT, O(train_steps), 1, 1, 1000, "N: PGD-AT/TRADES attack steps (default 10)"},
     {"train-step-size", T_DBL, O(train_step_size), 1, 0, 1, "X: attack step (default 2.5*eps/steps; TRADES 2.26*eps/steps)"},
     {"trades-beta", T_DBL, O(trades_beta), 1, 0, 1e3, "X: TRADES KL weight (default 6)"},
+    {"eps-ramp", T_INT, O(eps_ramp), 1, 0, 100000, "N: PGD-AT/TRADES eps grows linearly over the first N epochs (default 0: none)"},
+    {"metrics", T_STR, O(metrics), 1, 0, 0, "PATH: append one CSV line per epoch (loss, accuracy, alignment per hook)"},
     {"stop-after", T_INT, O(stop_after), 0, 1, 100000, "N: stop after epoch N as if interrupted (for --resume)"},
     {"log-every", T_INT, O(log_every), 0, 1, 1e9, "N: batches between plain log lines (default ~10 per epoch)"},
 };
@@ -117,6 +127,9 @@ static void config_defaults(config *c)
     snprintf(c->defense, sizeof c->defense, "gfa");
     c->gfa_lambda = 0.02;
     snprintf(c->gfa_mode, sizeof c->gfa_mode, "sin2");
+    snprintf(c->gfa_hooks, sizeof c->gfa_hooks, "deep");
+    snprintf(c->loss, sizeof c->loss, "ce");
+    snprintf(c->input_range, sizeof c->input_range, "std");
     c->batch = 128;
     snprintf(c->schedule, sizeof c->schedule, "cosine");
     c->weight_decay = -1.0;
@@ -237,6 +250,7 @@ typedef struct plan {
     base_defense base;
     int gfa;
     dd_gfa_mode gfa_mode;
+    dd_loss_kind loss;
     dd_optimizer_kind optim;
     dd_schedule_kind sched;
 } plan;
@@ -275,6 +289,13 @@ static plan resolve(config *c, int channels)
     else if (strcmp(c->gfa_mode, "tangent") == 0) p.gfa_mode = DD_GFA_TANGENT;
     else if (strcmp(c->gfa_mode, "cos") == 0) p.gfa_mode = DD_GFA_COS;
     else die("--gfa-mode: unknown '%s' (sin2, cos, tangent)", c->gfa_mode);
+
+    if (strcmp(c->loss, "ce") == 0) p.loss = DD_LOSS_CE;
+    else if (strcmp(c->loss, "mse") == 0) p.loss = DD_LOSS_MSE;
+    else die("--loss: unknown '%s' (ce, mse)", c->loss);
+    if (strcmp(c->input_range, "std") != 0 && strcmp(c->input_range, "01") != 0 &&
+        strcmp(c->input_range, "pm1") != 0)
+        die("--input-range: unknown '%s' (std, 01, pm1)", c->input_range);
 
     if (strcmp(c->optimizer, "sgd") == 0) p.optim = DD_OPTIM_SGD;
     else if (strcmp(c->optimizer, "adam") == 0) p.optim = DD_OPTIM_ADAM;
@@ -461,6 +482,8 @@ typedef struct meter {
     double last_draw;
     /* running sums over the current epoch */
     double loss_sum, reg_sum, align_sum;
+    double hook_align[DD_MAX_HOOKS];  /* per hook, sample-weighted */
+    dd_node hook_node[DD_MAX_HOOKS];
     long correct, seen, batches;
     int hooks;
 } meter;
@@ -468,6 +491,7 @@ typedef struct meter {
 static void meter_epoch_start(meter *mt)
 {
     mt->loss_sum = mt->reg_sum = mt->align_sum = 0.0;
+    memset(mt->hook_align, 0, sizeof mt->hook_align);
     mt->correct = mt->seen = mt->batches = 0;
 }
 
@@ -483,6 +507,8 @@ static void meter_add(meter *mt, const dd_step_stats *s)
         for (int t = 0; t < s->num_hooks; t++) {
             a += s->hook_align[t];
             r += s->hook_lambda[t] * s->hook_reg[t];
+            mt->hook_align[t] += s->hook_align[t] * s->batch;
+            mt->hook_node[t] = s->hook_node[t];
         }
         mt->align_sum += a / s->num_hooks * s->batch;
         mt->reg_sum += r * s->batch;
@@ -535,6 +561,40 @@ static void meter_show(meter *mt, int epoch, int epochs, int b, int nb, long ste
     fflush(stdout);
 }
 
+/* Appends the epoch's line to the CSV at path (a header first when the
+ * file is new or empty): epoch, the training loss and accuracy, test
+ * accuracy, learning rate, seconds, images/s, sum lambda R, and the mean
+ * |cos| over hooks and per hook (columns named after the hooked tensor's
+ * node). A resumed run appends to the same file. */
+static void write_metrics_or_die(const char *path, const dd_model *m, const meter *mt, int epoch,
+                                 double test_acc, float lr, double seconds)
+{
+    FILE *f = fopen(path, "a");
+    if (f == NULL)
+        die("cannot append to %s: %s", path, strerror(errno));
+    double seen = mt->seen > 0 ? (double)mt->seen : 1.0;
+    if (ftell(f) == 0) {
+        fprintf(f, "epoch,train_loss,train_acc,test_acc,lr,seconds,img_s,reg,align_mean");
+        for (int t = 0; t < mt->hooks; t++) {
+            dd_node_info info;
+            memset(&info, 0, sizeof info);
+            info.struct_size = sizeof info;
+            check_or_die(dd_model_node_info(m, mt->hook_node[t], &info), "dd_model_node_info");
+            fprintf(f, ",align:%s", info.name);
+        }
+        fprintf(f, "\n");
+    }
+    fprintf(f, "%d,%.6f,%.6f,%.6f,%.6g,%.1f,%.1f,%.6f,%.6f", epoch + 1, mt->loss_sum / seen,
+            (double)mt->correct / seen, test_acc, (double)lr, seconds,
+            (double)mt->seen / (seconds > 0 ? seconds : 1.0), mt->reg_sum / seen,
+            mt->hooks > 0 ? mt->align_sum / seen : 0.0);
+    for (int t = 0; t < mt->hooks; t++)
+        fprintf(f, ",%.6f", mt->hook_align[t] / seen);
+    fprintf(f, "\n");
+    if (fclose(f) != 0)
+        die("cannot write %s: %s", path, strerror(errno));
+}
+
 /* ======================================================================== */
 /* Training                                                                   */
 /* ======================================================================== */
@@ -560,9 +620,12 @@ static void make_attack_or_die(trainer *t, int epoch)
         return;
     dd_attack_options ao;
     dd_attack_options_init(&ao, t->p.base == BASE_PGD ? DD_ATTACK_PGD_LINF : DD_ATTACK_TRADES_KL);
-    ao.eps = (float)t->c->train_eps;
+    /* the ramp scales eps and the step together (the same number of steps
+     * covers the smaller ball) */
+    double ramp = t->c->eps_ramp > 0 && epoch + 1 < t->c->eps_ramp ? (double)(epoch + 1) / t->c->eps_ramp : 1.0;
+    ao.eps = (float)(t->c->train_eps * ramp);
     ao.steps = t->c->train_steps;
-    ao.step_size = (float)t->c->train_step_size;
+    ao.step_size = (float)(t->c->train_step_size * ramp);
     ao.seed = (uint64_t)t->c->seed * 1000003u + (uint64_t)epoch;
     check_or_die(dd_attack_create(&t->attack, t->m, &ao), "dd_attack_create (training attack)");
 }
@@ -651,14 +714,25 @@ int main(int argc, char **argv)
             die("%s does not hold the weights %s was saved with (a save was interrupted?)",
                 cfg.resume, state_path);
     } else {
-        check_or_die(dd_zoo_create(&m, cfg.arch, C, H, W, K, 1, NULL, NULL, cfg.batch, &mo),
+        /* std: CIFAR-10's per-channel statistics; pm1: x -> (x - 0.5) / 0.5 =
+         * 2x - 1; 01: no normalize node (the first conv sees [0,1] pixels) */
+        float half[64];
+        for (int c = 0; c < 64; c++)
+            half[c] = 0.5f;
+        int pm1 = strcmp(cfg.input_range, "pm1") == 0, raw = strcmp(cfg.input_range, "01") == 0;
+        if (pm1 && C > 64)
+            die("--input-range pm1: at most 64 channels");
+        check_or_die(dd_zoo_create(&m, cfg.arch, C, H, W, K, !raw, pm1 ? half : NULL, pm1 ? half : NULL,
+                                   cfg.batch, &mo),
                      "dd_zoo_create");
     }
-    if (p.gfa)
-        check_or_die(dd_gfa_hook_defaults(m, (float)cfg.gfa_lambda, p.gfa_mode),
-                     "dd_gfa_hook_defaults");
-    else
+    check_or_die(dd_model_set_loss(m, p.loss), "dd_model_set_loss");
+    if (p.gfa) {
+        check_or_die(dd_gfa_set_mode(m, p.gfa_mode), "dd_gfa_set_mode");
+        check_or_die(dd_gfa_hook_spec(m, cfg.gfa_hooks, (float)cfg.gfa_lambda), "--gfa-hooks");
+    } else {
         check_or_die(dd_gfa_clear(m), "dd_gfa_clear");
+    }
 
     dd_optimizer_options oo;
     dd_optimizer_options_init(&oo, p.optim);
@@ -709,17 +783,20 @@ int main(int argc, char **argv)
     printf("deepdefense %s: %s, %d train / %d test images of %dx%dx%d, %d classes\n",
            dd_version_string(), source, ntrain, ntest, C, H, W, K);
     printf("arch %s, defense %s", cfg.arch, cfg.defense);
-    if (p.gfa)
-        printf(" (lambda %g, %s)", cfg.gfa_lambda, cfg.gfa_mode);
+    if (p.gfa) {
+        int nh = 0;
+        check_or_die(dd_gfa_num_hooks(m, &nh), "dd_gfa_num_hooks");
+        printf(" (hooks %s: %d, lambda %g, %s)", cfg.gfa_hooks, nh, cfg.gfa_lambda, cfg.gfa_mode);
+    }
     if (p.base == BASE_PGD)
-        printf(" (eps %.4g, %d steps of %.4g)", cfg.train_eps, cfg.train_steps,
-               cfg.train_step_size);
+        printf(" (eps %.4g, %d steps of %.4g%s)", cfg.train_eps, cfg.train_steps,
+               cfg.train_step_size, cfg.eps_ramp > 0 ? ", eps ramped" : "");
     if (p.base == BASE_TRADES)
         printf(" (eps %.4g, %d steps of %.4g, beta %g)", cfg.train_eps, cfg.train_steps,
                cfg.train_step_size, cfg.trades_beta);
-    printf("\n%s lr %g %s, weight decay %g, %d epochs x %d batches of %d, augment %s, "
+    printf("\nloss %s, input range %s, %s lr %g %s, weight decay %g, %d epochs x %d batches of %d, augment %s, "
            "seed %ld, threads %d\n",
-           cfg.optimizer, cfg.lr, cfg.schedule, (double)oo.weight_decay, cfg.epochs, nb,
+           cfg.loss, cfg.input_range, cfg.optimizer, cfg.lr, cfg.schedule, (double)oo.weight_decay, cfg.epochs, nb,
            cfg.batch, cfg.augment ? "crop+flip" : "off", cfg.seed, cfg.threads);
     if (st.epochs_done > 0)
         printf("resuming %s after epoch %d\n", cfg.resume, st.epochs_done);
@@ -761,6 +838,8 @@ int main(int argc, char **argv)
         test_acc = accuracy_or_die(m, test, 0);
         check_or_die(dd_model_save(m, cfg.out), cfg.out);
         save_state_or_die(state_out, &cfg, epoch + 1, m, opt);
+        if (cfg.metrics[0] != '\0')
+            write_metrics_or_die(cfg.metrics, m, &mt, epoch, test_acc, lr, train_s);
 
         double seen = mt.seen > 0 ? (double)mt.seen : 1.0;
         char align[64] = "", dur[32];

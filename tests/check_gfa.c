@@ -195,9 +195,21 @@ static double check_against_ref(graph *g, int n, dd_mode mode, uint64_t seed) {
     return worst;
 }
 
-static void fd_case(int mode, int hooks_kind, dd_mode bn_mode, int n, uint64_t seed) {
+/* hooks_kind: -1 none (the plain gradient), 0 defaults, 1 the middle
+ * tensor, 2 defaults + three more with their own lambdas, 3 the input of
+ * the head alone (the hook nearest the logits, where the loss's Hessian
+ * term Zbar dominates), 4 the "all" preset. */
+static void fd_case_loss(dd_loss_kind loss, int mode, int hooks_kind, dd_mode bn_mode, int n, uint64_t seed) {
     graph g = build_graph(seed);
-    if (hooks_kind == 0) {
+    OK(dd_model_set_loss(g.m, loss));
+    OK(dd_gfa_set_mode(g.m, (dd_gfa_mode)mode));
+    if (hooks_kind == -1) {
+        OK(dd_gfa_clear(g.m));
+    } else if (hooks_kind == 3) {
+        OK(dd_gfa_hook_spec(g.m, "head:0.7", 0.1f));
+    } else if (hooks_kind == 4) {
+        OK(dd_gfa_hook_preset(g.m, DD_GFA_PRESET_ALL, 0.2f));
+    } else if (hooks_kind == 0) {
         OK(dd_gfa_hook_defaults(g.m, 0.5f, (dd_gfa_mode)mode));
     } else if (hooks_kind == 1) {
         OK(dd_gfa_set_mode(g.m, (dd_gfa_mode)mode));
@@ -213,6 +225,10 @@ static void fd_case(int mode, int hooks_kind, dd_mode bn_mode, int n, uint64_t s
     dd_model_destroy(g.m);
 }
 
+static void fd_case(int mode, int hooks_kind, dd_mode bn_mode, int n, uint64_t seed) {
+    fd_case_loss(DD_LOSS_CE, mode, hooks_kind, bn_mode, n, seed);
+}
+
 START_TEST(fd_sin2_defaults_train) { fd_case(DD_GFA_SIN2, 0, DD_TRAIN, 5, 11); }
 END_TEST
 START_TEST(fd_sin2_defaults_eval) { fd_case(DD_GFA_SIN2, 0, DD_EVAL, 5, 12); }
@@ -226,6 +242,33 @@ END_TEST
 START_TEST(fd_cos_defaults_eval) { fd_case(DD_GFA_COS, 0, DD_EVAL, 4, 22); }
 END_TEST
 START_TEST(fd_cos_per_hook_lambdas) { fd_case(DD_GFA_COS, 2, DD_TRAIN, 5, 23); }
+END_TEST
+START_TEST(fd_mse_plain) {
+    fd_case_loss(DD_LOSS_MSE, DD_GFA_SIN2, -1, DD_TRAIN, 5, 51);
+    fd_case_loss(DD_LOSS_MSE, DD_GFA_SIN2, -1, DD_EVAL, 4, 52);
+}
+END_TEST
+START_TEST(fd_mse_sin2) {
+    fd_case_loss(DD_LOSS_MSE, DD_GFA_SIN2, 0, DD_TRAIN, 5, 53);
+    fd_case_loss(DD_LOSS_MSE, DD_GFA_SIN2, 2, DD_EVAL, 4, 54);
+}
+END_TEST
+START_TEST(fd_mse_cos) {
+    fd_case_loss(DD_LOSS_MSE, DD_GFA_COS, 0, DD_EVAL, 5, 55);
+    fd_case_loss(DD_LOSS_MSE, DD_GFA_COS, 2, DD_TRAIN, 5, 56);
+}
+END_TEST
+START_TEST(fd_head_hook) {
+    /* the logits' Hessian term of each loss on its own (nearly) */
+    fd_case_loss(DD_LOSS_CE, DD_GFA_SIN2, 3, DD_TRAIN, 5, 57);
+    fd_case_loss(DD_LOSS_MSE, DD_GFA_SIN2, 3, DD_TRAIN, 5, 58);
+    fd_case_loss(DD_LOSS_MSE, DD_GFA_COS, 3, DD_EVAL, 3, 59);
+}
+END_TEST
+START_TEST(fd_all_preset) {
+    fd_case_loss(DD_LOSS_CE, DD_GFA_SIN2, 4, DD_TRAIN, 4, 60);
+    fd_case_loss(DD_LOSS_MSE, DD_GFA_COS, 4, DD_EVAL, 3, 61);
+}
 END_TEST
 START_TEST(fd_single_middle_hook) {
     fd_case(DD_GFA_SIN2, 1, DD_TRAIN, 3, 15);
@@ -250,8 +293,9 @@ END_TEST
 /* The reference's own route to sum lambda dR/dtheta (ref_reg_grad, used at
  * production size by check_gfa_prod) against finite differences of J - L,
  * both in double on the every-node graph: validates that route. */
-static void reference_route(int mode, dd_mode bn_mode, int n, uint64_t seed) {
+static void reference_route_loss(dd_loss_kind loss, int mode, dd_mode bn_mode, int n, uint64_t seed) {
     graph g = build_graph(seed);
+    OK(dd_model_set_loss(g.m, loss));
     OK(dd_gfa_hook_defaults(g.m, 0.5f, (dd_gfa_mode)mode));
     OK(dd_gfa_hook(g.m, DD_INPUT, 0.4f));
     ref_hooks hooks;
@@ -293,6 +337,10 @@ static void reference_route(int mode, dd_mode bn_mode, int n, uint64_t seed) {
     dd_model_destroy(g.m);
 }
 
+static void reference_route(int mode, dd_mode bn_mode, int n, uint64_t seed) {
+    reference_route_loss(DD_LOSS_CE, mode, bn_mode, n, seed);
+}
+
 START_TEST(reference_route_sin2) {
     reference_route(DD_GFA_SIN2, DD_TRAIN, 5, 31);
     reference_route(DD_GFA_SIN2, DD_EVAL, 4, 32);
@@ -301,6 +349,11 @@ END_TEST
 START_TEST(reference_route_cos) {
     reference_route(DD_GFA_COS, DD_TRAIN, 5, 35);
     reference_route(DD_GFA_COS, DD_EVAL, 4, 36);
+}
+END_TEST
+START_TEST(reference_route_mse) {
+    reference_route_loss(DD_LOSS_MSE, DD_GFA_SIN2, DD_TRAIN, 5, 35);
+    reference_route_loss(DD_LOSS_MSE, DD_GFA_COS, DD_EVAL, 4, 36);
 }
 END_TEST
 START_TEST(reference_route_tangent) {
@@ -495,6 +548,177 @@ END_TEST
 
 /* ---- hook API ------------------------------------------------------------ */
 
+/* The input of the node named `name` (-1 if no such node). */
+static dd_node input_of(const dd_model *m, const char *name) {
+    int nn;
+    OK(dd_model_num_nodes(m, &nn));
+    for (int i = 1; i < nn; i++) {
+        dd_node_info info;
+        memset(&info, 0, sizeof info);
+        info.struct_size = sizeof info;
+        OK(dd_model_node_info(m, i, &info));
+        if (strcmp(info.name, name) == 0) return info.inputs[0];
+    }
+    return -1;
+}
+
+/* The hooks as (tensor, lambda) arrays; returns their count. */
+static int hooks_of(const dd_model *m, dd_node *node, float *lambda) {
+    int n;
+    OK(dd_gfa_num_hooks(m, &n));
+    for (int t = 0; t < n; t++) OK(dd_gfa_get_hook(m, t, &node[t], &lambda[t]));
+    return n;
+}
+
+START_TEST(presets_and_spec) {
+    /* cnn-cw with its normalize node: 0 image, 1 normalize, conv1..conv4,
+     * pools, flatten, fc1..fc3 (the logits) */
+    dd_model_options o;
+    dd_model_options_init(&o);
+    o.num_threads = 1;
+    dd_model *m;
+    OK(dd_zoo_create(&m, "cnn-cw", 3, 32, 32, 10, 1, NULL, NULL, 2, &o));
+    dd_node node[DD_MAX_HOOKS];
+    float lam[DD_MAX_HOOKS];
+    static const char *const layers[] = {"conv1", "conv2", "conv3", "conv4", "fc1", "fc2", "fc3"};
+    dd_node nrm = input_of(m, "conv1");
+    dd_node_info info;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    OK(dd_model_node_info(m, nrm, &info));
+    ck_assert_int_eq(info.type, DD_NODE_NORMALIZE); /* first = the normalised image */
+
+    OK(dd_gfa_hook_preset(m, DD_GFA_PRESET_FIRST, 0.3f));
+    ck_assert_int_eq(hooks_of(m, node, lam), 1);
+    ck_assert_int_eq(node[0], nrm);
+    ck_assert(lam[0] == 0.3f);
+
+    OK(dd_gfa_hook_preset(m, DD_GFA_PRESET_DEEP, 0.2f));
+    ck_assert_int_eq(hooks_of(m, node, lam), 7);
+    for (int t = 0; t < 7; t++) {
+        ck_assert_int_eq(node[t], input_of(m, layers[t]));
+        ck_assert(lam[t] == 0.2f);
+    }
+
+    int nn;
+    OK(dd_model_num_nodes(m, &nn));
+    OK(dd_gfa_hook_preset(m, DD_GFA_PRESET_ALL, 0.1f));
+    ck_assert_int_eq(hooks_of(m, node, lam), nn - 1); /* every tensor but the logits */
+    for (int t = 0; t < nn - 1; t++) ck_assert_int_eq(node[t], t);
+
+    OK(dd_gfa_hook_spec(m, "conv1:0.1,fc1:0.05", 1.0f));
+    ck_assert_int_eq(hooks_of(m, node, lam), 2);
+    ck_assert_int_eq(node[0], nrm);
+    ck_assert(lam[0] == 0.1f);
+    ck_assert_int_eq(node[1], input_of(m, "fc1")); /* the flattened features */
+    ck_assert(lam[1] == 0.05f);
+
+    OK(dd_gfa_hook_spec(m, "deep:0.01,conv1:0.1", 1.0f));
+    ck_assert_int_eq(hooks_of(m, node, lam), 7);
+    ck_assert(lam[0] == 0.1f);
+    for (int t = 1; t < 7; t++) ck_assert(lam[t] == 0.01f);
+    OK(dd_gfa_hook_spec(m, "first", 0.25f)); /* the default lambda */
+    ck_assert_int_eq(hooks_of(m, node, lam), 1);
+    ck_assert(lam[0] == 0.25f);
+
+    /* bad specs: a status, a message, and the hooks as they were */
+    static const char *const bad[] = {"", "nosuch", "conv1:", "conv1:abc", "conv1:-1", "conv1:nan",
+                                      "conv1:1e999", "conv1:0.1,", ",conv1", "conv1:0.1:2", "deep:inf"};
+    for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+        ck_assert_msg(dd_gfa_hook_spec(m, bad[b], 0.1f) == DD_ERR_INVALID_ARGUMENT, "spec '%s'", bad[b]);
+        ck_assert_msg(strlen(dd_last_error()) > 0, "spec '%s': no message", bad[b]);
+        ck_assert_int_eq(hooks_of(m, node, lam), 1);
+        ck_assert(lam[0] == 0.25f);
+    }
+    ck_assert_int_eq(dd_gfa_hook_spec(m, NULL, 0.1f), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_gfa_hook_spec(NULL, "first", 0.1f), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_gfa_hook_spec(m, "first", -1.0f), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_gfa_hook_preset(m, (dd_gfa_preset)3, 0.1f), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_gfa_hook_preset(m, DD_GFA_PRESET_DEEP, NAN), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_gfa_hook_preset(NULL, DD_GFA_PRESET_DEEP, 0.1f), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(hooks_of(m, node, lam), 1);
+    dd_model_destroy(m);
+
+    /* a two-input node (add) cannot be named: which input would it be? */
+    graph g = build_graph(33);
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    OK(dd_model_node_info(g.m, g.mid, &info));
+    ck_assert_int_eq(info.type, DD_NODE_ADD);
+    ck_assert_int_eq(dd_gfa_hook_spec(g.m, info.name, 0.1f), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dd_last_error(), "inputs"));
+    /* the image itself: the normalize node's input */
+    OK(dd_gfa_hook_spec(g.m, "norm:0.5", 0.1f));
+    ck_assert_int_eq(hooks_of(g.m, node, lam), 1);
+    ck_assert_int_eq(node[0], DD_INPUT);
+    dd_model_destroy(g.m);
+}
+END_TEST
+
+START_TEST(pm1_matches_manual) {
+    /* cnn-cw whose normalize node maps x -> (x - 0.5) / 0.5 = 2x - 1, against
+     * the same weights without a normalize node fed 2x - 1 by hand: the
+     * same logits, and the "first" hook (the normalised image) sees the
+     * same gradient and feature as a hook on the hand-made image. */
+    enum { B = 4 };
+    const size_t per = 3 * 32 * 32;
+    float half[3] = {0.5f, 0.5f, 0.5f};
+    dd_model_options o;
+    dd_model_options_init(&o);
+    o.num_threads = 2;
+    dd_model *pm, *raw;
+    OK(dd_zoo_create(&pm, "cnn-cw", 3, 32, 32, 10, 1, half, half, B, &o));
+    OK(dd_zoo_create(&raw, "cnn-cw", 3, 32, 32, 10, 0, NULL, NULL, B, &o));
+    int np, nr;
+    OK(dd_model_num_params(pm, &np));
+    OK(dd_model_num_params(raw, &nr));
+    ck_assert_int_eq(np, nr);
+    for (int i = 0; i < np; i++) { /* same weights, copied by index (names checked) */
+        dd_param_info a, b;
+        a.struct_size = b.struct_size = sizeof a;
+        OK(dd_model_param_info(pm, i, &a));
+        OK(dd_model_param_info(raw, i, &b));
+        ck_assert_str_eq(a.name, b.name);
+        float *buf = malloc(a.count * sizeof(float));
+        ck_assert_ptr_nonnull(buf);
+        OK(dd_model_param_read(pm, i, buf, a.count));
+        OK(dd_model_param_write(raw, i, buf, a.count));
+        free(buf);
+    }
+    float *x = malloc(B * per * sizeof(float)), *x2 = malloc(B * per * sizeof(float));
+    ck_assert(x && x2);
+    ref_rng rng;
+    ref_rng_seed(&rng, 71);
+    ref_fill_uniform_f(&rng, x, B * per, 0.0, 1.0);
+    for (size_t i = 0; i < B * per; i++) x2[i] = 2.0f * x[i] - 1.0f;
+    int32_t y[B] = {1, 5, 7, 3};
+    float za[B * 10], zb[B * 10];
+    OK(dd_gfa_hook_preset(pm, DD_GFA_PRESET_FIRST, 0.1f));
+    OK(dd_gfa_hook(raw, DD_INPUT, 0.1f));
+    dd_step_stats sa, sb;
+    dd_step_stats_init(&sa);
+    dd_step_stats_init(&sb);
+    OK(dd_model_forward(pm, x, B, DD_EVAL, za));
+    OK(dd_model_backward(pm, y, &sa));
+    OK(dd_model_forward(raw, x2, B, DD_EVAL, zb));
+    OK(dd_model_backward(raw, y, &sb));
+    double zmax = 0, dz = 0;
+    for (int i = 0; i < B * 10; i++) {
+        zmax = fmax(zmax, fabs(zb[i]));
+        dz = fmax(dz, fabs(za[i] - zb[i]));
+    }
+    /* (x - 0.5) / 0.5 and 2x - 1 round alike up to an ulp of the pixel */
+    ck_assert_msg(dz <= 1e-5 * fmax(zmax, 1.0), "logits differ by %g (scale %g)", dz, zmax);
+    ck_assert_msg(fabs(sa.hook_align[0] - sb.hook_align[0]) <= 1e-5, "alignment %g vs %g", sa.hook_align[0],
+                  sb.hook_align[0]);
+    ck_assert_msg(fabs(sa.hook_reg[0] - sb.hook_reg[0]) <= 1e-5, "R %g vs %g", sa.hook_reg[0], sb.hook_reg[0]);
+    free(x);
+    free(x2);
+    dd_model_destroy(pm);
+    dd_model_destroy(raw);
+}
+END_TEST
+
 START_TEST(hook_api) {
     graph g = build_graph(31);
     int n;
@@ -681,9 +905,15 @@ int main(void) {
     tcase_add_test(fd, fd_cos_defaults_train);
     tcase_add_test(fd, fd_cos_defaults_eval);
     tcase_add_test(fd, fd_cos_per_hook_lambdas);
+    tcase_add_test(fd, fd_mse_plain);
+    tcase_add_test(fd, fd_mse_sin2);
+    tcase_add_test(fd, fd_mse_cos);
+    tcase_add_test(fd, fd_head_hook);
+    tcase_add_test(fd, fd_all_preset);
     tcase_add_test(fd, reference_route_sin2);
     tcase_add_test(fd, reference_route_cos);
     tcase_add_test(fd, reference_route_tangent);
+    tcase_add_test(fd, reference_route_mse);
     tcase_add_test(fd, blocked_regulariser_train);
     tcase_add_test(fd, blocked_regulariser_eval);
     suite_add_tcase(s, fd);
@@ -691,6 +921,8 @@ int main(void) {
     tcase_set_timeout(api, 120);
     tcase_add_test(api, lambda_zero_is_plain);
     tcase_add_test(api, hook_api);
+    tcase_add_test(api, presets_and_spec);
+    tcase_add_test(api, pm1_matches_manual);
     tcase_add_test(api, schedule_text);
     suite_add_tcase(s, api);
     TCase *tr = tcase_create("training");

@@ -6,7 +6,9 @@
  * kernel, thread splits of our kernels. So here: cnn-cw and resnet20 from
  * the zoo with default options, 32x32 inputs, batch 64, 2 threads, DD_TRAIN
  * and DD_EVAL, after 5 SGD steps (the alignment is no longer the initial
- * one), default hooks at lambda 0.05 (SIN2; COS too on cnn-cw in training).
+ * one), default hooks at lambda 0.05 (SIN2; COS too on cnn-cw in training,
+ * with cross-entropy and with the MSE loss; under MSE the plain gradient is
+ * checked against the reference's as well).
  *
  * 1. The regulariser's part of the gradient, grad J - grad L (both from the
  *    library, the second with every hook's lambda set to 0, so the forward
@@ -126,8 +128,10 @@ static void set_lambdas(dd_model *m, float lambda) {
     }
 }
 
-/* grad J - grad L of the library (the hook set stays; lambda 0 for L). */
-static void lib_reg_grad(model *mm, const float *x, const int32_t *y, int n, dd_mode mode, float *out) {
+/* grad J - grad L of the library (the hook set stays; lambda 0 for L);
+ * grad L itself into plain (ntrain floats) unless NULL. */
+static void lib_reg_grad(model *mm, const float *x, const int32_t *y, int n, dd_mode mode, float *out,
+                         float *plain) {
     float *gl = malloc(mm->ntrain * sizeof(float));
     ck_assert(gl);
     grads(mm, x, y, n, mode, out);
@@ -135,6 +139,7 @@ static void lib_reg_grad(model *mm, const float *x, const int32_t *y, int n, dd_
     grads(mm, x, y, n, mode, gl);
     set_lambdas(mm->m, LAMBDA);
     for (size_t i = 0; i < mm->ntrain; i++) out[i] -= gl[i];
+    if (plain) memcpy(plain, gl, mm->ntrain * sizeof(float));
     free(gl);
 }
 
@@ -182,10 +187,17 @@ static int verbose(void) { return getenv("DD_TEST_VERBOSE") != NULL; }
 
 /* ---- 1. against the double reference ------------------------------------- */
 
-static void reference_case_mode(const char *arch, dd_mode mode, dd_gfa_mode gmode);
-static void reference_case(const char *arch, dd_mode mode) { reference_case_mode(arch, mode, DD_GFA_SIN2); }
-
+static void reference_case_loss(const char *arch, dd_mode mode, dd_gfa_mode gmode, dd_loss_kind loss);
+static void reference_case(const char *arch, dd_mode mode) {
+    reference_case_loss(arch, mode, DD_GFA_SIN2, DD_LOSS_CE);
+}
 static void reference_case_mode(const char *arch, dd_mode mode, dd_gfa_mode gmode) {
+    reference_case_loss(arch, mode, gmode, DD_LOSS_CE);
+}
+
+/* With MSE the plain gradient grad L (lambda 0) is checked too, against
+ * the reference's backward of its own MSE (a loss new in this release). */
+static void reference_case_loss(const char *arch, dd_mode mode, dd_gfa_mode gmode, dd_loss_kind loss) {
     enum { B = 64 };
     size_t in = (size_t)B * 3 * 32 * 32;
     float *x = malloc(in * sizeof(float));
@@ -194,6 +206,7 @@ static void reference_case_mode(const char *arch, dd_mode mode, dd_gfa_mode gmod
     ck_assert(x && xd);
     data(B, 11, x, y);
     model mm = make(arch, 2, 1, DD_CONV_AUTO, B);
+    OK(dd_model_set_loss(mm.m, loss));
     train(mm.m, x, y, B, 5);
     OK(dd_gfa_hook_defaults(mm.m, LAMBDA, gmode));
     float *lib = malloc(mm.ntrain * sizeof(float));
@@ -201,7 +214,8 @@ static void reference_case_mode(const char *arch, dd_mode mode, dd_gfa_mode gmod
     ck_assert(lib && ref);
     ref_model *r;
     ck_assert_msg(ref_model_create(&r, mm.m) == 0, "%s", ref_error());
-    lib_reg_grad(&mm, x, y, B, mode, lib);
+    float *plain = loss == DD_LOSS_MSE ? malloc(mm.ntrain * sizeof(float)) : NULL;
+    lib_reg_grad(&mm, x, y, B, mode, lib, plain);
     ref_hooks hk;
     memset(&hk, 0, sizeof hk);
     hk.mode = (int)gmode;
@@ -214,11 +228,35 @@ static void reference_case_mode(const char *arch, dd_mode mode, dd_gfa_mode gmod
     ref_to_double(x, xd, in);
     ck_assert_msg(ref_reg_grad(r, xd, B, y, mode == DD_TRAIN, &hk, ref) == 0, "%s", ref_error());
     const char *worst;
+    const char *what = loss == DD_LOSS_MSE ? (gmode == DD_GFA_COS ? "cos mse" : "sin2 mse")
+                                           : (gmode == DD_GFA_COS ? "cos" : "sin2");
+    if (plain) {
+        /* the reference's plain gradient of its MSE: forward, loss, backward */
+        ck_assert_int_eq(ref_forward(r, xd, B, mode == DD_TRAIN, 0), 0);
+        double *dz = malloc((size_t)B * 10 * sizeof(double)), *pg = malloc(mm.ntrain * sizeof(double));
+        ck_assert(dz && pg);
+        ref_loss(r, y, dz, NULL);
+        ck_assert_int_eq(ref_backward(r, dz), 0);
+        size_t off = 0;
+        for (int p = 0; p < ref_num_params(r); p++) {
+            if (!ref_param_trainable(r, p)) continue;
+            memcpy(pg + off, ref_param_grad(r, p), ref_param_count(r, p) * sizeof(double));
+            off += ref_param_count(r, p);
+        }
+        /* the same float32 mask decisions as the GFA term below */
+        double ep = tensor_err(&mm, plain, pg, NULL, 1e-3, &worst, verbose());
+        printf("%s %s %s: plain gradient vs double reference, worst tensor %s %.3e\n", arch,
+               mode == DD_TRAIN ? "train" : "eval", what, worst, ep);
+        ck_assert_msg(ep <= 1e-2, "%s: MSE gradient off by %.3e in %s", arch, ep, worst);
+        free(dz);
+        free(pg);
+        free(plain);
+    }
     if (verbose()) printf("%s %s: regulariser part, lib vs double reference\n", arch,
                           mode == DD_TRAIN ? "train" : "eval");
     double e = tensor_err(&mm, lib, ref, NULL, 1e-3, &worst, verbose());
     printf("%s %s %s: GFA term vs double reference, worst tensor %s %.3e\n", arch,
-           mode == DD_TRAIN ? "train" : "eval", gmode == DD_GFA_COS ? "cos" : "sin2", worst, e);
+           mode == DD_TRAIN ? "train" : "eval", what, worst, e);
     ck_assert_msg(e <= 1e-2, "%s %s: GFA term off by %.3e in %s", arch, mode == DD_TRAIN ? "train" : "eval",
                   e, worst);
     ref_model_destroy(r);
@@ -231,6 +269,8 @@ END_TEST
 START_TEST(cnn_cw_eval) { reference_case("cnn-cw", DD_EVAL); }
 END_TEST
 START_TEST(cnn_cw_train_cos) { reference_case_mode("cnn-cw", DD_TRAIN, DD_GFA_COS); }
+END_TEST
+START_TEST(cnn_cw_train_mse_cos) { reference_case_loss("cnn-cw", DD_TRAIN, DD_GFA_COS, DD_LOSS_MSE); }
 END_TEST
 START_TEST(resnet20_train) { reference_case("resnet20", DD_TRAIN); }
 END_TEST
@@ -394,6 +434,7 @@ Suite *gfa_prod_suite(void) {
     tcase_add_test(ref, cnn_cw_train);
     tcase_add_test(ref, cnn_cw_eval);
     tcase_add_test(ref, cnn_cw_train_cos);
+    tcase_add_test(ref, cnn_cw_train_mse_cos);
     tcase_add_test(ref, resnet20_train);
     tcase_add_test(ref, resnet20_eval);
     suite_add_tcase(s, ref);

@@ -795,13 +795,36 @@ START_TEST(test_gfa_hooks_round_trip)
     }
     snap_free(&pa);
 
+    /* the training loss travels too (written only when not the default) */
+    dd_loss_kind lk;
+    OK(dd_model_get_loss(b, &lk));
+    ck_assert_int_eq(lk, DD_LOSS_CE);
+    OK(dd_model_set_loss(a, DD_LOSS_MSE));
+    ck_assert_int_eq(dd_model_set_loss(a, (dd_loss_kind)2), DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_model_get_loss(a, NULL), DD_ERR_INVALID_ARGUMENT);
+    OK(dd_model_save(a, f));
+    dd_model_destroy(b);
+    OK(dd_model_load(f, &b));
+    OK(dd_model_get_loss(b, &lk));
+    ck_assert_int_eq(lk, DD_LOSS_MSE);
+    for (int k = 0; k < 2; k++) {
+        OK(dd_model_zero_grad(ms[k] = k ? b : a));
+        OK(dd_model_forward(ms[k], x, BATCH, DD_EVAL, NULL));
+        OK(dd_model_backward(ms[k], labels, ss[k]));
+    }
+    ck_assert(sa.loss == sb.loss);
+    ck_assert(sa.loss > 0 && sa.loss < 1); /* an MSE of probabilities, not a cross-entropy */
+
     /* a model without hooks loads without hooks */
     OK(dd_gfa_clear(a));
+    OK(dd_model_set_loss(a, DD_LOSS_CE));
     OK(dd_model_save(a, f));
     dd_model_destroy(b);
     OK(dd_model_load(f, &b));
     OK(dd_gfa_num_hooks(b, &nb));
     ck_assert_int_eq(nb, 0);
+    OK(dd_model_get_loss(b, &lk));
+    ck_assert_int_eq(lk, DD_LOSS_CE);
     dd_model_destroy(a);
     dd_model_destroy(b);
 }

@@ -56,6 +56,40 @@ DD_API dd_status dd_gfa_hook(dd_model *m, dd_node node, float lambda);
  *  DD_ERR_INVALID_ARGUMENT for an unknown mode. */
 DD_API dd_status dd_gfa_hook_defaults(dd_model *m, float lambda, dd_gfa_mode mode);
 
+/** Hook presets (the paper's variants and one wider set):
+ *    DD_GFA_PRESET_FIRST: the input of the first conv2d or linear node in
+ *      node order: the image as the first layer sees it (after a normalize
+ *      node, if the model has one: in [-1, 1] for a 0.5/0.5 normalize);
+ *    DD_GFA_PRESET_DEEP: the input of every conv2d and linear node (the
+ *      default set of dd_gfa_hook_defaults);
+ *    DD_GFA_PRESET_ALL: every tensor from the image (DD_INPUT) to the one
+ *      before the logits, i.e. every node output but the logits'. */
+typedef enum dd_gfa_preset {
+    DD_GFA_PRESET_FIRST = 0,
+    DD_GFA_PRESET_DEEP = 1,
+    DD_GFA_PRESET_ALL = 2
+} dd_gfa_preset;
+
+/** METHOD: replaces the hooks by `preset`, each with weight lambda (finite,
+ *  >= 0); the mode is kept. Returns DD_OK, DD_ERR_INVALID_ARGUMENT (unknown
+ *  preset, bad lambda, a preset of more than DD_MAX_HOOKS tensors, a model
+ *  without conv2d/linear nodes), DD_ERR_OUT_OF_MEMORY; on failure the hooks
+ *  are as they were. */
+DD_API dd_status dd_gfa_hook_preset(dd_model *m, dd_gfa_preset preset, float lambda);
+
+/** METHOD: replaces the hooks by those of the text `spec`: comma-separated
+ *  items ITEM[:LAMBDA], where ITEM is a preset name ("first", "deep", "all")
+ *  or the name of a single-input node, which hooks that node's input (what
+ *  the layer sees, as the paper hooks a layer); LAMBDA (a finite decimal
+ *  >= 0) defaults to `lambda`. Later items replace the lambda of a tensor
+ *  hooked before. Examples: "first", "deep:0.02", "conv1:0.1,fc1:0.05",
+ *  "deep:0.01,conv1:0.1". The mode is kept. Returns DD_OK,
+ *  DD_ERR_INVALID_ARGUMENT (spec NULL or empty, an unknown name, a node
+ *  with two inputs, a malformed lambda, more than DD_MAX_HOOKS hooks; the
+ *  message names the item), DD_ERR_OUT_OF_MEMORY; on failure the hooks are
+ *  as they were. */
+DD_API dd_status dd_gfa_hook_spec(dd_model *m, const char *spec, float lambda);
+
 /** METHOD: sets the mode of all hooks (default DD_GFA_SIN2). */
 DD_API dd_status dd_gfa_set_mode(dd_model *m, dd_gfa_mode mode);
 

@@ -221,7 +221,7 @@ DD_API dd_status dd_model_predict(dd_model *m, const float *x, int n, float *log
  *  dd_step_stats_init(); every other field is written. */
 typedef struct dd_step_stats {
     size_t struct_size;       /**< set by dd_step_stats_init() */
-    double loss;              /**< L: mean softmax cross-entropy over the batch */
+    double loss;              /**< L: the training loss (dd_model_set_loss) over the batch */
     double objective;         /**< J = L + sum_t lambda_t R_t (= loss without hooks) */
     int correct;              /**< samples whose argmax logit equals the label */
     int batch;                /**< n of the forward pass */
@@ -235,8 +235,32 @@ typedef struct dd_step_stats {
  *  NULL is a no-op. Thread-safe. */
 DD_API void dd_step_stats_init(dd_step_stats *stats);
 
-/** Backward pass of the mean softmax cross-entropy of the last forward pass
- *  against labels: (n) int32 in [0, K), borrowed. Accumulates dJ/dtheta
+/** The training loss L of dd_model_backward, over a batch of n samples with
+ *  softmax probabilities p_i = softmax(z_i) and one-hot labels e_{y_i}:
+ *    DD_LOSS_CE  (default): L = mean_i -log p_i[y_i]
+ *    DD_LOSS_MSE          : L = (1 / (n K)) sum_i |p_i - e_{y_i}|^2, the mean
+ *                           squared error of the probabilities (not of the
+ *                           logits) over all n * K entries.
+ *  GFA's g (gfa.h) is the gradient of this L. The attacks (attack.h) keep
+ *  their own losses (cross-entropy unless an attack says otherwise),
+ *  including the inner maximisation of dd_attack_train_step: only the
+ *  outer, training step uses L. */
+typedef enum dd_loss_kind {
+    DD_LOSS_CE = 0,  /**< mean softmax cross-entropy */
+    DD_LOSS_MSE = 1  /**< mean squared error of softmax probabilities vs one-hot */
+} dd_loss_kind;
+
+/** METHOD: sets the training loss (saved in checkpoints). Takes effect at
+ *  the next dd_model_backward. Returns DD_OK, DD_ERR_INVALID_ARGUMENT (m
+ *  NULL, unknown kind). */
+DD_API dd_status dd_model_set_loss(dd_model *m, dd_loss_kind loss);
+/** METHOD: *loss = the training loss. Returns DD_OK, DD_ERR_INVALID_ARGUMENT
+ *  (NULL). */
+DD_API dd_status dd_model_get_loss(const dd_model *m, dd_loss_kind *loss);
+
+/** Backward pass of the training loss (dd_model_set_loss; by default the
+ *  mean softmax cross-entropy) of the last forward pass against labels:
+ *  (n) int32 in [0, K), borrowed. Accumulates dJ/dtheta
  *  into the parameter gradients (+= ; see dd_model_zero_grad). With GFA
  *  hooks (gfa.h) this is the exact gradient of J = L + sum lambda_t R_t.
  *  stats may be NULL. The last forward must have been a DD_TRAIN or DD_EVAL
@@ -250,7 +274,7 @@ DD_API dd_status dd_model_backward(dd_model *m, const int32_t *labels, dd_step_s
  *  (n, K) f32 = dL/dlogits of the last forward pass (borrowed). Accumulates
  *  dL/dtheta into the parameter gradients like dd_model_backward, for losses
  *  the library does not define (TRADES' KL term, custom objectives). GFA
- *  hooks are ignored here (they regularise the cross-entropy of
+ *  hooks are ignored here (they regularise the training loss of
  *  dd_model_backward only). stats may be NULL; its loss fields are zero.
  *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT, DD_ERR_STATE (no forward pass),
  *  DD_ERR_NUMERIC (dlogits or the result not finite: gradients unchanged),

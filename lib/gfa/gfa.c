@@ -9,7 +9,8 @@
  *      T_y += JVP_n(T_x) through each node's ops->jvp; ops->second_order
  *      adds d/dtheta <T_x, backward_n(G_y)> into the parameter gradients
  *      and d/dx of it into the input's bar buffer (batch norm in training
- *      mode); at the logits Zbar = (1/B) (p * T_z - p <p, T_z>);
+ *      mode); at the logits Zbar = H T_z, the training loss's Hessian
+ *      times the tangent (CE: (1/B) (p * T_z - p <p, T_z>); lib/loss);
  *   4. second backward (DD__PASS_GFA4) seeded with Zbar, its adjoints in the
  *      tangent slots (t->tan; G_t stays in t->grad), every bar and Ybar
  *      injected through the planner's inject callback, adding into the
@@ -25,9 +26,11 @@
 #include "gfa.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../graph/graph_internal.h"
+#include "../loss/loss.h"
 
 /* ---- hooks --------------------------------------------------------------- */
 
@@ -70,28 +73,127 @@ dd_status dd_gfa_hook(dd_model *m, dd_node node, float lambda) {
     return DD_OK;
 }
 
-static int valid_mode(int mode) { return mode == DD_GFA_SIN2 || mode == DD_GFA_TANGENT || mode == DD_GFA_COS; }
+/* Last node a hook may sit on. */
+static int last_node(const dd_model *m) { return m->built ? m->logits : m->nnodes - 1; }
 
-dd_status dd_gfa_hook_defaults(dd_model *m, float lambda, dd_gfa_mode mode) {
-    DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_gfa_hook_defaults: model is NULL");
-    DD_RETURN_IF(!valid_mode(mode), DD_ERR_INVALID_ARGUMENT, "dd_gfa_hook_defaults: mode %d", (int)mode);
+/* Adds preset p's hooks with weight lambda to the current set. */
+static dd_status add_preset(dd_model *m, int p, float lambda) {
+    int last = last_node(m);
+    if (p == DD_GFA_PRESET_ALL) {
+        for (int i = 0; i < last; i++) DD_FORWARD(add_hook(m, i, lambda));
+        return DD_OK;
+    }
+    int found = 0;
+    for (int i = 1; i <= last; i++) {
+        if (!(m->nodes[i].ops->caps & DD__CAP_WEIGHT_LAYER)) continue;
+        DD_FORWARD(add_hook(m, m->nodes[i].inputs[0], lambda));
+        found = 1;
+        if (p == DD_GFA_PRESET_FIRST) break;
+    }
+    DD_RETURN_IF(!found, DD_ERR_INVALID_ARGUMENT, "GFA hooks: the model has no conv2d or linear node");
+    return DD_OK;
+}
+
+/* Splits "ITEM[:LAMBDA]" (len bytes at it) into name and lambda. */
+static dd_status parse_item(const char *it, size_t len, float dflt, char *name, size_t size, float *lambda) {
+    const char *colon = memchr(it, ':', len);
+    size_t nl = colon ? (size_t)(colon - it) : len;
+    DD_RETURN_IF(nl == 0 || nl >= size, DD_ERR_INVALID_ARGUMENT,
+                 "dd_gfa_hook_spec: item '%.*s': empty or overlong name", (int)len, it);
+    memcpy(name, it, nl);
+    name[nl] = '\0';
+    *lambda = dflt;
+    if (!colon) return DD_OK;
+    char num[64];
+    size_t vl = len - nl - 1;
+    DD_RETURN_IF(vl == 0 || vl >= sizeof num, DD_ERR_INVALID_ARGUMENT,
+                 "dd_gfa_hook_spec: item '%.*s': no lambda after ':'", (int)len, it);
+    memcpy(num, colon + 1, vl);
+    num[vl] = '\0';
+    char *endp = NULL;
+    double v = strtod(num, &endp);
+    DD_RETURN_IF(*endp != '\0' || !isfinite(v) || v < 0 || v > 3.0e38, DD_ERR_INVALID_ARGUMENT,
+                 "dd_gfa_hook_spec: item '%.*s': lambda '%s' is not a finite number >= 0", (int)len, it,
+                 num);
+    *lambda = (float)v;
+    return DD_OK;
+}
+
+/* Adds the hooks of one spec item. */
+static dd_status add_item(dd_model *m, const char *it, size_t len, float dflt) {
+    char name[sizeof m->nodes[0].name + 1];
+    float lambda = dflt;
+    DD_FORWARD(parse_item(it, len, dflt, name, sizeof name, &lambda));
+    static const char *const presets[] = {"first", "deep", "all"};
+    for (int p = 0; p < 3; p++)
+        if (strcmp(name, presets[p]) == 0) return add_preset(m, p, lambda);
+    int last = last_node(m);
+    for (int i = 1; i <= last; i++) {
+        if (strcmp(m->nodes[i].name, name) != 0) continue;
+        DD_RETURN_IF(m->nodes[i].ninputs != 1, DD_ERR_INVALID_ARGUMENT,
+                     "dd_gfa_hook_spec: node '%s' has %d inputs (name a single-input node)", name,
+                     m->nodes[i].ninputs);
+        return add_hook(m, m->nodes[i].inputs[0], lambda);
+    }
+    return DD_ERROR(DD_ERR_INVALID_ARGUMENT,
+                    "dd_gfa_hook_spec: '%s' is neither a preset (first, deep, all) nor a node name", name);
+}
+
+typedef dd_status (*hook_fill)(dd_model *m, const void *arg, float lambda);
+
+/* Replaces the hooks by those fill() adds; on failure they are as before. */
+static dd_status replace_hooks(dd_model *m, hook_fill fill, const void *arg, float lambda) {
     DD_RETURN_IF(!isfinite(lambda) || lambda < 0, DD_ERR_INVALID_ARGUMENT,
-                 "dd_gfa_hook_defaults: lambda = %g (need finite, >= 0)", (double)lambda);
+                 "GFA hooks: lambda = %g (need finite, >= 0)", (double)lambda);
     dd__hook saved[DD_MAX_HOOKS];
     int nsaved = m->nhooks;
     memcpy(saved, m->hooks, sizeof saved);
     m->nhooks = 0;
-    int last = m->built ? m->logits : m->nnodes - 1;
-    dd_status s = DD_OK;
-    for (int i = 1; i <= last && s == DD_OK; i++) {
-        if (m->nodes[i].ops->caps & DD__CAP_WEIGHT_LAYER) s = add_hook(m, m->nodes[i].inputs[0], lambda);
-    }
+    dd_status s = fill(m, arg, lambda);
     if (s == DD_OK) s = hooks_changed(m);
     if (s != DD_OK) {
         m->nhooks = nsaved;
         memcpy(m->hooks, saved, sizeof saved);
-        return s;
     }
+    return s;
+}
+
+static dd_status fill_preset(dd_model *m, const void *arg, float lambda) {
+    return add_preset(m, *(const int *)arg, lambda);
+}
+
+static dd_status fill_spec(dd_model *m, const void *arg, float lambda) {
+    const char *s = arg;
+    DD_RETURN_IF(*s == '\0', DD_ERR_INVALID_ARGUMENT, "dd_gfa_hook_spec: empty spec");
+    for (;;) {
+        const char *comma = strchr(s, ',');
+        size_t len = comma ? (size_t)(comma - s) : strlen(s);
+        DD_FORWARD(add_item(m, s, len, lambda));
+        if (!comma) return DD_OK;
+        s = comma + 1;
+    }
+}
+
+static int valid_mode(int mode) { return mode == DD_GFA_SIN2 || mode == DD_GFA_TANGENT || mode == DD_GFA_COS; }
+
+dd_status dd_gfa_hook_preset(dd_model *m, dd_gfa_preset preset, float lambda) {
+    DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_gfa_hook_preset: model is NULL");
+    DD_RETURN_IF(preset < DD_GFA_PRESET_FIRST || preset > DD_GFA_PRESET_ALL, DD_ERR_INVALID_ARGUMENT,
+                 "dd_gfa_hook_preset: unknown preset %d", (int)preset);
+    int p = (int)preset;
+    return replace_hooks(m, fill_preset, &p, lambda);
+}
+
+dd_status dd_gfa_hook_spec(dd_model *m, const char *spec, float lambda) {
+    DD_RETURN_IF(!m || !spec, DD_ERR_INVALID_ARGUMENT, "dd_gfa_hook_spec: NULL argument");
+    return replace_hooks(m, fill_spec, spec, lambda);
+}
+
+dd_status dd_gfa_hook_defaults(dd_model *m, float lambda, dd_gfa_mode mode) {
+    DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_gfa_hook_defaults: model is NULL");
+    DD_RETURN_IF(!valid_mode(mode), DD_ERR_INVALID_ARGUMENT, "dd_gfa_hook_defaults: mode %d", (int)mode);
+    int p = DD_GFA_PRESET_DEEP;
+    DD_FORWARD(replace_hooks(m, fill_preset, &p, lambda));
     m->gfa_mode = mode;
     return DD_OK;
 }
@@ -286,19 +388,13 @@ dd_status dd__gfa_backward(dd_model *m, void *arg) {
     m->ntsteps = 0;
     for (int i = 1; i <= m->logits; i++)
         DD_FORWARD(tangent_node(m, &m->nodes[i], s2->written[i], &m->tsteps[m->ntsteps++]));
-    /* seed of pass 4, in place over T_z: Zbar = (1/B)(p * T_z - p <p, T_z>) */
+    /* seed of pass 4, in place over T_z: Zbar = H_z T_z, the loss's
+     * Hessian-vector product (lib/loss/loss.h) */
     dd__tensor *z = &m->nodes[m->logits].out;
-    if (z->tan_nonzero) {
-        for (int i = 0; i < n; i++) {
-            const float *p = m->probs + (size_t)i * K;
-            float *g = z->tan + (size_t)i * K;
-            double pt = 0;
-            for (int j = 0; j < K; j++) pt += (double)p[j] * g[j];
-            for (int j = 0; j < K; j++) g[j] = (float)((p[j] * g[j] - p[j] * pt) / n);
-        }
-    } else {
+    if (z->tan_nonzero)
+        dd__loss_hvp(m->loss, m->probs, a->labels, n, K, z->tan);
+    else
         memset(z->tan, 0, (size_t)n * K * sizeof(float));
-    }
     /* pass 4: tensors whose adjoint inject() seeds (Ybar at hooks, Xbar) */
     unsigned char *seeded = m->gfa_seeded;
     for (int i = 0; i <= m->logits; i++)

@@ -1,6 +1,7 @@
 /* lib/gfa/objective.c -- dd_model_backward: the training objective's gradient.
  *
- * J = L + sum_t lambda_t R_t with L the mean softmax cross-entropy: without
+ * J = L + sum_t lambda_t R_t with L the model's training loss (cross-entropy
+ * or MSE on probabilities, lib/loss/loss.h; dd_model_set_loss): without
  * hooks the plain backward pass (the planner's DD__PASS_BACKWARD), with
  * hooks GFA's passes 2-4 (gfa.c). This entry point lives beside GFA so that
  * the graph code never calls GFA: lib/gfa depends on lib/graph, not the
@@ -13,13 +14,17 @@
 #include "../loss/loss.h"
 #include "gfa.h"
 
-/* The cross-entropy, its gradient into the logits' grad, and stats. */
-static dd_status seed_xent(dd_model *m, const int32_t *labels, dd_step_stats *stats) {
+/* The training loss, its gradient into the logits' grad, and stats. */
+static dd_status seed_loss(dd_model *m, const int32_t *labels, dd_step_stats *stats) {
     int n = m->last_n, k = m->num_classes;
     double loss;
     int correct;
-    dd__xent(m->nodes[m->logits].out.data, labels, n, k, m->probs, m->nodes[m->logits].out.grad,
-             &loss, &correct);
+    const float *z = m->nodes[m->logits].out.data;
+    float *dz = m->nodes[m->logits].out.grad;
+    if (m->loss == DD_LOSS_MSE)
+        dd__mse(z, labels, n, k, m->probs, dz, &loss, &correct);
+    else
+        dd__xent(z, labels, n, k, m->probs, dz, &loss, &correct);
     DD_RETURN_IF(!isfinite(loss), DD_ERR_NUMERIC, "backward: the loss is not finite");
     m->last_loss = loss;
     if (stats) {
@@ -41,7 +46,7 @@ dd_status dd_model_backward(dd_model *m, const int32_t *labels, dd_step_stats *s
                  "dd_model_backward: stats->struct_size not set (call dd_step_stats_init)");
     DD_RETURN_IF(!m->have_forward, DD_ERR_STATE, "dd_model_backward: no forward pass to differentiate");
     DD_FORWARD(dd__check_labels(m, labels, m->last_n, "dd_model_backward"));
-    DD_FORWARD(seed_xent(m, labels, stats));
+    DD_FORWARD(seed_loss(m, labels, stats));
     m->ctx.n = m->last_n;
     m->ctx.train = m->last_train;
     if (m->nhooks > 0) {
@@ -49,4 +54,18 @@ dd_status dd_model_backward(dd_model *m, const int32_t *labels, dd_step_stats *s
         return dd__guarded_grads(m, dd__gfa_backward, &a);
     }
     return dd__guarded_grads(m, dd__plain_backward, NULL);
+}
+
+dd_status dd_model_set_loss(dd_model *m, dd_loss_kind loss) {
+    DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_model_set_loss: model is NULL");
+    DD_RETURN_IF(loss != DD_LOSS_CE && loss != DD_LOSS_MSE, DD_ERR_INVALID_ARGUMENT,
+                 "dd_model_set_loss: unknown loss %d (DD_LOSS_CE, DD_LOSS_MSE)", (int)loss);
+    m->loss = (int)loss;
+    return DD_OK;
+}
+
+dd_status dd_model_get_loss(const dd_model *m, dd_loss_kind *loss) {
+    DD_RETURN_IF(!m || !loss, DD_ERR_INVALID_ARGUMENT, "dd_model_get_loss: NULL argument");
+    *loss = (dd_loss_kind)m->loss;
+    return DD_OK;
 }

@@ -304,6 +304,7 @@ struct dd_model {
     size_t buffer_floats;
     int grads_zero;             /* gradients known to be all zero */
     double last_loss;
+    int loss;                   /* dd_loss_kind of dd_model_backward */
     float *gfa_work;            /* per-sample GFA reductions */
     /* GFA (lib/gfa) */
     int gfa_mode;

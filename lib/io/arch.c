@@ -138,6 +138,9 @@ dd_status dd__model_arch_json(const dd_model *m, char **json)
         s = arch_gfa_json(m, &gfa);
     if (s == DD_OK && json_object_set_new(root, "gfa", gfa))
         s = DD_ERROR(DD_ERR_OUT_OF_MEMORY, "architecture JSON: out of memory");
+    /* the training loss, written only when it is not the default (CE) */
+    if (s == DD_OK && m->loss == DD_LOSS_MSE && json_object_set_new(root, "loss", json_string("mse")))
+        s = DD_ERROR(DD_ERR_OUT_OF_MEMORY, "architecture JSON: out of memory");
 
     char *text = NULL;
     if (s == DD_OK) {
@@ -545,7 +548,7 @@ static dd_status arch_gfa(const arch_at *top, json_t *root, int ntensors, int *m
     static const char *const keys[] = {"mode", "hooks", NULL};
     const arch_at *at = top;
     DD_FORWARD(arch_check_keys(at, g, keys));
-    /* the two modes of gfa.h: 0 = SIN2, 1 = TANGENT */
+    /* the modes of gfa.h: 0 = SIN2, 1 = TANGENT, 2 = COS */
     DD_FORWARD(arch_int(at, g, "mode", 0, 2, mode));
     json_t *a = json_object_get(g, "hooks");
     if (!a)
@@ -579,7 +582,7 @@ static dd_status arch_build(json_t *root, const dd_model_options *opts, int max_
 {
     arch_at top = {-1, NULL};
     static const char *const keys[] = {"format", "version", "input", "num_classes", "max_batch",
-                                       "logits", "nodes", "gfa", NULL};
+                                       "logits", "nodes", "gfa", "loss", NULL};
     if (!json_is_object(root))
         return DD_ERROR(DD_ERR_FORMAT, "checkpoint architecture: not a JSON object");
     DD_FORWARD(arch_check_keys(&top, root, keys));
@@ -605,6 +608,15 @@ static dd_status arch_build(json_t *root, const dd_model_options *opts, int max_
     DD_FORWARD(arch_int(&top, root, "logits", 1, nnodes - 1, &logits));
     dd__hook hooks[DD_MAX_HOOKS];
     DD_FORWARD(arch_gfa(&top, root, logits + 1, &mode, &nhooks, hooks));
+    int loss = DD_LOSS_CE;
+    json_t *lv = json_object_get(root, "loss");
+    if (lv) {
+        const char *ls = json_is_string(lv) ? json_string_value(lv) : "";
+        if (strcmp(ls, "mse") == 0)
+            loss = DD_LOSS_MSE;
+        else if (strcmp(ls, "ce") != 0)
+            return arch_fail(&top, "loss", "expected \"ce\" or \"mse\"");
+    }
 
     dd_model *m = NULL;
     dd_status s = dd_model_create(&m, in[0], in[1], in[2], k, opts);
@@ -656,6 +668,7 @@ static dd_status arch_build(json_t *root, const dd_model_options *opts, int max_
     /* GFA hooks, kept as lib/gfa keeps them; set before the build so that
      * dd_model_build lays out the GFA buffers with the activations. */
     m->gfa_mode = mode;
+    m->loss = loss;
     m->nhooks = nhooks;
     for (int i = 0; i < nhooks; i++)
         m->hooks[i] = hooks[i];

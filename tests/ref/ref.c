@@ -54,6 +54,7 @@ struct ref_model {
     int have_forward;
     int frozen;             /* forward reuses the stored ReLU masks and max-pool argmaxes */
     double pert_scale;
+    int mse;                /* training loss: 1 = MSE on probabilities, 0 = CE */
 };
 
 static char ref_msg[512];
@@ -142,6 +143,10 @@ int ref_model_create(ref_model **out, const dd_model *m) {
         return fail("max_batch (model not built?)");
     }
     if (dd_model_num_params(m, &np) != DD_OK) { free(r); return fail("num_params"); }
+    dd_loss_kind lk;
+    if (dd_model_get_loss(m, &lk) != DD_OK) { free(r); return fail("get_loss"); }
+    r->mse = lk == DD_LOSS_MSE;
+    if (r->mse && r->k > 4096) { free(r); return fail("MSE with more than 4096 classes"); }
     r->nnodes = count;
     r->nodes = xcalloc((size_t)count, sizeof *r->nodes);
     r->nparams = np;
@@ -671,10 +676,27 @@ int ref_forward_f(ref_model *r, const float *x, int n, int train, int update_run
     return rc;
 }
 
+/* MSE of the probabilities: L = (1/(nK)) sum (p - e_y)^2; its gradient by
+ * the chain rule through the softmax Jacobian, written out entry by entry
+ * (dL/dz_j = sum_i dL/dp_i dp_i/dz_j, dp_i/dz_j = p_i (delta_ij - p_j)) so
+ * that it shares no formula with the library's closed form. */
+static double mse_row(const double *p, int k, int y, double scale, double *d) {
+    double l = 0.0;
+    for (int i = 0; i < k; i++) l += (p[i] - (i == y)) * (p[i] - (i == y));
+    if (d)
+        for (int j = 0; j < k; j++) {
+            double g = 0.0;
+            for (int i = 0; i < k; i++) g += 2.0 * (p[i] - (i == y)) * p[i] * ((i == j) - p[j]);
+            d[j] = scale * g;
+        }
+    return l;
+}
+
 double ref_loss(const ref_model *r, const int32_t *labels, double *dlogits, int *correct) {
     const double *z = ref_logits(r);
     int n = r->n, k = r->k, ok = 0;
     double loss = 0.0;
+    double p[4096];
     for (int s = 0; s < n; s++) {
         const double *zs = z + (size_t)s * k;
         double mx = zs[0];
@@ -684,14 +706,19 @@ double ref_loss(const ref_model *r, const int32_t *labels, double *dlogits, int 
         double se = 0.0;
         for (int j = 0; j < k; j++) se += exp(zs[j] - mx);
         double lse = mx + log(se);
-        loss += lse - zs[labels[s]];
         ok += am == labels[s];
+        if (r->mse) {
+            for (int j = 0; j < k; j++) p[j] = exp(zs[j] - lse);
+            loss += mse_row(p, k, labels[s], 1.0 / ((double)n * k), dlogits ? dlogits + (size_t)s * k : NULL);
+            continue;
+        }
+        loss += lse - zs[labels[s]];
         if (dlogits)
             for (int j = 0; j < k; j++)
                 dlogits[(size_t)s * k + j] = (exp(zs[j] - lse) - (j == labels[s] ? 1.0 : 0.0)) / n;
     }
     if (correct) *correct = ok;
-    return loss / n;
+    return r->mse ? loss / ((double)n * k) : loss / n;
 }
 
 int ref_backward(ref_model *r, const double *dlogits) { return ref_backward_inject(r, dlogits, NULL); }

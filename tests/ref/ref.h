@@ -4,7 +4,7 @@
  * structure (dd_model_num_nodes / dd_model_node_info) and the parameters
  * (dd_model_param_info / dd_model_param_read) of a built model through the
  * public API, copies them to double, and evaluates the same network with
- * plain loops in NCHW: forward, the mean softmax cross-entropy, backward
+ * plain loops in NCHW: forward, the training loss (CE or MSE), backward
  * (dL/dY for every tensor, dL/dtheta for every trainable parameter) and the
  * GFA objective J = L + sum_t lambda_t R_t of shared/GFA.md (J only: tests
  * take central finite differences of it, see ref_fd_directional).
@@ -75,8 +75,12 @@ int ref_forward_f(ref_model *r, const float *x, int n, int train, int update_run
 const double *ref_node_value(const ref_model *r, dd_node node);
 /* Logits of the last forward: (n, K). */
 const double *ref_logits(const ref_model *r);
-/* Mean softmax cross-entropy of the last forward; dlogits (optional, n*K)
- * receives dL/dlogits = (softmax - onehot) / n. *correct (optional) counts
+/* The training loss of the last forward (the library model's, read by
+ * ref_model_create: mean softmax cross-entropy, or the MSE of the softmax
+ * probabilities against one-hot over n*K entries); dlogits (optional, n*K)
+ * receives dL/dlogits (CE: (softmax - onehot) / n; MSE: by the chain rule
+ * through the softmax Jacobian, entry by entry; ref_model_create refuses
+ * MSE with more than 4096 classes). *correct (optional) counts
  * argmax == label (first maximum wins). Labels must be in [0, K). */
 double ref_loss(const ref_model *r, const int32_t *labels, double *dlogits, int *correct);
 /* Backward of the last forward from dlogits (n, K): every tensor's dL/dY and
