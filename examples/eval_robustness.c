@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #define DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
-#define MAX_MODELS 8
+#define MAX_MODELS 24
 #define MAX_ATTACKS 16
 #define MAX_EPS 12
 #define MAX_POINTS 101
@@ -43,6 +43,7 @@ typedef struct robust_row {
     double eps;
     double acc;
     double seconds;           /* 0 for rows derived from minimum-norm runs */
+    unsigned char *robust;    /* (n): 1 = classified correctly and not fooled (owned) */
 } robust_row;
 
 typedef struct min_norm_row {
@@ -55,7 +56,9 @@ typedef struct min_norm_row {
 typedef struct model_report {
     const char *path;
     char name[128];
+    char range[8];            /* what its first layer sees: 01, pm1 or std (a normalize node) */
     double clean;
+    unsigned char *clean_mask; /* (n): 1 = classified correctly (owned) */
     robust_row rows[MAX_ATTACKS * MAX_EPS * 2];
     int nrows;
     min_norm_row mn[MAX_ATTACKS];
@@ -79,8 +82,10 @@ typedef struct settings {
     attack_spec attacks[MAX_ATTACKS];
     int nattacks;
     int queries, ead_steps, cw_steps;
+    int pgd_steps;            /* > 0: PGD iterations, step 2.5 eps / steps (Madry) */
     int land_images, land_points, land_dirs;
     double land_radius;
+    const char *input_range;  /* NULL: read from each checkpoint; else 01|pm1|std, checked */
     const char *out;
     const char *models[MAX_MODELS];
     int nmodels;
@@ -94,6 +99,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: eval_robustness [options] MODEL... | --compare MODEL MODEL...\n"
+            "  MODEL is PATH or NAME=PATH (NAME, without '/', heads the report's column;\n"
+            "  default: the file's stem)\n"
             "  --data DIR          CIFAR-10 binary or IDX test set (default " DEFAULT_DATA_DIR ")\n"
             "  --synthetic         the synthetic 3x16x16 test set of train_cifar --synthetic\n"
             "  --n N               test images (default 1000)\n"
@@ -107,10 +114,16 @@ static void usage(FILE *f)
             "  --queries N         Square's query budget (default: the attack's, 5000)\n"
             "  --ead-steps N       EAD iterations per binary step (default: the attack's)\n"
             "  --cw-steps N        CW iterations per binary step (default: the attack's)\n"
+            "  --pgd-steps N       PGD iterations, step 2.5 eps / N (default: the attack's,\n"
+            "                      10 steps of 2/255 Linf / 0.2 L2)\n"
             "  --landscape N       images for the loss landscape (default 8, 0 = none)\n"
             "  --landscape-radius R  range of t, L2 (default 2)\n"
             "  --landscape-points P  points along each direction (default 21)\n"
             "  --landscape-dirs D  tangential directions per image (default 4)\n"
+            "  --input-range R     01|pm1|std: what the checkpoints' first layer must see\n"
+            "                      (default: read from each; pm1 = a 0.5/0.5 normalize node,\n"
+            "                      x -> 2x - 1). Attacks work in [0,1] pixels either way;\n"
+            "                      reports give eps in [0,1] and in [-1,1] units (2x)\n"
             "  --out PREFIX        report files PREFIX.md/.json/.csv/-*.svg (default robustness)\n");
 }
 
@@ -198,11 +211,17 @@ static void parse_args(int argc, char **argv, settings *s)
         else if (strcmp(a, "--queries") == 0) s->queries = (int)parse_long_or_die(a, v, 1, 1000000);
         else if (strcmp(a, "--ead-steps") == 0) s->ead_steps = (int)parse_long_or_die(a, v, 1, 1000000);
         else if (strcmp(a, "--cw-steps") == 0) s->cw_steps = (int)parse_long_or_die(a, v, 1, 1000000);
+        else if (strcmp(a, "--pgd-steps") == 0) s->pgd_steps = (int)parse_long_or_die(a, v, 1, 100000);
         else if (strcmp(a, "--landscape") == 0) s->land_images = (int)parse_long_or_die(a, v, 0, 65536);
         else if (strcmp(a, "--landscape-radius") == 0) s->land_radius = parse_double_or_die(a, v, 1e-6, 1e6);
         else if (strcmp(a, "--landscape-points") == 0) s->land_points = (int)parse_long_or_die(a, v, 3, MAX_POINTS);
         else if (strcmp(a, "--landscape-dirs") == 0) s->land_dirs = (int)parse_long_or_die(a, v, 1, 1000);
         else if (strcmp(a, "--out") == 0) s->out = v;
+        else if (strcmp(a, "--input-range") == 0) {
+            if (strcmp(v, "01") != 0 && strcmp(v, "pm1") != 0 && strcmp(v, "std") != 0)
+                die("--input-range: unknown '%s' (01, pm1, std)", v);
+            s->input_range = v;
+        }
         else die("unknown option '%s' (see --help)", a);
     }
     if (s->nmodels == 0) {
@@ -243,24 +262,86 @@ static void attack_options(const settings *s, const attack_spec *a, dd_attack_op
 }
 
 /* Robust accuracy of m under a budgeted attack at eps over the n images x. */
+/* Robust accuracy of m under a budgeted attack at eps over the n images x;
+ * robust (n) receives each sample's verdict. */
 static double budgeted_or_die(const settings *s, dd_model *m, const attack_spec *a, double eps,
-                              const float *x, const int32_t *y, int n, size_t per, float *xa)
+                              const float *x, const int32_t *y, int n, size_t per, float *xa,
+                              unsigned char *robust)
 {
     dd_attack_options ao;
     attack_options(s, a, &ao);
     ao.eps = (float)eps;
+    if ((a->kind == DD_ATTACK_PGD_LINF || a->kind == DD_ATTACK_PGD_L2) && s->pgd_steps > 0) {
+        ao.steps = s->pgd_steps;
+        ao.step_size = (float)(2.5 * eps / s->pgd_steps);
+    }
     dd_attack *at = NULL;
     check_or_die(dd_attack_create(&at, m, &ao), a->name);
+    int32_t *succ = malloc_or_die((size_t)s->batch, sizeof *succ);
+    int32_t *clean = malloc_or_die((size_t)s->batch, sizeof *clean);
     long fooled = 0;
     for (int start = 0; start < n; start += s->batch) {
         int b = n - start < s->batch ? n - start : s->batch;
         dd_attack_results r;
         dd_attack_results_init(&r);
+        r.success = succ;
+        r.clean_correct = clean;
         check_or_die(dd_attack_run(at, x + (size_t)start * per, y + start, b, xa, &r), a->name);
         fooled += r.num_success;
+        for (int i = 0; i < b; i++)
+            robust[start + i] = clean[i] && !succ[i];
     }
+    free(succ);
+    free(clean);
     dd_attack_destroy(at);
     return 1.0 - (double)fooled / n;
+}
+
+/* mask (n): 1 where m's eval-mode argmax (first maximum) equals the label. */
+static void clean_mask_or_die(dd_model *m, const float *x, const int32_t *y, int n, size_t per,
+                              int k, int batch, unsigned char *mask)
+{
+    float *z = malloc_or_die((size_t)batch * (size_t)k, sizeof *z);
+    for (int start = 0; start < n; start += batch) {
+        int b = n - start < batch ? n - start : batch;
+        check_or_die(dd_model_predict(m, x + (size_t)start * per, b, z), "dd_model_predict");
+        for (int i = 0; i < b; i++) {
+            const float *zi = z + (size_t)i * k;
+            int arg = 0;
+            for (int j = 1; j < k; j++)
+                if (zi[j] > zi[arg])
+                    arg = j;
+            mask[start + i] = arg == y[start + i];
+        }
+    }
+    free(z);
+}
+
+/* What the first layer of m sees: "pm1" after a normalize node with every
+ * mean and std 0.5, "std" after another normalize node, "01" without one;
+ * origin (C floats) receives the pixel that maps to 0 (the normalize
+ * node's mean, or 0). */
+static void input_range_of(const dd_model *m, int channels, char *out, size_t size, float *origin)
+{
+    dd_node_info info;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    int nn = 0;
+    check_or_die(dd_model_num_nodes(m, &nn), "dd_model_num_nodes");
+    for (int c = 0; c < channels; c++)
+        origin[c] = 0.0f;
+    snprintf(out, size, "01");
+    if (nn < 2)
+        return;
+    check_or_die(dd_model_node_info(m, 1, &info), "dd_model_node_info");
+    if (info.type != DD_NODE_NORMALIZE || info.inputs[0] != DD_INPUT)
+        return;
+    int half = 1;
+    for (int c = 0; c < channels; c++) {
+        origin[c] = info.mean[c];
+        half &= info.mean[c] == 0.5f && info.std[c] == 0.5f;
+    }
+    snprintf(out, size, "%s", half ? "pm1" : "std");
 }
 
 /* A minimum-norm attack without budget: statistics of the norms it needed,
@@ -321,9 +402,12 @@ static void min_norm_or_die(const settings *s, dd_model *m, int ai, const float 
         const float *nv = a->norm == DD_NORM_L2 ? nrm[0] : nrm[2];
         for (int e = 0; e < ne; e++) {
             long robust = 0;
-            for (int i = 0; i < n; i++)
-                robust += clean[i] && !(succ[i] && nv[i] <= eps[e]);
             robust_row *rr = &rep->rows[rep->nrows++];
+            rr->robust = malloc_or_die((size_t)n, 1);
+            for (int i = 0; i < n; i++) {
+                rr->robust[i] = clean[i] && !(succ[i] && nv[i] <= eps[e]);
+                robust += rr->robust[i];
+            }
             rr->attack = ai;
             rr->eps = eps[e];
             rr->acc = (double)robust / n;
@@ -360,8 +444,9 @@ static double mean_loss_or_die(dd_model *m, const float *xb, const int32_t *y, i
  * tangential directions. Directions are drawn from a fixed seed, so every
  * model sees the same ones. */
 static void landscape_or_die(const settings *s, dd_model *m, const float *x, const int32_t *y,
-                             size_t per, int k, model_report *rep)
+                             size_t per, int k, const float *origin, int channels, model_report *rep)
 {
+    size_t plane = per / (size_t)channels;
     int ni = s->land_images, np = s->land_points;
     float *dr = malloc_or_die((size_t)ni * per, sizeof *dr);
     float *dt = malloc_or_die((size_t)ni * per * (size_t)s->land_dirs, sizeof *dt);
@@ -369,13 +454,17 @@ static void landscape_or_die(const settings *s, dd_model *m, const float *x, con
     float *logits = malloc_or_die((size_t)ni * (size_t)k, sizeof *logits);
     uint64_t st = 12345; /* fixed: the same directions for every model */
     for (int i = 0; i < ni; i++) {
+        /* radial: from the pixel the first layer sees as 0 (the model's
+         * origin: 0, 0.5 for pm1, the channel means for std) to x */
         const float *xi = x + (size_t)i * per;
         double nx = 0.0;
-        for (size_t j = 0; j < per; j++)
-            nx += (double)xi[j] * xi[j];
+        for (size_t j = 0; j < per; j++) {
+            double v = (double)xi[j] - origin[j / plane];
+            nx += v * v;
+        }
         nx = sqrt(nx) > 0 ? sqrt(nx) : 1.0;
         for (size_t j = 0; j < per; j++)
-            dr[(size_t)i * per + j] = (float)(xi[j] / nx);
+            dr[(size_t)i * per + j] = (float)(((double)xi[j] - origin[j / plane]) / nx);
         for (int d = 0; d < s->land_dirs; d++) {
             float *g = dt + ((size_t)d * ni + i) * per;
             const float *r = dr + (size_t)i * per;
@@ -460,40 +549,85 @@ static const robust_row *find_row(const model_report *r, int attack, double eps)
     return NULL;
 }
 
+/* The robust-accuracy table (percent): over all ntest samples, or, with
+ * subset (ntest flags), over the flagged ones. */
+static void write_accuracy_table(FILE *f, const settings *s, const model_report *reps, int nr,
+                                 int ntest, const unsigned char *subset)
+{
+    char e[32], e2[32];
+    int nsub = 0;
+    for (int i = 0; subset && i < ntest; i++)
+        nsub += subset[i];
+    fprintf(f, "| attack | norm | eps | eps in [-1,1] |");
+    for (int m = 0; m < nr; m++)
+        fprintf(f, " %s |", reps[m].name);
+    fprintf(f, "\n|---|---|---|---|");
+    for (int m = 0; m < nr; m++)
+        fprintf(f, "---:|");
+    fprintf(f, "\n| clean | - | 0 | 0 |");
+    for (int m = 0; m < nr; m++)
+        fprintf(f, " %.2f |", subset ? 100.0 : 100.0 * reps[m].clean);
+    fprintf(f, "\n");
+    for (int i = 0; i < reps[0].nrows; i++) {
+        const robust_row *r0 = &reps[0].rows[i];
+        const attack_spec *a = &s->attacks[r0->attack];
+        fprintf(f, "| %s | %s | %s | %s |", a->name, norm_name(a->norm),
+                eps_text(a->norm, r0->eps, e, sizeof e), eps_text(a->norm, 2.0 * r0->eps, e2, sizeof e2));
+        for (int m = 0; m < nr; m++) {
+            const robust_row *r = find_row(&reps[m], r0->attack, r0->eps);
+            if (r == NULL) {
+                fprintf(f, " - |");
+                continue;
+            }
+            double acc = r->acc;
+            if (subset) {
+                int k = 0;
+                for (int j = 0; j < ntest; j++)
+                    k += subset[j] && r->robust[j];
+                acc = (double)k / nsub;
+            }
+            fprintf(f, " %.2f |", 100.0 * acc);
+        }
+        fprintf(f, "\n");
+    }
+}
+
 static void write_markdown(const settings *s, const model_report *reps, int nr, int ntest,
                            const char *source)
 {
-    char path[1024], e[32];
+    char path[1024];
     FILE *f = open_or_die(s->out, ".md", path, sizeof path);
     fprintf(f, "# Robustness report\n\n");
     fprintf(f, "%d test images of %s; robust accuracy in %%, a sample counts as robust when it is "
                "classified correctly and the attack fails on it. Minimum-norm attacks "
                "(DeepFool, EAD, CW) run without a budget; their rows give the accuracy implied "
-               "by their per-sample norms.\n\n", ntest, source);
-    fprintf(f, "| attack | norm | eps |");
+               "by their per-sample norms. Attacks work on [0,1] pixels; eps is given in "
+               "those units and, beside it, in [-1,1] units (twice as large), the units of "
+               "models whose first layer sees 2x - 1.\n\nWhat each model's first layer sees "
+               "(01: [0,1] pixels; pm1: 2x - 1; std: per-channel standardised):",
+            ntest, source);
     for (int m = 0; m < nr; m++)
-        fprintf(f, " %s |", reps[m].name);
-    fprintf(f, "\n|---|---|---|");
-    for (int m = 0; m < nr; m++)
-        fprintf(f, "---:|");
-    fprintf(f, "\n| clean | - | 0 |");
-    for (int m = 0; m < nr; m++)
-        fprintf(f, " %.2f |", 100.0 * reps[m].clean);
-    fprintf(f, "\n");
-    for (int i = 0; i < reps[0].nrows; i++) {
-        const robust_row *r0 = &reps[0].rows[i];
-        const attack_spec *a = &s->attacks[r0->attack];
-        fprintf(f, "| %s | %s | %s |", a->name, norm_name(a->norm),
-                eps_text(a->norm, r0->eps, e, sizeof e));
-        for (int m = 0; m < nr; m++) {
-            const robust_row *r = find_row(&reps[m], r0->attack, r0->eps);
-            if (r != NULL)
-                fprintf(f, " %.2f |", 100.0 * r->acc);
-            else
-                fprintf(f, " - |");
-        }
-        fprintf(f, "\n");
+        fprintf(f, "%s%s %s", m ? ", " : " ", reps[m].name, reps[m].range);
+    fprintf(f, ".\n\n");
+    write_accuracy_table(f, s, reps, nr, ntest, NULL);
+
+    /* The paper's protocol: only the samples every model gets right. */
+    unsigned char *common = malloc_or_die((size_t)ntest, 1);
+    int ncommon = 0;
+    for (int i = 0; i < ntest; i++) {
+        common[i] = 1;
+        for (int m = 0; m < nr; m++)
+            common[i] &= reps[m].clean_mask[i];
+        ncommon += common[i];
     }
+    fprintf(f, "\n## Only the samples every model classifies correctly\n\n"
+               "The protocol of the paper under test: %d of the %d images are classified "
+               "correctly by all %d models; robust accuracy over those (clean is 100%% by "
+               "construction). It favours no model but hides clean-accuracy differences.\n\n",
+            ncommon, ntest, nr);
+    if (ncommon > 0)
+        write_accuracy_table(f, s, reps, nr, ntest, common);
+    free(common);
     if (reps[0].nmn > 0) {
         static const char *nn[3] = {"L2", "L1", "Linf"};
         fprintf(f, "\n## Minimum-norm attacks\n\nNorms of the perturbations that fooled "
@@ -521,8 +655,10 @@ static void write_markdown(const settings *s, const model_report *reps, int nr, 
     if (s->land_images > 0) {
         int np = s->land_points;
         fprintf(f, "\n## Loss landscape\n\nMean cross-entropy of %d test images at x + t d, "
-                   "|t| <= %g (L2): d = x/|x| (radial) or random unit directions orthogonal "
-                   "to x (tangential, %d per image). See %s-landscape.svg.\n\n",
+                   "|t| <= %g (L2): d = (x - o)/|x - o| (radial, from the pixel o the model's "
+                   "first layer maps to 0: 0 for 01, 0.5 for pm1, the channel means for std) "
+                   "or random unit directions orthogonal to it (tangential, %d per image). "
+                   "See %s-landscape.svg.\n\n",
                 s->land_images, s->land_radius, s->land_dirs, s->out);
         fprintf(f, "| model | loss at x | radial t=-%g | radial t=+%g | tangential t=+-%g |\n"
                    "|---|---:|---:|---:|---:|\n", s->land_radius, s->land_radius, s->land_radius);
@@ -574,7 +710,7 @@ static void write_json(const settings *s, const model_report *reps, int nr, int 
         const model_report *r = &reps[m];
         fprintf(f, "    {\n      \"path\": ");
         json_string(f, r->path);
-        fprintf(f, ",\n      \"clean_accuracy\": ");
+        fprintf(f, ",\n      \"input_range\": \"%s\",\n      \"clean_accuracy\": ", r->range);
         json_number(f, r->clean);
         fprintf(f, ",\n      \"robust\": [");
         for (int i = 0; i < r->nrows; i++) {
@@ -582,6 +718,8 @@ static void write_json(const settings *s, const model_report *reps, int nr, int 
             fprintf(f, "%s\n        {\"attack\": \"%s\", \"norm\": \"%s\", \"eps\": ", i ? "," : "",
                     a->name, norm_name(a->norm));
             json_number(f, r->rows[i].eps);
+            fprintf(f, ", \"eps_pm1\": ");
+            json_number(f, 2.0 * r->rows[i].eps);
             fprintf(f, ", \"accuracy\": ");
             json_number(f, r->rows[i].acc);
             fprintf(f, ", \"seconds\": %.3f, \"from_min_norm\": %s}", r->rows[i].seconds,
@@ -858,12 +996,20 @@ int main(int argc, char **argv)
         die("out of memory");
     for (int mi = 0; mi < s.nmodels; mi++) {
         model_report *rep = &reps[mi];
+        /* NAME=PATH names the column; otherwise the file's stem does */
         rep->path = s.models[mi];
-        const char *base = strrchr(rep->path, '/');
-        snprintf(rep->name, sizeof rep->name, "%s", base ? base + 1 : rep->path);
-        char *dot = strstr(rep->name, ".safetensors");
-        if (dot != NULL)
-            *dot = '\0';
+        const char *eq = strchr(rep->path, '=');
+        if (eq != NULL && eq > rep->path && (size_t)(eq - rep->path) < sizeof rep->name &&
+            memchr(rep->path, '/', (size_t)(eq - rep->path)) == NULL) { /* not "dir/a=b" */
+            snprintf(rep->name, sizeof rep->name, "%.*s", (int)(eq - rep->path), rep->path);
+            rep->path = eq + 1;
+        } else {
+            const char *base = strrchr(rep->path, '/');
+            snprintf(rep->name, sizeof rep->name, "%s", base ? base + 1 : rep->path);
+            char *dot = strstr(rep->name, ".safetensors");
+            if (dot != NULL)
+                *dot = '\0';
+        }
 
         dd_model_options mo;
         dd_model_options_init(&mo);
@@ -878,9 +1024,18 @@ int main(int argc, char **argv)
                 rep->path, mc, mh, mw, mk, C, H, W, K);
         /* Attacks need no GFA tangent buffers; hooks only cost memory here. */
         check_or_die(dd_gfa_clear(m), "dd_gfa_clear");
+        float origin[64];
+        if (C > 64)
+            die("at most 64 channels");
+        input_range_of(m, C, rep->range, sizeof rep->range, origin);
+        if (s.input_range != NULL && strcmp(s.input_range, rep->range) != 0)
+            die("%s: its first layer sees '%s' inputs, not --input-range %s", rep->path, rep->range,
+                s.input_range);
 
-        printf("== %s\n", rep->path);
+        printf("== %s (input range %s)\n", rep->path, rep->range);
         rep->clean = accuracy_or_die(m, test, n);
+        rep->clean_mask = malloc_or_die((size_t)n, 1);
+        clean_mask_or_die(m, x, y, n, per, mk, s.batch, rep->clean_mask);
         printf("clean accuracy %.2f%%\n", 100.0 * rep->clean);
         for (int ai = 0; ai < s.nattacks; ai++) {
             const attack_spec *a = &s.attacks[ai];
@@ -898,7 +1053,8 @@ int main(int argc, char **argv)
                 robust_row *r = &rep->rows[rep->nrows++];
                 r->attack = ai;
                 r->eps = eps[e];
-                r->acc = budgeted_or_die(&s, m, a, eps[e], x, y, n, per, xa);
+                r->robust = malloc_or_die((size_t)n, 1);
+                r->acc = budgeted_or_die(&s, m, a, eps[e], x, y, n, per, xa, r->robust);
                 r->seconds = now_seconds() - t0;
                 char et[32];
                 printf("%-16s eps %-8s robust accuracy %6.2f%%  (%.1f s)\n", a->name,
@@ -906,7 +1062,7 @@ int main(int argc, char **argv)
             }
         }
         if (s.land_images > 0)
-            landscape_or_die(&s, m, x, y, per, mk, rep);
+            landscape_or_die(&s, m, x, y, per, mk, origin, C, rep);
         fflush(stdout);
         dd_model_destroy(m);
     }
@@ -919,6 +1075,11 @@ int main(int argc, char **argv)
     if (s.land_images > 0)
         write_landscape_svg(&s, reps, s.nmodels);
 
+    for (int mi = 0; mi < s.nmodels; mi++) {
+        free(reps[mi].clean_mask);
+        for (int i = 0; i < reps[mi].nrows; i++)
+            free(reps[mi].rows[i].robust);
+    }
     free(reps);
     free(x);
     free(y);

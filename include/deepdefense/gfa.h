@@ -3,7 +3,8 @@
  * A hook on tensor t (the image input or any node output) with weight
  * lambda_t >= 0 adds lambda_t * R_t to the training objective:
  *
- *     J   = L + sum_t lambda_t R_t,        L = mean softmax cross-entropy
+ *     J   = L + sum_t lambda_t R_t,        L = the training loss (dd_model_set_loss:
+ *                                             cross-entropy by default, or MSE)
  *     g_i = B * dL/dY_t[i]   (per-sample gradient),   h_i = Y_t[i] (feature)
  *     c_i = <g_i, h_i> / sqrt((|g_i|^2 + eps)(|h_i|^2 + eps)),   eps = 1e-12
  *     DD_GFA_SIN2    (default): r_i = 1 - c_i^2          (scale- and sign-free)
@@ -18,7 +19,8 @@
  * arithmetic of a plain step. dd_step_stats reports L, each R_t, the mean
  * |c_i| per hook (the alignment) and J. The default hooks are the inputs of
  * every conv2d and linear node (the image, or the normalised image, feeding
- * the first convolution included), all with one lambda.
+ * the first convolution included), all with one lambda; dd_gfa_hook_preset
+ * and dd_gfa_hook_spec choose others (the paper's FIRST and DEEP: docs/GFA.md).
  *
  * Choosing lambda: with SIN2 each hook adds up to lambda to J (r is in
  * [0, 1]), so seven hooks at lambda = 1 outweigh the cross-entropy; see the

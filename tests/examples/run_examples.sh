@@ -121,6 +121,13 @@ eval_robustness)
     grep -q "| none | gfa |" report.md || fail "report.md lacks the side-by-side columns"
     grep -q "| autoattack-linf | Linf | 8/255 |" report.md || fail "report.md lacks AutoAttack"
     grep -q '"median_l2"' report.json || fail "report.json lacks minimum-norm statistics"
+    grep -q "| fgsm | Linf | 8/255 | 16/255 |" report.md || fail "report.md lacks eps in [-1,1] units"
+    grep -q "every model classifies correctly" report.md || fail "report.md lacks the common-sample protocol"
+    # --input-range is checked against the checkpoints (these standardise their input)
+    if "$bin/eval_robustness" --n 8 --synthetic --input-range pm1 none.safetensors >r.log 2>&1; then
+        fail "--input-range pm1 accepted a standardising checkpoint"
+    fi
+    grep -q "not --input-range pm1" r.log || fail "no message for a wrong --input-range"
     [ "$(grep -c '^gfa,' report.csv)" -ge 10 ] || fail "report.csv lacks rows"
     if command -v python3 >/dev/null; then
         python3 -c 'import json, sys; json.load(open(sys.argv[1]))' report.json ||

@@ -1,0 +1,265 @@
+#!/bin/bash
+# tools/cifar_study.sh -- the CIFAR-10 study of docs/RESULTS.md: does GFA
+# (DeepDefense, arXiv 2511.13749) make CNNs robust, or only mask gradients?
+#
+#   tools/cifar_study.sh --data CIFAR_DIR [--out DIR] [--build DIR] [options]
+#
+# CIFAR_DIR holds data_batch_1..5.bin and test_batch.bin (decompress
+# ../shared/data/cifar10 with `xz -dk *.xz`). Everything goes into the
+# results folder (--out, default study/): per model NAME its checkpoint
+# NAME.safetensors (+ .state), its training log NAME.log, its per-epoch
+# metrics NAME.csv (loss, accuracy, alignment per hook), NAME.wall (training
+# seconds, summed over sittings) and NAME.done once finished; the lambda
+# sweep's choices in sweep-*.choice; the reports report-*.md/.json/.csv/.svg.
+#
+# Resumable: a rerun skips every model with a .done file, continues an
+# interrupted training with train_cifar --resume (from its last finished
+# epoch), and skips every report already written. So the study can run
+# across several sittings: stop it at any time (Ctrl-C, kill), rerun the
+# same command later. --list prints the plan and what is done.
+#
+# The plan (all cnn-cw, SGD momentum 0.9, cosine, crop+flip, inputs in
+# [-1,1] as the paper: --input-range pm1):
+#   stage 1, sweep: GFA {first, deep} x {cos, sin2} x {ce, mse} over three
+#     lambdas each, --sweep-epochs on --sweep-limit images; per variant the
+#     lambda with the best PGD-10 accuracy (train_cifar's check, 500 test
+#     images) is chosen, and the alignment of every sweep run is in its CSV;
+#   stage 2, full: all 50,000 training images, --epochs epochs each:
+#     plain-ce, plain-mse (is MSE alone what changes the numbers?), pgd-at
+#     (Madry: eps 8/255, --pgd-steps steps of 2.5 eps / steps, eps ramped
+#     over --eps-ramp epochs), the eight GFA variants at their chosen lambda,
+#     pgd-at + the best GFA variant, and resnet20 for pgd-at and the best GFA
+#     variant;
+#   stage 3, evaluation (eval_robustness, --eval-n test images, the first
+#     ones of the test set: the same images for every model): clean, FGSM,
+#     PGD-20, APGD-CE, APGD-DLR, APGD-T at 2,4,8,16,32/255; AutoAttack
+#     standard (the ensemble) and Square alone at 8/255; DeepFool and EAD
+#     median norms; the common-sample table of the paper's protocol; eps in
+#     both units; loss landscape radial (from the [-1,1] origin) vs
+#     tangential.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+build=$here/build
+data=""
+out=study
+epochs=10
+sweep_epochs=3
+sweep_limit=10000
+pgd_steps=10
+eps_ramp=3
+eval_n=1000
+train_limit=0
+threads=2
+only=""
+list=0
+stages="sweep,full,eval"
+
+usage() {
+    sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'
+    cat <<EOF
+options:
+  --data DIR          CIFAR-10 binary directory (required)
+  --out DIR           results folder (default study)
+  --build DIR         build directory with train_cifar and eval_robustness (default $build)
+  --epochs N          epochs of every full training (default $epochs)
+  --sweep-epochs N    epochs of a sweep run (default $sweep_epochs)
+  --sweep-limit N     training images of a sweep run (default $sweep_limit)
+  --pgd-steps N       PGD-AT attack steps (default $pgd_steps)
+  --eps-ramp N        PGD-AT eps ramp, epochs (default $eps_ramp)
+  --eval-n N          test images of the robustness evaluation (default $eval_n)
+  --train-limit N     full trainings on the first N images (default 0: all; smoke tests)
+  --threads N         OpenMP threads (default $threads)
+  --stages LIST       any of sweep,full,eval (default all)
+  --only LIST         comma-separated model names: train only these
+  --list              print the plan and its state, run nothing
+EOF
+}
+
+while [ $# -gt 0 ]; do
+    case $1 in
+    --data) data=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --build) build=$2; shift 2 ;;
+    --epochs) epochs=$2; shift 2 ;;
+    --sweep-epochs) sweep_epochs=$2; shift 2 ;;
+    --sweep-limit) sweep_limit=$2; shift 2 ;;
+    --pgd-steps) pgd_steps=$2; shift 2 ;;
+    --eps-ramp) eps_ramp=$2; shift 2 ;;
+    --eval-n) eval_n=$2; shift 2 ;;
+    --train-limit) train_limit=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --stages) stages=$2; shift 2 ;;
+    --only) only=$2; shift 2 ;;
+    --list) list=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "cifar_study.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+[ -n "$data" ] || { echo "cifar_study.sh: --data CIFAR_DIR is required (see --help)" >&2; exit 2; }
+for f in data_batch_1.bin test_batch.bin; do
+    [ -r "$data/$f" ] || { echo "cifar_study.sh: $data/$f missing (xz -dk the .xz files)" >&2; exit 2; }
+done
+for b in train_cifar eval_robustness; do
+    [ -x "$build/$b" ] || { echo "cifar_study.sh: $build/$b not built" >&2; exit 2; }
+done
+mkdir -p "$out"
+[ -w "$out" ] || { echo "cifar_study.sh: cannot write to $out" >&2; exit 2; }
+
+has() { case ",$1," in *,"$2",*) return 0 ;; *) return 1 ;; esac; }
+
+common=(--data "$data" --threads "$threads" --no-progress --seed 1 --input-range pm1)
+full=(--epochs "$epochs" --train-limit "$train_limit")
+
+# train NAME ARGS...: one training, skipped when done, resumed when
+# interrupted; its wall time is added to NAME.wall.
+train() {
+    local name=$1
+    shift
+    local ck=$out/$name.safetensors
+    if [ -e "$out/$name.done" ]; then
+        [ "$list" = 1 ] && echo "done     $name ($(cat "$out/$name.wall" 2>/dev/null || echo ?) s)"
+        return 0
+    fi
+    if [ -n "$only" ] && ! has "$only" "$name"; then
+        return 0
+    fi
+    if [ "$list" = 1 ]; then
+        if [ -e "$ck.state" ]; then
+            echo "resume   $name (after epoch $(sed -n 's/^epochs_done //p' "$ck.state"))"
+        else
+            echo "todo     $name: $*"
+        fi
+        return 0
+    fi
+    local t0 rc
+    t0=$(date +%s)
+    echo "[$(date -u +%H:%M:%S)] $name"
+    set +e
+    if [ -e "$ck.state" ]; then
+        echo "== resumed $(date -u '+%F %T') UTC" >>"$out/$name.log"
+        "$build/train_cifar" --resume "$ck" --threads "$threads" --no-progress >>"$out/$name.log" 2>&1
+    else
+        echo "== started $(date -u '+%F %T') UTC: train_cifar ${common[*]} $* --out $ck --metrics $out/$name.csv" \
+            >"$out/$name.log"
+        "$build/train_cifar" "${common[@]}" "$@" --out "$ck" --metrics "$out/$name.csv" >>"$out/$name.log" 2>&1
+    fi
+    rc=$?
+    set -e
+    local prev
+    prev=$(cat "$out/$name.wall" 2>/dev/null || echo 0)
+    echo $((prev + $(date +%s) - t0)) >"$out/$name.wall"
+    if [ "$rc" -ne 0 ]; then
+        echo "cifar_study.sh: $name failed (exit $rc); see $out/$name.log" >&2
+        exit "$rc"
+    fi
+    touch "$out/$name.done"
+}
+
+# PGD-10 accuracy of a finished run (train_cifar's closing check).
+pgd_of() { grep -Eo 'PGD-10 [0-9.]+%' "$out/$1.log" | tail -1 | grep -Eo '[0-9.]+' || echo -1; }
+
+hooks_of() { [ "$1" = first ] && echo first || echo deep; }
+lambdas_of() { [ "$1" = first ] && echo "0.1 1 10" || echo "0.01 0.1 1"; }
+
+variants=""
+for h in first deep; do for r in cos sin2; do for l in ce mse; do variants="$variants $h-$r-$l"; done; done; done
+
+# ---- stage 1: the lambda sweep ---------------------------------------------
+if has "$stages" sweep; then
+    for v in $variants; do
+        IFS=- read -r h r l <<<"$v"
+        for lam in $(lambdas_of "$h"); do
+            train "sweep-$v-$lam" --defense gfa --gfa-hooks "$(hooks_of "$h")" --gfa-lambda "$lam" \
+                --gfa-mode "$r" --loss "$l" --epochs "$sweep_epochs" --train-limit "$sweep_limit" \
+                --eval-n 500
+        done
+        if [ "$list" = 0 ] && [ ! -e "$out/sweep-$v.choice" ] && [ -z "$only" ]; then
+            best=$(for lam in $(lambdas_of "$h"); do echo "$(pgd_of "sweep-$v-$lam") $lam"; done |
+                sort -rn | head -1 | cut -d' ' -f2)
+            echo "$best" >"$out/sweep-$v.choice"
+        fi
+    done
+fi
+
+choice() { cat "$out/sweep-$1.choice" 2>/dev/null || echo ""; }
+
+# ---- stage 2: the full trainings ---------------------------------------------
+pgd_args=(--defense pgd-at --train-eps 0.0313725490196 --train-steps "$pgd_steps" --eps-ramp "$eps_ramp")
+if has "$stages" full; then
+    train plain-ce --defense none "${full[@]}"
+    train plain-mse --defense none --loss mse "${full[@]}"
+    train pgd-at "${pgd_args[@]}" "${full[@]}"
+    for v in $variants; do
+        IFS=- read -r h r l <<<"$v"
+        lam=$(choice "$v")
+        if [ -z "$lam" ]; then
+            [ "$list" = 1 ] && echo "waits    gfa-$v (its sweep)"
+            continue
+        fi
+        train "gfa-$v" --defense gfa --gfa-hooks "$(hooks_of "$h")" --gfa-lambda "$lam" --gfa-mode "$r" \
+            --loss "$l" "${full[@]}"
+    done
+    # the best GFA variant: the highest PGD-10 accuracy among the finished ones
+    best=""
+    for v in $variants; do
+        [ -e "$out/gfa-$v.done" ] && echo "$(pgd_of "gfa-$v") $v"
+    done | sort -rn | head -1 | cut -d' ' -f2 >"$out/best-gfa.tmp" || true
+    best=$(cat "$out/best-gfa.tmp")
+    rm -f "$out/best-gfa.tmp"
+    if [ -n "$best" ]; then
+        IFS=- read -r h r l <<<"$best"
+        lam=$(choice "$best")
+        gargs=(--gfa-hooks "$(hooks_of "$h")" --gfa-lambda "$lam" --gfa-mode "$r" --loss "$l")
+        train "pgd-at+gfa-$best" "${pgd_args[@]}" --defense pgd-at+gfa "${gargs[@]}" "${full[@]}"
+        train resnet20-pgd-at --arch resnet20 "${pgd_args[@]}" "${full[@]}"
+        train "resnet20-gfa-$best" --arch resnet20 --defense gfa "${gargs[@]}" "${full[@]}"
+    elif [ "$list" = 1 ]; then
+        echo "waits    pgd-at+gfa, resnet20-pgd-at, resnet20-gfa (a finished GFA variant)"
+    fi
+fi
+
+# ---- stage 3: the evaluation -----------------------------------------------------
+# report NAME MODEL...: one eval_robustness report of the finished models.
+report() {
+    local name=$1
+    shift
+    local models=() m
+    for m in "$@"; do
+        [ -e "$out/$m.done" ] && models+=("$m=$out/$m.safetensors")
+    done
+    [ ${#models[@]} -gt 0 ] || return 0
+    if [ -e "$out/$name.md" ]; then
+        [ "$list" = 1 ] && echo "done     $name"
+        return 0
+    fi
+    if [ "$list" = 1 ]; then
+        echo "todo     $name: ${models[*]}"
+        return 0
+    fi
+    echo "[$(date -u +%H:%M:%S)] $name (${#models[@]} models)"
+    local t0
+    t0=$(date +%s)
+    "$build/eval_robustness" --data "$data" --n "$eval_n" --threads "$threads" --batch 100 \
+        --input-range pm1 --pgd-steps 20 --ead-steps 100 --landscape 16 --landscape-radius 8 \
+        "${eval_args[@]}" --out "$out/$name.partial" "${models[@]}" >"$out/$name.log" 2>&1
+    for f in "$out/$name.partial"*; do
+        [ "$f" = "$out/$name.partial.md" ] || mv "$f" "${f/.partial/}"
+    done
+    mv "$out/$name.partial.md" "$out/$name.md" # last: the report counts as written
+    echo $(($(date +%s) - t0)) >"$out/$name.wall"
+}
+
+if has "$stages" eval; then
+    all=(plain-ce plain-mse pgd-at)
+    for v in $variants; do all+=("gfa-$v"); done
+    for f in "$out"/pgd-at+gfa-*.done "$out"/resnet20-*.done; do
+        [ -e "$f" ] && { b=${f##*/}; all+=("${b%.done}"); }
+    done
+    # gradient attacks at every eps, black-box and minimum-norm ones
+    eval_args=(--attacks fgsm,pgd-linf,apgd-ce-linf,apgd-dlr-linf,apgd-t-linf --eps 2/255,4/255,8/255,16/255,32/255)
+    report report-gradient "${all[@]}"
+    eval_args=(--attacks autoattack-linf,square-linf,deepfool-l2,ead --eps 8/255 --landscape 0)
+    report report-ensemble "${all[@]}"
+fi
+[ "$list" = 1 ] || echo "study: results in $out"
