@@ -33,6 +33,7 @@
 #define MAX_ATTACKS 16
 #define MAX_EPS 12
 #define MAX_POINTS 101
+#define MAX_TRANSFER 4
 
 /* ======================================================================== */
 /* Results                                                                    */
@@ -71,6 +72,7 @@ typedef struct attack_spec {
     const char *name;
     dd_norm norm;
     int min_norm;             /* DeepFool, EAD, CW: run without a budget */
+    int transfer;             /* >= 0: PGD adversarials of source model `transfer`, replayed */
 } attack_spec;
 
 typedef struct settings {
@@ -81,6 +83,10 @@ typedef struct settings {
     int n_linf, n_l2;
     attack_spec attacks[MAX_ATTACKS];
     int nattacks;
+    const char *transfer[MAX_TRANSFER]; /* NAME=PATH of each source model */
+    char transfer_name[MAX_TRANSFER][160];
+    int ntransfer;
+    double transfer_eps;
     int queries, ead_steps, cw_steps;
     int pgd_steps;            /* > 0: PGD iterations, step 2.5 eps / steps (Madry) */
     int land_images, land_points, land_dirs;
@@ -114,6 +120,10 @@ static void usage(FILE *f)
             "  --queries N         Square's query budget (default: the attack's, 5000)\n"
             "  --ead-steps N       EAD iterations per binary step (default: the attack's)\n"
             "  --cw-steps N        CW iterations per binary step (default: the attack's)\n"
+            "  --transfer NAME=PATH  also replay PGD adversarials made on this model (white-box,\n"
+            "                      --pgd-steps or 20 steps, at --transfer-eps) against every\n"
+            "                      model: a transfer attack (repeatable, up to 4 sources)\n"
+            "  --transfer-eps X    Linf budget of the transfer attacks (default 8/255)\n"
             "  --pgd-steps N       PGD iterations, step 2.5 eps / N (default: the attack's,\n"
             "                      10 steps of 2/255 Linf / 0.2 L2)\n"
             "  --landscape N       images for the loss landscape (default 8, 0 = none)\n"
@@ -156,6 +166,7 @@ static void parse_attacks_or_die(settings *s, const char *list)
         if (s->nattacks == MAX_ATTACKS)
             die("--attacks: at most %d", MAX_ATTACKS);
         attack_spec *a = &s->attacks[s->nattacks++];
+        a->transfer = -1;
         if (dd_attack_kind_from_name(tok, &a->kind) != DD_OK || a->kind == DD_ATTACK_TRADES_KL)
             die("--attacks: unknown attack '%s'", tok);
         a->name = dd_attack_kind_name(a->kind);
@@ -177,6 +188,7 @@ static void parse_args(int argc, char **argv, settings *s)
     s->land_dirs = 4;
     s->land_radius = 2.0;
     s->out = "robustness";
+    s->transfer_eps = 8.0 / 255.0;
     s->n_linf = parse_list_or_die("--eps", "1/255,2/255,4/255,8/255", s->eps_linf, MAX_EPS);
     s->n_l2 = parse_list_or_die("--eps-l2", "0.25,0.5,1", s->eps_l2, MAX_EPS);
     parse_attacks_or_die(s, "fgsm,pgd-linf,apgd-ce-linf,deepfool-l2,ead,square-linf,autoattack-linf");
@@ -211,6 +223,11 @@ static void parse_args(int argc, char **argv, settings *s)
         else if (strcmp(a, "--queries") == 0) s->queries = (int)parse_long_or_die(a, v, 1, 1000000);
         else if (strcmp(a, "--ead-steps") == 0) s->ead_steps = (int)parse_long_or_die(a, v, 1, 1000000);
         else if (strcmp(a, "--cw-steps") == 0) s->cw_steps = (int)parse_long_or_die(a, v, 1, 1000000);
+        else if (strcmp(a, "--transfer") == 0) {
+            if (s->ntransfer == MAX_TRANSFER)
+                die("--transfer: at most %d sources", MAX_TRANSFER);
+            s->transfer[s->ntransfer++] = v;
+        } else if (strcmp(a, "--transfer-eps") == 0) s->transfer_eps = parse_double_or_die(a, v, 0.0, 1.0);
         else if (strcmp(a, "--pgd-steps") == 0) s->pgd_steps = (int)parse_long_or_die(a, v, 1, 100000);
         else if (strcmp(a, "--landscape") == 0) s->land_images = (int)parse_long_or_die(a, v, 0, 65536);
         else if (strcmp(a, "--landscape-radius") == 0) s->land_radius = parse_double_or_die(a, v, 1e-6, 1e6);
@@ -230,6 +247,61 @@ static void parse_args(int argc, char **argv, settings *s)
     }
     if (s->land_images > s->batch)
         s->land_images = s->batch;
+    /* each transfer source becomes one more row kind */
+    for (int t = 0; t < s->ntransfer; t++) {
+        if (s->nattacks == MAX_ATTACKS)
+            die("--transfer: at most %d attacks and sources in all", MAX_ATTACKS);
+        const char *eq = strchr(s->transfer[t], '=');
+        if (eq == NULL || eq == s->transfer[t] || (size_t)(eq - s->transfer[t]) >= 100)
+            die("--transfer: expected NAME=PATH, got '%s'", s->transfer[t]);
+        snprintf(s->transfer_name[t], sizeof s->transfer_name[t], "transfer-pgd<-%.*s",
+                 (int)(eq - s->transfer[t]), s->transfer[t]);
+        attack_spec *a = &s->attacks[s->nattacks++];
+        a->kind = DD_ATTACK_PGD_LINF;
+        a->name = s->transfer_name[t];
+        a->norm = DD_NORM_LINF;
+        a->min_norm = 0;
+        a->transfer = t;
+    }
+}
+
+/* The transfer sources' adversarials: PGD (white-box on the source) at
+ * transfer_eps over the n images; adv[t] (n * per floats, malloc'd). */
+static void make_transfer_or_die(const settings *s, const float *x, const int32_t *y, int n,
+                                 size_t per, float **adv)
+{
+    for (int t = 0; t < s->ntransfer; t++) {
+        const char *path = strchr(s->transfer[t], '=') + 1;
+        dd_model_options mo;
+        dd_model_options_init(&mo);
+        mo.num_threads = s->threads;
+        dd_model *m = NULL;
+        check_or_die(dd_model_load_ex(path, &mo, s->batch, &m), path);
+        int mc = 0, mh = 0, mw = 0;
+        check_or_die(dd_model_input_shape(m, &mc, &mh, &mw), "dd_model_input_shape");
+        if ((size_t)mc * mh * mw != per)
+            die("--transfer %s: takes %dx%dx%d images, not the test set's", path, mc, mh, mw);
+        check_or_die(dd_gfa_clear(m), "dd_gfa_clear");
+        dd_attack_options ao;
+        dd_attack_options_init(&ao, DD_ATTACK_PGD_LINF);
+        ao.eps = (float)s->transfer_eps;
+        ao.steps = s->pgd_steps > 0 ? s->pgd_steps : 20;
+        ao.step_size = (float)(2.5 * s->transfer_eps / ao.steps);
+        dd_attack *at = NULL;
+        check_or_die(dd_attack_create(&at, m, &ao), "transfer source attack");
+        adv[t] = malloc_or_die((size_t)n * per, sizeof *adv[t]);
+        for (int start = 0; start < n; start += s->batch) {
+            int b = n - start < s->batch ? n - start : s->batch;
+            dd_attack_results r;
+            dd_attack_results_init(&r);
+            check_or_die(dd_attack_run(at, x + (size_t)start * per, y + start, b,
+                                       adv[t] + (size_t)start * per, &r),
+                         "transfer source attack");
+        }
+        dd_attack_destroy(at);
+        dd_model_destroy(m);
+        printf("transfer source %s: PGD-%d adversarials at eps %.4g\n", path, ao.steps, s->transfer_eps);
+    }
 }
 
 /* ======================================================================== */
@@ -991,6 +1063,8 @@ int main(int argc, char **argv)
     if (s.land_images > n)
         s.land_images = n;
 
+    float *tadv[MAX_TRANSFER] = {NULL};
+    make_transfer_or_die(&s, x, y, n, per, tadv);
     model_report *reps = calloc((size_t)s.nmodels, sizeof *reps);
     if (reps == NULL)
         die("out of memory");
@@ -1039,6 +1113,23 @@ int main(int argc, char **argv)
         printf("clean accuracy %.2f%%\n", 100.0 * rep->clean);
         for (int ai = 0; ai < s.nattacks; ai++) {
             const attack_spec *a = &s.attacks[ai];
+            if (a->transfer >= 0) {
+                /* robust: correct on the clean image and on the source's adversarial */
+                robust_row *r = &rep->rows[rep->nrows++];
+                r->attack = ai;
+                r->eps = s.transfer_eps;
+                r->robust = malloc_or_die((size_t)n, 1);
+                clean_mask_or_die(m, tadv[a->transfer], y, n, per, mk, s.batch, r->robust);
+                long k = 0;
+                for (int i = 0; i < n; i++) {
+                    r->robust[i] &= rep->clean_mask[i];
+                    k += r->robust[i];
+                }
+                r->acc = (double)k / n;
+                r->seconds = 0.0;
+                printf("%-16s eps %.4g robust accuracy %6.2f%%\n", a->name, s.transfer_eps, 100.0 * r->acc);
+                continue;
+            }
             if (a->min_norm) {
                 min_norm_or_die(&s, m, ai, x, y, n, per, xa, rep);
                 const min_norm_row *r = &rep->mn[rep->nmn - 1];
@@ -1080,6 +1171,8 @@ int main(int argc, char **argv)
         for (int i = 0; i < reps[mi].nrows; i++)
             free(reps[mi].rows[i].robust);
     }
+    for (int t = 0; t < s.ntransfer; t++)
+        free(tadv[t]);
     free(reps);
     free(x);
     free(y);

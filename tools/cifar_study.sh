@@ -34,9 +34,10 @@
 #     ones of the test set: the same images for every model): clean, FGSM,
 #     PGD-20, APGD-CE, APGD-DLR, APGD-T at 2,4,8,16,32/255; AutoAttack
 #     standard (the ensemble) and Square alone at 8/255; DeepFool and EAD
-#     median norms; the common-sample table of the paper's protocol; eps in
-#     both units; loss landscape radial (from the [-1,1] origin) vs
-#     tangential.
+#     median norms; transfer attacks (PGD-20 adversarials of plain-ce and
+#     pgd-at replayed on every model); the common-sample table of the
+#     paper's protocol; eps in both units; loss landscape radial (from the
+#     [-1,1] origin) vs tangential.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,7 +45,7 @@ build=$here/build
 data=""
 out=study
 epochs=10
-sweep_epochs=3
+sweep_epochs=2
 sweep_limit=10000
 pgd_steps=10
 eps_ramp=3
@@ -258,6 +259,10 @@ if has "$stages" eval; then
     done
     # gradient attacks at every eps, black-box and minimum-norm ones
     eval_args=(--attacks fgsm,pgd-linf,apgd-ce-linf,apgd-dlr-linf,apgd-t-linf --eps 2/255,4/255,8/255,16/255,32/255)
+    # transfer: PGD-20 adversarials made on the plain and the PGD-AT model
+    for src in plain-ce pgd-at; do
+        [ -e "$out/$src.done" ] && eval_args+=(--transfer "$src=$out/$src.safetensors")
+    done
     report report-gradient "${all[@]}"
     eval_args=(--attacks autoattack-linf,square-linf,deepfool-l2,ead --eps 8/255 --landscape 0)
     report report-ensemble "${all[@]}"

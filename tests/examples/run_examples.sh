@@ -113,7 +113,7 @@ eval_robustness)
     run e.log "$bin/eval_robustness" --n 24 --batch 16 --threads 2 --synthetic --out report \
         --attacks fgsm,pgd-linf,apgd-ce-linf,pgd-l2,deepfool-l2,ead,square-linf,autoattack-linf \
         --eps 2/255,8/255 --eps-l2 0.5 --queries 40 --ead-steps 20 --landscape 8 \
-        --compare none.safetensors gfa.safetensors
+        --transfer src=none.safetensors --compare none.safetensors gfa.safetensors
     for f in report.md report.json report.csv report-accuracy-linf.svg report-accuracy-l2.svg \
         report-landscape.svg; do
         [ -s "$f" ] || fail "$f not written"
@@ -122,6 +122,7 @@ eval_robustness)
     grep -q "| autoattack-linf | Linf | 8/255 |" report.md || fail "report.md lacks AutoAttack"
     grep -q '"median_l2"' report.json || fail "report.json lacks minimum-norm statistics"
     grep -q "| fgsm | Linf | 8/255 | 16/255 |" report.md || fail "report.md lacks eps in [-1,1] units"
+    grep -q "| transfer-pgd<-src | Linf | 8/255 |" report.md || fail "report.md lacks the transfer attack"
     grep -q "every model classifies correctly" report.md || fail "report.md lacks the common-sample protocol"
     # --input-range is checked against the checkpoints (these standardise their input)
     if "$bin/eval_robustness" --n 8 --synthetic --input-range pm1 none.safetensors >r.log 2>&1; then
