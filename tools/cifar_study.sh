@@ -158,7 +158,11 @@ train() {
 }
 
 # PGD-10 accuracy of a finished run (train_cifar's closing check).
-pgd_of() { grep -Eo 'PGD-10 [0-9.]+%' "$out/$1.log" | tail -1 | grep -Eo '[0-9.]+' || echo -1; }
+pgd_of() {
+    local v
+    v=$(sed -n 's/.*PGD-10 \([0-9.]*\)%.*/\1/p' "$out/$1.log" 2>/dev/null | tail -1)
+    echo "${v:--1}"
+}
 
 hooks_of() { [ "$1" = first ] && echo first || echo deep; }
 lambdas_of() { [ "$1" = first ] && echo "0.1 1 10" || echo "0.01 0.1 1"; }

@@ -206,6 +206,15 @@ typedef struct dd_batch_iter_options {
     int num_threads;    /**< OpenMP threads over samples; 0 (default): omp_get_max_threads() */
     int crop_padding;   /**< random-crop padding p in pixels, 0 (default) = no crop; CIFAR uses 4 */
     int hflip;          /**< 1: random horizontal flip; 0 (default) = none */
+    int num_shards;     /**< S >= 1 (default 1): split every epoch into S disjoint shards */
+    int shard;          /**< this iterator's shard in [0, S) (default 0): it yields the
+                             epoch permutation's entries shard, shard + S, shard + 2S, ...
+                             (about N / S samples; shard sizes differ by at most one).
+                             Iterators with the same seed and S, one per shard, see every
+                             sample exactly once per epoch between them (data-parallel
+                             training: deepdefense/mpi.h). Augmentation draws depend on
+                             (seed, epoch, sample) only, so a sample is augmented alike
+                             in whichever shard it falls. */
 } dd_batch_iter_options;
 
 /** Fills *opts with the defaults listed above (num_threads 0 is resolved
@@ -220,8 +229,9 @@ DD_API void dd_batch_iter_options_init(dd_batch_iter_options *opts);
  *  0. On failure *out is NULL. Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL
  *  out or ds, batch_size < 1, drop_last with batch_size > N so that an
  *  epoch would be empty, crop_padding < 0 or > min(H, W), shuffle,
- *  drop_last or hflip not 0/1, num_threads < 0, struct_size not set by
- *  dd_batch_iter_options_init()), DD_ERR_OUT_OF_MEMORY.
+ *  drop_last or hflip not 0/1, num_threads < 0, num_shards outside [1, N],
+ *  shard outside [0, num_shards), drop_last with batch_size > N / num_shards,
+ *  struct_size not set by dd_batch_iter_options_init()), DD_ERR_OUT_OF_MEMORY.
  *  Thread-safe. */
 DD_API dd_status dd_batch_iter_create(dd_batch_iter **out, const dd_dataset *ds, int batch_size,
                                       const dd_batch_iter_options *opts);

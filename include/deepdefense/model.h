@@ -358,6 +358,25 @@ DD_API dd_status dd_model_param_write(dd_model *m, int index, const float *src, 
 /** Copies the accumulated gradient of parameter `index` (zeros for a
  *  batch-norm running statistic, which has no gradient). */
 DD_API dd_status dd_model_grad_read(const dd_model *m, int index, float *dst, size_t count);
+/** METHOD: every parameter gradient as one contiguous, writable float
+ *  buffer, for hosts that reduce gradients themselves (data-parallel
+ *  training over MPI, deepdefense/mpi.h, or any communicator). *grads
+ *  points at *count floats owned by the model, valid until it is destroyed
+ *  (the buffer never moves after dd_model_build). Layout: parameter i
+ *  (dd_model_param_info order) occupies count_i floats at offset
+ *  dd_model_param_offset(i), in PyTorch layout; the gaps between
+ *  parameters (padding to 16 floats) and the slots of batch-norm running
+ *  statistics (which have no gradient) hold zeros after dd_model_zero_grad
+ *  and stay zero under the passes, so reducing the whole buffer is safe
+ *  (a sum of zeros). The optimizer reads it as it is at dd_optimizer_step:
+ *  scaling or replacing it in place (an average over processes) is what
+ *  the step then applies. Not thread-safe against passes of this model.
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL), DD_ERR_STATE (not built). */
+DD_API dd_status dd_model_grad_buffer(dd_model *m, float **grads, size_t *count);
+/** METHOD: *offset = where parameter `index` starts in dd_model_grad_buffer
+ *  (in floats). Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, index out of
+ *  range), DD_ERR_STATE (not built). */
+DD_API dd_status dd_model_param_offset(const dd_model *m, int index, size_t *offset);
 /** Seconds spent inside oneDNN primitives (execute + wait) by this model
  *  since creation or the last reset (reset != 0 zeroes the counter after
  *  reading). For benchmarks: time outside = wall time - this. */

@@ -37,7 +37,9 @@ typedef enum dd_status {
     DD_ERR_STATE = 5,            /**< call not valid in the handle's current state */
     DD_ERR_IO = 6,               /**< file could not be opened, read or written */
     DD_ERR_FORMAT = 7,           /**< file is truncated, malformed or inconsistent */
-    DD_ERR_NUMERIC = 8           /**< a non-finite value (NaN/Inf) was produced or given */
+    DD_ERR_NUMERIC = 8,          /**< a non-finite value (NaN/Inf) was produced or given */
+    DD_ERR_REMOTE = 9            /**< another process of a distributed job failed (its own
+                                      dd_last_error() says why; deepdefense/mpi.h) */
 } dd_status;
 
 /** Static, never-NULL English description of a status (unknown values included).
@@ -48,6 +50,14 @@ DD_API const char *dd_status_string(dd_status s);
  *  the calling thread ("" if none). Valid until the next dd_ call on this
  *  thread. Never NULL. Thread-safe. */
 DD_API const char *dd_last_error(void);
+
+/** Sets the calling thread's dd_last_error() message to the printf-style
+ *  text fmt and returns s, for libraries built on libdeepdefense (the MPI
+ *  layer, deepdefense/mpi.h) and hosts that wrap dd_ calls, so that their
+ *  failures read like the library's own. fmt NULL clears the message.
+ *  Thread-safe. */
+DD_API dd_status dd_set_last_error(dd_status s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /** Log levels for the optional log callback. */
 typedef enum dd_log_level {

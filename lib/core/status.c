@@ -39,6 +39,7 @@ static const char *const dd_status_text[] = {
     [DD_ERR_IO] = "input/output error",
     [DD_ERR_FORMAT] = "malformed or truncated file",
     [DD_ERR_NUMERIC] = "non-finite value (NaN or Inf)",
+    [DD_ERR_REMOTE] = "another process of the distributed job failed",
 };
 
 const char *dd_status_string(dd_status s)
@@ -100,4 +101,19 @@ dd_status dd__dnnl_error(int dnnl_status, const char *call, const char *file, in
     snprintf(msg, sizeof msg, "oneDNN call %s failed: %s", call != NULL ? call : "?",
              dnnl_status2str((dnnl_status_t)dnnl_status));
     return dd_record(s, file, line, msg);
+}
+
+dd_status dd_set_last_error(dd_status s, const char *fmt, ...)
+{
+    if (fmt == NULL) {
+        dd__clear_error();
+        return s;
+    }
+    char msg[DD_ERROR_BUF];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(dd_error_buf, sizeof dd_error_buf, "%s", msg);
+    return s;
 }

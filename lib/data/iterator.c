@@ -5,6 +5,8 @@
  * xoshiro256** generator seeded from (seed, epoch) alone. Batches are
  * consecutive slices of the permutation, so every sample appears exactly
  * once per epoch (the short last slice is skipped with drop_last), and
+ * with num_shards S > 1 each shard keeps every S-th entry of the epoch's
+ * permutation (the shards of one epoch are disjoint and cover it), and
  * dd_batch_iter_reset(it, e) reproduces epoch e whatever ran before: that
  * is what makes resuming a training run exact.
  *
@@ -36,6 +38,7 @@ struct dd_batch_iter {
     int nthreads;
     size_t chw;
     int32_t *perm;               /* (N) sample indices of this epoch, in order */
+    int count;                   /* entries of perm this shard iterates (N without sharding) */
     float *scratch;              /* (nthreads, C, H, W) when augmenting, else NULL */
     int64_t epoch;
     int pos;                     /* next position in perm */
@@ -71,6 +74,8 @@ void dd_batch_iter_options_init(dd_batch_iter_options *opts)
     opts->num_threads = 0;
     opts->crop_padding = 0;
     opts->hflip = 0;
+    opts->num_shards = 1;
+    opts->shard = 0;
 }
 
 static void dd_iter_permute(dd_batch_iter *it)
@@ -89,6 +94,18 @@ static void dd_iter_permute(dd_batch_iter *it)
         it->perm[i] = it->perm[j];
         it->perm[j] = t;
     }
+}
+
+/* Keeps this shard's entries of the epoch's permutation: positions
+ * shard, shard + S, shard + 2S, ... (in place: position k reads from
+ * shard + k S >= k). Shards are disjoint and cover the epoch; their sizes
+ * differ by at most one. */
+static void dd_iter_shard(dd_batch_iter *it)
+{
+    int n = it->ds->n, S = it->opts.num_shards, r = it->opts.shard;
+    it->count = (n - r + S - 1) / S;
+    for (int k = 0; k < it->count; k++)
+        it->perm[k] = it->perm[r + k * S];
 }
 
 dd_status dd_batch_iter_create(dd_batch_iter **out, const dd_dataset *ds, int batch_size,
@@ -125,6 +142,15 @@ dd_status dd_batch_iter_create(dd_batch_iter **out, const dd_dataset *ds, int ba
                  "dd_batch_iter_create: drop_last %d is not 0 or 1", o.drop_last);
     DD_RETURN_IF(o.num_threads < 0, DD_ERR_INVALID_ARGUMENT,
                  "dd_batch_iter_create: num_threads %d < 0", o.num_threads);
+    DD_RETURN_IF(o.num_shards < 1 || o.num_shards > ds->n || o.shard < 0 || o.shard >= o.num_shards,
+                 DD_ERR_INVALID_ARGUMENT,
+                 "dd_batch_iter_create: shard %d of %d (need 1 <= num_shards <= %d samples, 0 <= shard "
+                 "< num_shards)",
+                 o.shard, o.num_shards, ds->n);
+    DD_RETURN_IF(o.drop_last && batch_size > ds->n / o.num_shards, DD_ERR_INVALID_ARGUMENT,
+                 "dd_batch_iter_create: drop_last with batch_size %d > the %d samples of the "
+                 "smallest shard: its epochs would be empty",
+                 batch_size, ds->n / o.num_shards);
 
     dd_batch_iter *it = dd__calloc(1, sizeof *it);
     DD_RETURN_IF(it == NULL, DD_ERR_OUT_OF_MEMORY, "dd_batch_iter_create: no memory");
@@ -151,6 +177,7 @@ dd_status dd_batch_iter_create(dd_batch_iter **out, const dd_dataset *ds, int ba
     it->epoch = 0;
     it->pos = 0;
     dd_iter_permute(it);
+    dd_iter_shard(it);
     *out = it;
     return DD_OK;
 fail:
@@ -176,6 +203,7 @@ dd_status dd_batch_iter_reset(dd_batch_iter *it, int64_t epoch)
     it->epoch = epoch;
     it->pos = 0;
     dd_iter_permute(it);
+    dd_iter_shard(it);
     return DD_OK;
 }
 
@@ -183,7 +211,7 @@ dd_status dd_batch_iter_info(const dd_batch_iter *it, int *num_batches, int64_t 
 {
     DD_CHECK_ARG(it != NULL);
     if (num_batches != NULL) {
-        int n = it->ds->n;
+        int n = it->count;
         *num_batches = it->opts.drop_last ? n / it->batch : n / it->batch + (n % it->batch != 0);
     }
     if (epoch != NULL)
@@ -198,9 +226,9 @@ dd_status dd_batch_iter_next(dd_batch_iter *it, float *x, int32_t *labels, int32
     *n = 0;
     DD_CHECK_ARG(it != NULL);
     const dd_dataset *ds = it->ds;
-    int left = ds->n - it->pos;
+    int left = it->count - it->pos;
     if (left <= 0 || (it->opts.drop_last && left < it->batch)) {
-        it->pos = ds->n;
+        it->pos = it->count;
         return DD_OK;
     }
     int m = left < it->batch ? left : it->batch;

@@ -525,6 +525,24 @@ dd_status dd_model_grad_read(const dd_model *m, int index, float *dst, size_t co
     return DD_OK;
 }
 
+dd_status dd_model_grad_buffer(dd_model *m, float **grads, size_t *count) {
+    DD_RETURN_IF(!grads || !count, DD_ERR_INVALID_ARGUMENT, "dd_model_grad_buffer: NULL argument");
+    DD__CHECK_BUILT(m, "dd_model_grad_buffer");
+    *grads = m->grad_arena;
+    *count = m->param_floats;
+    m->grads_zero = 0; /* the caller may write: no pass may assume zeros now */
+    return DD_OK;
+}
+
+dd_status dd_model_param_offset(const dd_model *m, int index, size_t *offset) {
+    DD_RETURN_IF(!offset, DD_ERR_INVALID_ARGUMENT, "dd_model_param_offset: offset is NULL");
+    DD__CHECK_BUILT(m, "dd_model_param_offset");
+    DD_RETURN_IF(index < 0 || index >= m->nparams, DD_ERR_INVALID_ARGUMENT,
+                 "dd_model_param_offset: parameter %d does not exist (%d parameters)", index, m->nparams);
+    *offset = (size_t)(m->params[index].data - m->param_arena);
+    return DD_OK;
+}
+
 dd_status dd_model_memory_size(const dd_model *m, size_t *bytes) {
     DD_RETURN_IF(!bytes, DD_ERR_INVALID_ARGUMENT, "dd_model_memory_size: bytes is NULL");
     DD__CHECK_BUILT(m, "dd_model_memory_size");
