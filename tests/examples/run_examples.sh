@@ -143,6 +143,19 @@ eval_robustness)
         mkdir -p "$DD_EXAMPLES_KEEP" && cp report* "$DD_EXAMPLES_KEEP/"
     fi
     ;;
+train_cifar_mpi)
+    # 2 ranks x batch 32 = global batch 64, GFA on synthetic data
+    run mpi.log "${MPIEXEC:-mpirun}" -np 2 "$bin/train_cifar_mpi" --synthetic 256 --arch mlp --defense gfa \
+        --epochs 2 --batch 32 --out mpi.safetensors
+    grep -q "2 ranks x batch 32 = global batch 64" mpi.log || fail "no global batch line"
+    [ "$(grep -c '^epoch ' mpi.log)" -eq 2 ] || fail "progress not printed once per epoch (rank 0 only)"
+    [ -s mpi.safetensors ] || fail "no checkpoint written"
+    # a data directory that does not exist: every rank stops with a message
+    if "${MPIEXEC:-mpirun}" -np 2 "$bin/train_cifar_mpi" --data /nonexistent --epochs 1 >bad.log 2>&1; then
+        fail "a missing data directory was accepted"
+    fi
+    grep -q "error:" bad.log || fail "no error message for a missing data directory"
+    ;;
 *)
     fail "unknown case '$case_name'"
     ;;
