@@ -44,4 +44,23 @@ cmake -S "$here" -B "$tmp/cmake-build" -DCMAKE_PREFIX_PATH="$prefix" \
 cmake --build "$tmp/cmake-build" >"$tmp/build.log" || { cat "$tmp/build.log"; exit 1; }
 LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tmp/cmake-build/consumer"
 
+# libdeepdefense_mpi, when the build has it: pkg-config deepdefense-mpi and
+# find_package(deepdefense COMPONENTS mpi), each run as a single rank.
+if [ -n "$(find "$prefix" -name 'libdeepdefense_mpi.so' -print -quit)" ]; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    echo "== pkg-config deepdefense-mpi consumer"
+    flags=$(pkg-config --cflags --libs deepdefense-mpi)
+    echo "pkg-config: $flags"
+    # shellcheck disable=SC2086
+    "${CC:-cc}" -std=c11 -Wall -Wextra -Werror $san_flags -o "$tmp/consumer_mpi_pc" \
+        "$here/consumer_mpi.c" $flags
+    LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tmp/consumer_mpi_pc"
+    echo "== find_package(deepdefense COMPONENTS mpi) consumer"
+    cmake -S "$here" -B "$tmp/cmake-mpi" -DCMAKE_PREFIX_PATH="$prefix" -DCONSUMER_MPI=ON \
+          -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS="$san_flags" \
+          >"$tmp/configure-mpi.log" || { cat "$tmp/configure-mpi.log"; exit 1; }
+    cmake --build "$tmp/cmake-mpi" >"$tmp/build-mpi.log" || { cat "$tmp/build-mpi.log"; exit 1; }
+    LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tmp/cmake-mpi/consumer_mpi"
+fi
+
 echo "install test passed"
