@@ -46,8 +46,10 @@ int main(int argc, char **argv) {
     o.num_threads = threads;
     dd_model *m = NULL;
     OK(dd_zoo_create(&m, arch, 3, 32, 32, 10, 1, NULL, NULL, n, &o));
+    dd_optimizer_options oo;
+    dd_optimizer_options_init(&oo, DD_OPTIM_SGD);
     dd_optimizer *opt = NULL;
-    OK(dd_optimizer_create(&opt, m, NULL));
+    OK(dd_optimizer_create(&opt, m, &oo));
     OK(dd_mpi_broadcast(d, m, opt));
     float *x = malloc((size_t)n * 3 * 32 * 32 * sizeof(float));
     int32_t *y = malloc((size_t)n * sizeof(int32_t));
