@@ -105,9 +105,9 @@ static const opt_def opt_table[] = {
     {"threads", T_INT, O(threads), 1, 0, 1024, "N: OpenMP threads (default: OpenMP's default)"},
     {"out", T_STR, O(out), 0, 0, 0, "PATH: checkpoint written every epoch (default model.safetensors)"},
     {"resume", T_STR, O(resume), 0, 0, 0, "PATH: continue the run saved at PATH (and PATH.state)"},
-    {"train-limit", T_LONG, O(train_limit), 1, 0, 2147483647.0, "N: train on the first N images only"},
-    {"test-limit", T_LONG, O(test_limit), 0, 0, 2147483647.0, "N: test on the first N images only"},
-    {"eval-n", T_INT, O(eval_n), 0, 0, 1e7, "N: test images for the robustness check (default 1000; 0 = skip)"},
+    {"train-limit", T_LONG, O(train_limit), 1, 0, 2147483647.0, "N: train on the first N images only (0 or more than the data: all)"},
+    {"test-limit", T_LONG, O(test_limit), 1, 0, 2147483647.0, "N: test on the first N images only (0 or more than the data: all)"},
+    {"eval-n", T_INT, O(eval_n), 1, 0, 1e7, "N: test images for the robustness check (default 1000; 0 = skip)"},
     {"eval-eps", T_DBL, O(eval_eps), 0, 0, 1, "X: Linf budget of the robustness check (default 8/255)"},
     {"train-eps", T_DBL, O(train_eps), 1, 0, 1, "X: PGD-AT/TRADES Linf budget (default 8/255)"},
     {"train-steps", T_INT, O(train_steps), 1, 1, 1000, "N: PGD-AT/TRADES attack steps (default 10)"},
@@ -451,6 +451,13 @@ static saved_state load_state_or_die(const char *path, config *c, const int *giv
             char cur[1100];
             if (!given[k]) {
                 set_option(c, &opt_table[k], val);
+            } else if (strcmp(option_text(c, &opt_table[k], cur, sizeof cur), val) != 0 &&
+                       (strcmp(opt_table[k].name, "arch") == 0 ||
+                        strcmp(opt_table[k].name, "input-range") == 0)) {
+                /* the checkpoint holds the network: it cannot become another */
+                die("--%s %s: the run saved in %s has --%s %s, and a resumed run keeps its "
+                    "network (leave --%s out)",
+                    opt_table[k].name, cur, path, opt_table[k].name, val, opt_table[k].name);
             } else if (strcmp(option_text(c, &opt_table[k], cur, sizeof cur), val) != 0) {
                 fprintf(stderr, "warning: --%s %s differs from the saved run's %s: the result "
                                 "will differ from an uninterrupted run\n",
@@ -660,6 +667,17 @@ int main(int argc, char **argv)
     config_defaults(&cfg);
     parse_args(argc, argv, &cfg, given);
 
+    /* values that would otherwise silently mean "the default" */
+    if (given_option(given, "arch") && cfg.arch[0] == '\0')
+        die("--arch: empty (cnn-cw, resnet20, preact-resnet18, mlp)");
+    if (given_option(given, "lr") && cfg.lr == 0.0)
+        die("--lr 0: the learning rate must be > 0 (leave --lr out for the optimizer's default)");
+    if (given_option(given, "train-step-size") && cfg.train_step_size == 0.0)
+        die("--train-step-size 0: the attack step must be > 0 (leave it out for 2.5 eps / steps)");
+    if (given_option(given, "train-eps") && cfg.train_eps == 0.0)
+        die("--train-eps 0: the adversarial-training budget must be > 0 (use --defense none or gfa "
+            "for training without an attack)");
+
     saved_state st;
     memset(&st, 0, sizeof st);
     char state_path[1100];
@@ -701,6 +719,22 @@ int main(int argc, char **argv)
     check_or_die(dd_dataset_info(train, &ntrain, &C, &H, &W, &K), "dd_dataset_info");
     check_or_die(dd_dataset_info(test, &ntest, NULL, NULL, NULL, NULL), "dd_dataset_info");
     plan p = resolve(&cfg, C);
+    /* Where the results go must be writable now, not after the first epoch. */
+    {
+        char probe[1200];
+        snprintf(probe, sizeof probe, "%s.probe.%ld", cfg.out, (long)getpid());
+        FILE *f = fopen(probe, "wb");
+        if (f == NULL)
+            die("cannot write next to --out %s: %s", cfg.out, strerror(errno));
+        fclose(f);
+        remove(probe);
+        if (cfg.metrics[0] != '\0') {
+            f = fopen(cfg.metrics, "a");
+            if (f == NULL)
+                die("cannot append to --metrics %s: %s", cfg.metrics, strerror(errno));
+            fclose(f);
+        }
+    }
 
     /* ---- model, hooks, optimizer ---- */
     dd_model_options mo;
@@ -710,6 +744,13 @@ int main(int argc, char **argv)
     dd_model *m = NULL;
     if (cfg.resume[0] != '\0') {
         check_or_die(dd_model_load_ex(cfg.resume, &mo, cfg.batch, &m), cfg.resume);
+        int mc = 0, mh = 0, mw = 0, mk = 0;
+        check_or_die(dd_model_input_shape(m, &mc, &mh, &mw), "dd_model_input_shape");
+        check_or_die(dd_model_num_classes(m, &mk), "dd_model_num_classes");
+        if (mc != C || mh != H || mw != W || mk != K)
+            die("%s takes %dx%dx%d images and %d classes, but %s has %dx%dx%d images and %d "
+                "classes: resume with the data the run was trained on",
+                cfg.resume, mc, mh, mw, mk, source, C, H, W, K);
         if (weights_fingerprint_or_die(m) != st.weights_fnv)
             die("%s does not hold the weights %s was saved with (a save was interrupted?)",
                 cfg.resume, state_path);
@@ -798,7 +839,10 @@ int main(int argc, char **argv)
            "seed %ld, threads %d\n",
            cfg.loss, cfg.input_range, cfg.optimizer, cfg.lr, cfg.schedule, (double)oo.weight_decay, cfg.epochs, nb,
            cfg.batch, cfg.augment ? "crop+flip" : "off", cfg.seed, cfg.threads);
-    if (st.epochs_done > 0)
+    if (st.epochs_done >= cfg.epochs)
+        printf("the run in %s is already complete (%d of %d epochs): nothing to train\n",
+               cfg.resume, st.epochs_done, cfg.epochs);
+    else if (st.epochs_done > 0)
         printf("resuming %s after epoch %d\n", cfg.resume, st.epochs_done);
     fflush(stdout);
 

@@ -91,6 +91,34 @@ train_cifar)
     if "$bin/train_cifar" --defense bogus >err.log 2>&1; then
         fail "an unknown defense was accepted"
     fi
+    # Resuming on other data (a CIFAR checkpoint, 1x28x28 IDX images): an
+    # error before training, not a crash in the forward pass.
+    cp part.safetensors cifar_ck.safetensors && cp part.safetensors.state cifar_ck.safetensors.state
+    rc=0
+    "$bin/train_cifar" --data idx --resume cifar_ck.safetensors --epochs 3 "${common[@]}" >err.log 2>&1 || rc=$?
+    [ "$rc" -eq 1 ] || fail "resume on other data: exit $rc (want 1: an error)"
+    grep -q "resume with the data the run was trained on" err.log || fail "no shape message: $(cat err.log)"
+    # Resuming with another architecture is refused, not half-applied.
+    if "$bin/train_cifar" --data cifar --resume cifar_ck.safetensors --arch cnn-cw "${common[@]}" >err.log 2>&1; then
+        fail "--arch on --resume of an mlp run was accepted"
+    fi
+    grep -q "keeps its network" err.log || fail "no message for --arch on --resume"
+    # A finished run says so.
+    run done.log "$bin/train_cifar" --resume full.safetensors --threads 2 --no-progress --eval-n 0
+    grep -q "already complete (2 of 2 epochs)" done.log || fail "a finished run did not say it was complete"
+    # Values that used to mean "the default" silently, and unwritable outputs, before any work.
+    for bad in "--lr 0" "--train-step-size 0" "--train-eps 0" "--arch="; do
+        # shellcheck disable=SC2086
+        if "$bin/train_cifar" --data cifar --defense pgd-at $bad --epochs 1 "${common[@]}" >err.log 2>&1; then
+            fail "'$bad' was accepted"
+        fi
+        grep -q "error:" err.log || fail "no message for '$bad'"
+    done
+    if "$bin/train_cifar" --data cifar --epochs 1 "${common[@]}" --out "$tmp/no/such/dir/m.safetensors" >err.log 2>&1; then
+        fail "an --out in a missing directory was accepted"
+    fi
+    grep -q "cannot write next to --out" err.log || fail "no early message for an unwritable --out"
+    ! grep -q "^epoch" err.log || fail "trained before finding --out unwritable"
     ;;
 quickstart)
     make_cifar cifar 20
