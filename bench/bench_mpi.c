@@ -48,6 +48,7 @@ int main(int argc, char **argv) {
     OK(dd_zoo_create(&m, arch, 3, 32, 32, 10, 1, NULL, NULL, n, &o));
     dd_optimizer_options oo;
     dd_optimizer_options_init(&oo, DD_OPTIM_SGD);
+    oo.lr = 1e-4f; /* timing only: small steps keep the repeated batch from diverging */
     dd_optimizer *opt = NULL;
     OK(dd_optimizer_create(&opt, m, &oo));
     OK(dd_mpi_broadcast(d, m, opt));
