@@ -19,7 +19,9 @@
  * weights an uninterrupted run would have had (same machine and --threads):
  * the batch order and augmentation are functions of (seed, epoch), the
  * learning rate a function of the step, and the PGD random starts are
- * seeded per epoch. The run ends with clean test accuracy and a short
+ * seeded per epoch. The checkpoint and its state are committed as one (an
+ * interrupted save leaves the previous pair, or the new checkpoint with
+ * "<out>.state.next", which --resume takes). The run ends with clean test accuracy and a short
  * robustness check: FGSM and PGD-10 at eps 8/255 on --eval-n test images.
  */
 #include "common.h"
@@ -356,7 +358,8 @@ static uint64_t weights_fingerprint_or_die(const dd_model *m)
     return h;
 }
 
-/* Writes path atomically (temporary file, fsync, rename). */
+/* Writes path atomically: "<path>.tmp" (a fixed name, so an interrupted
+ * write leaves nothing that accumulates), fsync, rename. */
 static void save_state_or_die(const char *path, const config *c, int epochs_done,
                               const dd_model *m, const dd_optimizer *opt)
 {
@@ -365,8 +368,8 @@ static void save_state_or_die(const char *path, const config *c, int epochs_done
     unsigned char *blob = malloc_or_die(bytes, 1);
     check_or_die(dd_optimizer_state_read(opt, blob, bytes), "dd_optimizer_state_read");
 
-    char tmp[1200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    char tmp[1300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "wb");
     if (f == NULL)
         die("cannot write %s: %s", tmp, strerror(errno));
@@ -602,6 +605,19 @@ static void write_metrics_or_die(const char *path, const dd_model *m, const mete
         die("cannot write %s: %s", path, strerror(errno));
 }
 
+/* Test hook (tests/examples/run_examples.sh): with TRAIN_CIFAR_CRASH_AT=k
+ * in the environment the process dies (_exit, as a kill would) at point k
+ * of the first end-of-epoch save: 1 after the new state is written, 2
+ * after the checkpoint, 3 after the state is renamed into place. */
+static void test_crash_point(int k)
+{
+    const char *e = getenv("TRAIN_CIFAR_CRASH_AT");
+    if (e != NULL && atoi(e) == k) {
+        fflush(stdout);
+        _exit(137);
+    }
+}
+
 /* ======================================================================== */
 /* Training                                                                   */
 /* ======================================================================== */
@@ -751,9 +767,23 @@ int main(int argc, char **argv)
             die("%s takes %dx%dx%d images and %d classes, but %s has %dx%dx%d images and %d "
                 "classes: resume with the data the run was trained on",
                 cfg.resume, mc, mh, mw, mk, source, C, H, W, K);
-        if (weights_fingerprint_or_die(m) != st.weights_fnv)
-            die("%s does not hold the weights %s was saved with (a save was interrupted?)",
-                cfg.resume, state_path);
+        if (weights_fingerprint_or_die(m) != st.weights_fnv) {
+            /* a save interrupted after the checkpoint: its state is ".next" */
+            char next_path[1200];
+            snprintf(next_path, sizeof next_path, "%s.next", state_path);
+            struct stat sb;
+            if (stat(next_path, &sb) != 0)
+                die("%s does not hold the weights %s was saved with, and there is no %s",
+                    cfg.resume, state_path, next_path);
+            free(st.blob);
+            st = load_state_or_die(next_path, &cfg, given);
+            if (weights_fingerprint_or_die(m) != st.weights_fnv)
+                die("%s matches neither %s nor %s", cfg.resume, state_path, next_path);
+            /* finish that save's commit */
+            if (rename(next_path, state_path) != 0)
+                die("cannot rename %s to %s: %s", next_path, state_path, strerror(errno));
+            printf("recovered the state of an interrupted save from %s\n", next_path);
+        }
     } else {
         /* std: CIFAR-10's per-channel statistics; pm1: x -> (x - 0.5) / 0.5 =
          * 2x - 1; 01: no normalize node (the first conv sees [0,1] pixels) */
@@ -854,8 +884,9 @@ int main(int argc, char **argv)
     mt.steps_total = total_steps;
     mt.steps_at_start = (long)st.epochs_done * nb;
     mt.t_start = now_seconds();
-    char state_out[1100];
+    char state_out[1100], state_next[1200];
     snprintf(state_out, sizeof state_out, "%s.state", cfg.out);
+    snprintf(state_next, sizeof state_next, "%s.next", state_out);
     int last_epoch = cfg.stop_after > 0 && cfg.stop_after < cfg.epochs ? cfg.stop_after : cfg.epochs;
     double test_acc = -1.0;
     for (int epoch = st.epochs_done; epoch < last_epoch; epoch++) {
@@ -880,8 +911,18 @@ int main(int argc, char **argv)
         }
         double train_s = now_seconds() - t0;
         test_acc = accuracy_or_die(m, test, 0);
+        /* The pair (checkpoint, state) is committed as one: the new state
+         * goes to "<out>.state.next" first, then the checkpoint replaces the
+         * old one, then the state is renamed into place. Interrupted at any
+         * point, the files on disk hold a matching pair: the old one, or the
+         * new checkpoint with ".state.next" (which --resume then takes). */
+        save_state_or_die(state_next, &cfg, epoch + 1, m, opt);
+        test_crash_point(1);
         check_or_die(dd_model_save(m, cfg.out), cfg.out);
-        save_state_or_die(state_out, &cfg, epoch + 1, m, opt);
+        test_crash_point(2);
+        if (rename(state_next, state_out) != 0)
+            die("cannot rename %s to %s: %s", state_next, state_out, strerror(errno));
+        test_crash_point(3);
         if (cfg.metrics[0] != '\0')
             write_metrics_or_die(cfg.metrics, m, &mt, epoch, test_acc, lr, train_s);
 

@@ -67,6 +67,23 @@ train_cifar)
     cmp full.safetensors part.safetensors || fail "resumed weights differ from the uninterrupted run"
     cmp full.safetensors.state part.safetensors.state || fail "resumed optimizer state differs"
 
+    # Killed at each point of the end-of-epoch save (after the new state,
+    # after the checkpoint, after the rename): the rerun with --resume
+    # continues from a matching pair and ends with the uninterrupted weights.
+    for k in 1 2 3; do
+        run "k$k-1.log" "$bin/train_cifar" "${args[@]}" --out "k$k.safetensors" --stop-after 1
+        rc=0
+        TRAIN_CIFAR_CRASH_AT=$k "$bin/train_cifar" --resume "k$k.safetensors" --threads 2 --no-progress \
+            --eval-n 16 >"k$k-2.log" 2>&1 || rc=$?
+        [ "$rc" -eq 137 ] || fail "crash point $k: exit $rc (want 137)"
+        run "k$k-3.log" "$bin/train_cifar" --resume "k$k.safetensors" --threads 2 --no-progress --eval-n 16
+        cmp full.safetensors "k$k.safetensors" || fail "crash point $k: the resumed weights differ"
+        cmp full.safetensors.state "k$k.safetensors.state" || fail "crash point $k: the state differs"
+        [ ! -e "k$k.safetensors.state.next" ] || fail "crash point $k: a .next state was left behind"
+        [ ! -e "k$k.safetensors.state.tmp" ] || fail "crash point $k: a temporary was left behind"
+    done
+    grep -q "recovered the state of an interrupted save" k2-3.log || fail "crash point 2: not recovered from .next"
+
     # GFA alone on gzip'd IDX files (1-channel defaults: mlp, Adam).
     run idx.log "$bin/train_cifar" --data idx --epochs 1 "${common[@]}" --out idx.safetensors
     grep -q "arch mlp, defense gfa" idx.log || fail "unexpected defaults for 1-channel data"
