@@ -20,10 +20,13 @@
 #
 # The plan (all cnn-cw, SGD momentum 0.9, cosine, crop+flip, inputs in
 # [-1,1] as the paper: --input-range pm1):
-#   stage 1, sweep: GFA {first, deep} x {cos, sin2} x {ce, mse} over three
-#     lambdas each, --sweep-epochs on --sweep-limit images; per variant the
-#     lambda with the best PGD-10 accuracy (train_cifar's check, 500 test
-#     images) is chosen, and the alignment of every sweep run is in its CSV;
+#   stage 1, sweep: GFA {first, deep} x {cos, sin2} x {ce, mse} over four
+#     lambdas each (first: 0.1..100, deep: 0.01..10, decades), --sweep-epochs
+#     on --sweep-limit images; per variant the lambda with the best PGD-10
+#     accuracy (train_cifar's check, 500 test images) among those whose test
+#     accuracy is at least 80% of the variant's best is chosen (so a run that
+#     collapsed to a constant classifier is never chosen), and the
+#     alignment of every sweep run is in its CSV;
 #   stage 2, full: all 50,000 training images, --epochs epochs each:
 #     plain-ce, plain-mse (is MSE alone what changes the numbers?), pgd-at
 #     (Madry: eps 8/255, --pgd-steps steps of 2.5 eps / steps, eps ramped
@@ -165,7 +168,21 @@ pgd_of() {
 }
 
 hooks_of() { [ "$1" = first ] && echo first || echo deep; }
-lambdas_of() { [ "$1" = first ] && echo "0.1 1 10" || echo "0.01 0.1 1"; }
+lambdas_of() { [ "$1" = first ] && echo "0.1 1 10 100" || echo "0.01 0.1 1 10"; }
+
+# Test accuracy of a run's last epoch (its metrics CSV), -1 if none.
+acc_of() { tail -n +2 "$out/$1.csv" 2>/dev/null | tail -1 | cut -d, -f4 | grep . || echo -1; }
+
+# The sweep's choice for variant $1: among its lambdas whose test accuracy
+# is at least 80% of the variant's best (a run that collapsed to a constant
+# classifier is not "robust"), the best PGD-10 accuracy; ties go to the
+# smaller lambda.
+choose() {
+    local v=$1 h=$2 lam rows best
+    rows=$(for lam in $(lambdas_of "$h"); do echo "$lam $(acc_of "sweep-$v-$lam") $(pgd_of "sweep-$v-$lam")"; done)
+    best=$(echo "$rows" | awk '{ if ($2 > m) m = $2 } END { print m }')
+    echo "$rows" | awk -v m="$best" '$2 >= 0.8 * m { print }' | sort -s -k3,3gr | head -1 | cut -d' ' -f1
+}
 
 variants=""
 for h in first deep; do for r in cos sin2; do for l in ce mse; do variants="$variants $h-$r-$l"; done; done; done
@@ -180,9 +197,7 @@ if has "$stages" sweep; then
                 --eval-n 500
         done
         if [ "$list" = 0 ] && [ ! -e "$out/sweep-$v.choice" ] && [ -z "$only" ]; then
-            best=$(for lam in $(lambdas_of "$h"); do echo "$(pgd_of "sweep-$v-$lam") $lam"; done |
-                sort -rn | head -1 | cut -d' ' -f2)
-            echo "$best" >"$out/sweep-$v.choice"
+            choose "$v" "$h" >"$out/sweep-$v.choice"
         fi
     done
 fi
@@ -205,13 +220,16 @@ if has "$stages" full; then
         train "gfa-$v" --defense gfa --gfa-hooks "$(hooks_of "$h")" --gfa-lambda "$lam" --gfa-mode "$r" \
             --loss "$l" "${full[@]}"
     done
-    # the best GFA variant: the highest PGD-10 accuracy among the finished ones
+    # the best GFA variant: the highest PGD-10 accuracy among the finished
+    # ones whose test accuracy is at least 80% of the best GFA model's
+    rows=$(for v in $variants; do
+        if [ -e "$out/gfa-$v.done" ]; then echo "$v $(acc_of "gfa-$v") $(pgd_of "gfa-$v")"; fi
+    done)
     best=""
-    for v in $variants; do
-        [ -e "$out/gfa-$v.done" ] && echo "$(pgd_of "gfa-$v") $v"
-    done | sort -rn | head -1 | cut -d' ' -f2 >"$out/best-gfa.tmp" || true
-    best=$(cat "$out/best-gfa.tmp")
-    rm -f "$out/best-gfa.tmp"
+    if [ -n "$rows" ]; then
+        m=$(echo "$rows" | awk '{ if ($2 > m) m = $2 } END { print m }')
+        best=$(echo "$rows" | awk -v m="$m" '$2 >= 0.8 * m { print }' | sort -s -k3,3gr | head -1 | cut -d' ' -f1)
+    fi
     if [ -n "$best" ]; then
         IFS=- read -r h r l <<<"$best"
         lam=$(choice "$best")
