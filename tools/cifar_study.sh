@@ -207,9 +207,9 @@ choice() { cat "$out/sweep-$1.choice" 2>/dev/null || echo ""; }
 # ---- stage 2: the full trainings ---------------------------------------------
 pgd_args=(--defense pgd-at --train-eps 0.0313725490196 --train-steps "$pgd_steps" --eps-ramp "$eps_ramp")
 if has "$stages" full; then
+    # cheapest first: plain (1x a plain step), GFA (~2x), then PGD-AT (~11x)
     train plain-ce --defense none "${full[@]}"
     train plain-mse --defense none --loss mse "${full[@]}"
-    train pgd-at "${pgd_args[@]}" "${full[@]}"
     for v in $variants; do
         IFS=- read -r h r l <<<"$v"
         lam=$(choice "$v")
@@ -220,6 +220,7 @@ if has "$stages" full; then
         train "gfa-$v" --defense gfa --gfa-hooks "$(hooks_of "$h")" --gfa-lambda "$lam" --gfa-mode "$r" \
             --loss "$l" "${full[@]}"
     done
+    train pgd-at "${pgd_args[@]}" "${full[@]}"
     # the best GFA variant: the highest PGD-10 accuracy among the finished
     # ones whose test accuracy is at least 80% of the best GFA model's
     rows=$(for v in $variants; do
