@@ -9,7 +9,9 @@
 # results folder (--out, default study/): per model NAME its checkpoint
 # NAME.safetensors (+ .state), its training log NAME.log, its per-epoch
 # metrics NAME.csv (loss, accuracy, alignment per hook), NAME.wall (training
-# seconds, summed over sittings) and NAME.done once finished; the lambda
+# seconds, summed over sittings) and NAME.done once finished (NAME.failed
+# with the error instead when the training failed, e.g. diverged; it is not
+# retried until that file is deleted); the lambda
 # sweep's choices in sweep-*.choice; the reports report-*.md/.json/.csv/.svg.
 #
 # Resumable: a rerun skips every model with a .done file, continues an
@@ -125,6 +127,10 @@ train() {
         [ "$list" = 1 ] && echo "done     $name ($(cat "$out/$name.wall" 2>/dev/null || echo ?) s)"
         return 0
     fi
+    if [ -e "$out/$name.failed" ]; then
+        [ "$list" = 1 ] && echo "failed   $name: $(cat "$out/$name.failed")"
+        return 0
+    fi
     if [ -n "$only" ] && ! has "$only" "$name"; then
         return 0
     fi
@@ -153,9 +159,16 @@ train() {
     local prev
     prev=$(cat "$out/$name.wall" 2>/dev/null || echo 0)
     echo $((prev + $(date +%s) - t0)) >"$out/$name.wall"
-    if [ "$rc" -ne 0 ]; then
-        echo "cifar_study.sh: $name failed (exit $rc); see $out/$name.log" >&2
+    if [ "$rc" -ge 128 ]; then # killed (Ctrl-C, kill): stop; a rerun resumes
+        echo "cifar_study.sh: $name interrupted (exit $rc); rerun to resume" >&2
         exit "$rc"
+    fi
+    if [ "$rc" -ne 0 ]; then
+        # a training that fails (diverged: non-finite loss) is a result, recorded
+        # in NAME.failed and not retried (delete NAME.failed to retry)
+        echo "exit $rc: $(grep -m1 '^error:' "$out/$name.log" || tail -1 "$out/$name.log")" >"$out/$name.failed"
+        echo "cifar_study.sh: $name failed: $(cat "$out/$name.failed")" >&2
+        return 0
     fi
     touch "$out/$name.done"
 }
@@ -170,8 +183,11 @@ pgd_of() {
 hooks_of() { [ "$1" = first ] && echo first || echo deep; }
 lambdas_of() { [ "$1" = first ] && echo "0.1 1 10 100" || echo "0.01 0.1 1 10"; }
 
-# Test accuracy of a run's last epoch (its metrics CSV), -1 if none.
-acc_of() { tail -n +2 "$out/$1.csv" 2>/dev/null | tail -1 | cut -d, -f4 | grep . || echo -1; }
+# Test accuracy of a finished run's last epoch (its metrics CSV), -1 if none.
+acc_of() {
+    [ -e "$out/$1.done" ] || { echo -1; return; } # failed (diverged) or unfinished
+    tail -n +2 "$out/$1.csv" 2>/dev/null | tail -1 | cut -d, -f4 | grep . || echo -1
+}
 
 # The sweep's choice for variant $1: among its lambdas whose test accuracy
 # is at least 80% of the variant's best (a run that collapsed to a constant
