@@ -1038,6 +1038,16 @@ int main(int argc, char **argv)
 {
     settings s;
     parse_args(argc, argv, &s);
+    /* the report must be writable before any attack runs */
+    {
+        char probe[1100];
+        snprintf(probe, sizeof probe, "%s.probe.%ld", s.out, (long)getpid());
+        FILE *f = fopen(probe, "w");
+        if (f == NULL)
+            die("cannot write the report next to --out %s: %s", s.out, strerror(errno));
+        fclose(f);
+        remove(probe);
+    }
 
     /* ---- the test images ---- */
     dd_dataset *test = NULL;

@@ -184,6 +184,12 @@ eval_robustness)
         fail "a missing checkpoint was accepted"
     fi
     grep -q "error:" err.log || fail "no error message for a missing checkpoint"
+    # An unwritable report path fails before the attacks, not after them.
+    if "$bin/eval_robustness" --n 8 --synthetic --out "$tmp/no/such/dir/r" none.safetensors >err.log 2>&1; then
+        fail "an unwritable --out was accepted"
+    fi
+    grep -q "cannot write the report" err.log || fail "no early message for an unwritable --out"
+    ! grep -q "^== " err.log || fail "attacks ran before the report path was checked"
     if [ -n "${DD_EXAMPLES_KEEP:-}" ]; then # keep the report for a look
         mkdir -p "$DD_EXAMPLES_KEEP" && cp report* "$DD_EXAMPLES_KEEP/"
     fi
