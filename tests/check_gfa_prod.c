@@ -365,7 +365,15 @@ static void invariance_case(const char *arch, dd_mode mode) {
         double ex = norm_err(ro.dx, rb.dx, in);
         printf("%s %s, %s vs default: GFA gradient %.2e (%s), plain %.2e (%s), input gradient %.2e\n", arch,
                mode == DD_TRAIN ? "train" : "eval", cfg[c].what, eg, wg, ep, wp, ex);
-        ck_assert_msg(eg <= tol && ep <= tol && ex <= tol, "%s %s: %s changes the gradients: %.2e %.2e %.2e",
+        /* direct vs the default, where the default is Winograd (oneDNN has
+         * it on AVX-512 only): Winograd's tile transforms round differently
+         * from direct convolution at every 3x3 layer, and over resnet20's
+         * 19 convolutions the input gradient moved by 2.5e-3 in eval mode
+         * (measured on an AVX-512 EPYC, 2026-12-02; the 2e-3 above was set
+         * on an AVX2 machine, which runs no Winograd). 1e-2 there; O(1) is
+         * what a wrong path gives. */
+        double t = cfg[c].algo == DD_CONV_DIRECT && tol < 1e-2 ? 1e-2 : tol;
+        ck_assert_msg(eg <= t && ep <= t && ex <= t, "%s %s: %s changes the gradients: %.2e %.2e %.2e",
                       arch, mode == DD_TRAIN ? "train" : "eval", cfg[c].what, eg, ep, ex);
         free_results(&ro);
         dd_model_destroy(o.m);

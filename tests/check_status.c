@@ -27,7 +27,7 @@
 /* Every status code of status.h, first to last. */
 static const dd_status all_codes[] = {
     DD_OK, DD_ERR_INVALID_ARGUMENT, DD_ERR_OUT_OF_MEMORY, DD_ERR_UNSUPPORTED, DD_ERR_BACKEND,
-    DD_ERR_STATE, DD_ERR_IO, DD_ERR_FORMAT, DD_ERR_NUMERIC,
+    DD_ERR_STATE, DD_ERR_IO, DD_ERR_FORMAT, DD_ERR_NUMERIC, DD_ERR_REMOTE,
 };
 #define NUM_CODES ((int)(sizeof all_codes / sizeof all_codes[0]))
 
