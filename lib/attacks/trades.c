@@ -21,22 +21,6 @@
 
 #include <deepdefense/gfa.h>
 
-/* log-sum-exp of both rows (max-shifted, double). */
-static void lse2(const float *a, const float *b, int K, double *la, double *lb) {
-    double ma = a[0], mb = b[0];
-    for (int j = 1; j < K; j++) {
-        if (a[j] > ma) ma = a[j];
-        if (b[j] > mb) mb = b[j];
-    }
-    double sa = 0.0, sb = 0.0;
-    for (int j = 0; j < K; j++) {
-        sa += exp((double)a[j] - ma);
-        sb += exp((double)b[j] - mb);
-    }
-    *la = ma + log(sa);
-    *lb = mb + log(sb);
-}
-
 /* zn, za, dz: scratch of n*K floats each. */
 static dd_status trades_backward(dd_model *m, const float *xn, const float *xa, const int32_t *y, int n,
                                  float beta, dd_step_stats *stats, float *zn, float *za, float *dz) {
@@ -51,7 +35,8 @@ static dd_status trades_backward(dd_model *m, const float *xn, const float *xa, 
     for (int i = 0; i < n; i++) {
         const float *a = zn + (size_t)i * K, *b = za + (size_t)i * K;
         double la, lb, kli = 0.0;
-        lse2(a, b, K, &la, &lb);
+        la = dd__logsumexp(a, K);
+        lb = dd__logsumexp(b, K);
         for (int j = 0; j < K; j++) {
             double lp = (double)a[j] - la, lq = (double)b[j] - lb, p = exp(lp);
             kli += p * (lp - lq);
@@ -69,7 +54,8 @@ static dd_status trades_backward(dd_model *m, const float *xn, const float *xa, 
     for (int i = 0; i < n; i++) {
         const float *a = zn + (size_t)i * K, *b = za + (size_t)i * K;
         double la, lb, kli = 0.0;
-        lse2(a, b, K, &la, &lb);
+        la = dd__logsumexp(a, K);
+        lb = dd__logsumexp(b, K);
         for (int j = 0; j < K; j++) {
             double lp = (double)a[j] - la, lq = (double)b[j] - lb;
             kli += exp(lp) * (lp - lq);
