@@ -936,6 +936,55 @@ static void assert_permutation(const int32_t *order, int count, int n)
     free(seen);
 }
 
+/* Shards of one epoch: disjoint, covering it, sizes within one, and each
+ * the every-S-th entries of the unsharded permutation (same seed). */
+START_TEST(test_iter_shards)
+{
+    const int n = 101, batch = 8, S = 3;
+    dd_dataset *ds = index_dataset(n);
+    int32_t whole[101], part[101];
+    dd_batch_iter_options o;
+    dd_batch_iter_options_init(&o);
+    o.seed = 5;
+    ck_assert_int_eq(o.num_shards, 1);
+    ck_assert_int_eq(o.shard, 0);
+    dd_batch_iter *it = NULL;
+    ck_assert_int_eq(dd_batch_iter_create(&it, ds, batch, &o), DD_OK);
+    ck_assert_int_eq(dd_batch_iter_reset(it, 2), DD_OK);
+    ck_assert_int_eq(run_epoch(it, ds, batch, whole), n);
+    dd_batch_iter_destroy(it);
+    int seen[101] = {0};
+    for (int r = 0; r < S; r++) {
+        o.num_shards = S;
+        o.shard = r;
+        ck_assert_int_eq(dd_batch_iter_create(&it, ds, batch, &o), DD_OK);
+        ck_assert_int_eq(dd_batch_iter_reset(it, 2), DD_OK);
+        int got = run_epoch(it, ds, batch, part);
+        ck_assert_int_eq(got, (n - r + S - 1) / S); /* 34, 34, 33 */
+        for (int k = 0; k < got; k++) {
+            ck_assert_int_eq(part[k], whole[r + k * S]);
+            seen[part[k]]++;
+        }
+        dd_batch_iter_destroy(it);
+    }
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(seen[i], 1);
+    /* bad shards */
+    int bad[][2] = {{0, 0}, {3, 3}, {3, -1}, {102, 0}};
+    for (int b = 0; b < 4; b++) {
+        o.num_shards = bad[b][0];
+        o.shard = bad[b][1];
+        ck_assert_int_eq(dd_batch_iter_create(&it, ds, batch, &o), DD_ERR_INVALID_ARGUMENT);
+        ck_assert_ptr_null(it);
+    }
+    o.num_shards = 20; /* 5 samples per shard: drop_last with batch 8 would leave none */
+    o.shard = 0;
+    o.drop_last = 1;
+    ck_assert_int_eq(dd_batch_iter_create(&it, ds, batch, &o), DD_ERR_INVALID_ARGUMENT);
+    dd_dataset_destroy(ds);
+}
+END_TEST
+
 START_TEST(test_iter_coverage)
 {
     const int n = 37, batch = 8;
@@ -1352,15 +1401,21 @@ END_TEST
 
 /* ---- real data, when installed ------------------------------------------------------------- */
 
+#define FASHION_DIR "/usr/share/datasets/fashion-mnist"
+
+static int fashion_installed(void)
+{
+    FILE *f = fopen(FASHION_DIR "/t10k-labels-idx1-ubyte.gz", "rb");
+    if (f == NULL)
+        return 0;
+    fclose(f);
+    return 1;
+}
+
 START_TEST(test_fashion_mnist_if_installed)
 {
-    const char *dir = "/usr/share/datasets/fashion-mnist";
-    char probe[256];
-    snprintf(probe, sizeof probe, "%s/t10k-labels-idx1-ubyte.gz", dir);
-    FILE *f = fopen(probe, "rb");
-    if (f == NULL)
-        return; /* dataset-fashion-mnist not installed: nothing to check */
-    fclose(f);
+    const char *dir = FASHION_DIR;
+    ck_assert_msg(fashion_installed(), "Fashion-MNIST not installed (main() skips this case then)");
     dd_dataset *ds = NULL;
     ck_assert_int_eq(dd_dataset_open_auto(&ds, dir, DD_SPLIT_TEST), DD_OK);
     check_info(ds, 10000, 1, 28, 28, 10);
@@ -1403,7 +1458,6 @@ static Suite *data_suite(void)
     tcase_add_test(files, test_auto_idx_and_failures);
     tcase_add_test(files, test_null_arguments);
     tcase_add_test(files, test_oom_sweep);
-    tcase_add_test(files, test_fashion_mnist_if_installed);
     suite_add_tcase(s, files);
 
     TCase *mem = tcase_create("memory");
@@ -1413,6 +1467,7 @@ static Suite *data_suite(void)
 
     TCase *iter = tcase_create("iterator");
     tcase_add_test(iter, test_iter_coverage);
+    tcase_add_test(iter, test_iter_shards);
     tcase_add_test(iter, test_iter_determinism_and_resume);
     tcase_add_test(iter, test_iter_drop_last);
     tcase_add_test(iter, test_iter_bad_options);
@@ -1422,9 +1477,26 @@ static Suite *data_suite(void)
     return s;
 }
 
-int main(void)
+/* `check_data --real-data` runs the Fashion-MNIST case alone (ctest
+ * check_data_real_data) and exits 77, a skip for ctest, when the data
+ * package is not installed; without the flag every other case runs. */
+int main(int argc, char **argv)
 {
-    SRunner *sr = srunner_create(data_suite());
+    Suite *s;
+    if (argc > 1 && strcmp(argv[1], "--real-data") == 0) {
+        if (!fashion_installed()) {
+            printf("SKIPPED: Fashion-MNIST (dataset-fashion-mnist) is not installed\n");
+            return 77;
+        }
+        s = suite_create("data_real_data");
+        TCase *real = tcase_create("fashion_mnist");
+        tcase_add_unchecked_fixture(real, tmp_setup, tmp_teardown);
+        tcase_add_test(real, test_fashion_mnist_if_installed);
+        suite_add_tcase(s, real);
+    } else {
+        s = data_suite();
+    }
+    SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
