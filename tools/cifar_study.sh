@@ -38,7 +38,8 @@
 #   stage 3, evaluation (eval_robustness, --eval-n test images, the first
 #     ones of the test set: the same images for every model): clean, FGSM,
 #     PGD-20, APGD-CE, APGD-DLR, APGD-T at 2,4,8,16,32/255; AutoAttack
-#     standard (the ensemble) and Square alone at 8/255; DeepFool and EAD
+#     standard (the ensemble) and its parts alone (APGD-CE, APGD-T, FAB-T,
+#     Square 5000) at 8/255; DeepFool and EAD
 #     median norms; transfer attacks (PGD-20 adversarials of plain-ce and
 #     pgd-at replayed on every model); the common-sample table of the
 #     paper's protocol; eps in both units; loss landscape radial (from the
@@ -303,7 +304,7 @@ if has "$stages" eval; then
         [ -e "$out/$src.done" ] && eval_args+=(--transfer "$src=$out/$src.safetensors")
     done
     report report-gradient "${all[@]}"
-    eval_args=(--attacks autoattack-linf,square-linf,deepfool-l2,ead --eps 8/255 --landscape 0)
+    eval_args=(--attacks autoattack-linf,apgd-ce-linf,apgd-t-linf,fab-t-linf,square-linf,deepfool-l2,ead --eps 8/255 --landscape 0)
     report report-ensemble "${all[@]}"
 fi
 [ "$list" = 1 ] || echo "study: results in $out"
