@@ -1,8 +1,11 @@
 /* tests/internal.h -- test-only hooks exported by libdeepdefense.
  *
- * These are not part of the public API (they live in no installed header).
- * The library exports them so that test programs linked against the shared
- * library can inject allocation failures (see lib/core/alloc.c):
+ * These are not part of the public API (they live in no installed header,
+ * and the installed libdeepdefense does not export them: its version
+ * script, cmake/deepdefense.map, keeps dd__ symbols local). The build
+ * tree's libdeepdefense_testhooks, linked from the same objects, exports
+ * them, so that the test programs, which link it, can inject allocation
+ * failures (see lib/core/alloc.c):
  *   dd__alloc_fail_after(k)  the next k allocations on the calling thread
  *                            succeed, every later one fails; -1 disables.
  *   dd__alloc_count()        allocations that succeeded on this thread since
