@@ -51,7 +51,8 @@ def runs(folder):
         base = os.path.join(folder, name)
         wall = open(base + ".wall").read().strip() if os.path.exists(base + ".wall") else ""
         fgsm, pgd = log_check(base + ".log")
-        out.append({"name": name, "rows": rows, "done": os.path.exists(base + ".done"),
+        failed = open(base + ".failed").read().strip() if os.path.exists(base + ".failed") else ""
+        out.append({"name": name, "rows": rows, "done": os.path.exists(base + ".done"), "failed": failed,
                     "wall": int(wall) if wall else None, "fgsm": fgsm, "pgd": pgd})
     return out
 
@@ -74,17 +75,21 @@ def write_summary(folder, rs):
             last = r["rows"][-1] if r["rows"] else {}
             first = r["rows"][0] if r["rows"] else {}
             al = ""
-            if last and float(last.get("align_mean", 0) or 0) > 0:
+            if last and "align_mean" in last and any(
+                    float(x.get("align_mean", 0) or 0) > 0 for x in r["rows"]):
                 al = "%.3f -> %.3f" % (float(first["align_mean"]), float(last["align_mean"]))
             f.write("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |\n" % (
-                r["name"], "done" if r["done"] else "partial", len(r["rows"]), hms(r["wall"]),
+                r["name"], "done" if r["done"] else ("failed (diverged)" if "not finite" in r["failed"]
+                                                     else "failed" if r["failed"] else "partial"),
+                len(r["rows"]), hms(r["wall"]),
                 fmt(float(last["train_loss"]) if last else None, "%.4f"),
                 fmt(100 * float(last["train_acc"]) if last else None),
                 fmt(100 * float(last["test_acc"]) if last else None),
                 fmt(r["fgsm"]), fmt(r["pgd"]), al or "-"))
         choices = sorted(glob.glob(os.path.join(folder, "sweep-*.choice")))
         if choices:
-            f.write("\nLambda chosen per GFA variant (best PGD-10 of the sweep): ")
+            f.write("\nLambda chosen per GFA variant (the best PGD-10 among the lambdas whose test accuracy "
+                    "is at least 80% of the variant's best): ")
             f.write(", ".join("%s %s" % (os.path.basename(c)[6:-7], open(c).read().strip())
                               for c in choices) + ".\n")
 
