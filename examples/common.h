@@ -22,6 +22,7 @@
 #endif
 
 #include <errno.h>
+#include <unistd.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -61,6 +62,21 @@ static inline void die(const char *fmt, ...)
     va_end(ap);
     fputc('\n', stderr);
     exit(1);
+}
+
+/* 1 if a file can be created next to path (path + ".probe.PID", removed
+ * again), else 0 with errno set: output locations are checked before the
+ * work starts. */
+static inline int can_write_next_to(const char *path)
+{
+    char probe[1200];
+    snprintf(probe, sizeof probe, "%s.probe.%ld", path, (long)getpid());
+    FILE *f = fopen(probe, "wb");
+    if (f == NULL)
+        return 0;
+    fclose(f);
+    remove(probe);
+    return 1;
 }
 
 /* malloc that never returns NULL (count * size, overflow-checked). */

@@ -736,20 +736,13 @@ int main(int argc, char **argv)
     check_or_die(dd_dataset_info(test, &ntest, NULL, NULL, NULL, NULL), "dd_dataset_info");
     plan p = resolve(&cfg, C);
     /* Where the results go must be writable now, not after the first epoch. */
-    {
-        char probe[1200];
-        snprintf(probe, sizeof probe, "%s.probe.%ld", cfg.out, (long)getpid());
-        FILE *f = fopen(probe, "wb");
+    if (!can_write_next_to(cfg.out))
+        die("cannot write next to --out %s: %s", cfg.out, strerror(errno));
+    if (cfg.metrics[0] != '\0') {
+        FILE *f = fopen(cfg.metrics, "a");
         if (f == NULL)
-            die("cannot write next to --out %s: %s", cfg.out, strerror(errno));
+            die("cannot append to --metrics %s: %s", cfg.metrics, strerror(errno));
         fclose(f);
-        remove(probe);
-        if (cfg.metrics[0] != '\0') {
-            f = fopen(cfg.metrics, "a");
-            if (f == NULL)
-                die("cannot append to --metrics %s: %s", cfg.metrics, strerror(errno));
-            fclose(f);
-        }
     }
 
     /* ---- model, hooks, optimizer ---- */

@@ -9,6 +9,7 @@
 #include <deepdefense/model.h>
 
 #include "loss.h"
+#include "row.h"
 
 void dd__mse(const float *logits, const int32_t *labels, int n, int k, float *probs,
              float *dlogits, double *loss, int *correct) {
@@ -18,15 +19,13 @@ void dd__mse(const float *logits, const int32_t *labels, int n, int k, float *pr
     for (int i = 0; i < n; i++) {
         const float *z = logits + (size_t)i * k;
         const float *p = probs + (size_t)i * k;
-        int arg = 0;
         double pu = 0;
         for (int j = 0; j < k; j++) {
-            if (z[j] > z[arg]) arg = j;
             double u = (double)p[j] - (j == labels[i]);
             total += u * u;
             pu += (double)p[j] * u;
         }
-        hits += arg == labels[i];
+        hits += dd__argmax(z, k) == labels[i];
         if (dlogits) {
             float *d = dlogits + (size_t)i * k;
             for (int j = 0; j < k; j++) {
