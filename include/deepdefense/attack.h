@@ -147,11 +147,19 @@ typedef struct dd_attack_options {
     float fab_beta;            /**< FAB: backward step 0.9 */
     float box_lo, box_hi;      /**< pixel box (0, 1) */
 } dd_attack_options;
+/** The first released layout: every field above (see status.h). */
+#define DD_ATTACK_OPTIONS_SIZE_V1 DD_SIZE_THROUGH(dd_attack_options, box_hi)
 
+/** dd_attack_options_init() for the first `size` bytes of *opts, which get
+ *  struct_size = size (for bindings without the inline function; see
+ *  status.h). NULL or size < sizeof(size_t) is a no-op. Thread-safe. */
+DD_API void dd_attack_options_init_sized(dd_attack_options *opts, size_t size, dd_attack_kind kind);
 /** Fills *opts with the defaults of `kind` (see the table above). An unknown
  *  kind gives generic defaults that dd_attack_create() refuses. NULL is a
  *  no-op. Thread-safe. */
-DD_API void dd_attack_options_init(dd_attack_options *opts, dd_attack_kind kind);
+static inline void dd_attack_options_init(dd_attack_options *opts, dd_attack_kind kind) {
+    dd_attack_options_init_sized(opts, sizeof *opts, kind);
+}
 
 /** Static name of a kind ("pgd-linf", "apgd-t-l2", "autoattack-linf", ...),
  *  NULL for an unknown kind. Thread-safe. */
@@ -179,9 +187,15 @@ DD_API dd_status dd_attack_create(dd_attack **out, dd_model *m, const dd_attack_
 /** DESTRUCTOR of dd_attack. NULL is a no-op. The model is not affected. */
 DD_API void dd_attack_destroy(dd_attack *a);
 
-/** METHOD: copies the attack's options (as created, eps as last set) into
- *  *opts. Returns DD_OK or DD_ERR_INVALID_ARGUMENT (NULL). */
-DD_API dd_status dd_attack_get_options(const dd_attack *a, dd_attack_options *opts);
+/** METHOD: copies the first `size` bytes of the attack's options (as
+ *  created, eps as last set) into *opts, whose struct_size becomes size.
+ *  Returns DD_OK or DD_ERR_INVALID_ARGUMENT (NULL, size outside
+ *  [DD_ATTACK_OPTIONS_SIZE_V1, the library's sizeof]). */
+DD_API dd_status dd_attack_get_options_sized(const dd_attack *a, dd_attack_options *opts, size_t size);
+/** METHOD: copies the attack's options into *opts (see dd_attack_get_options_sized()). */
+static inline dd_status dd_attack_get_options(const dd_attack *a, dd_attack_options *opts) {
+    return dd_attack_get_options_sized(a, opts, sizeof *opts);
+}
 
 /** METHOD: changes the budget (eps >= 0 and finite; +infinity is accepted
  *  for the minimum-norm kinds). Other options are unchanged; PGD's absolute
@@ -213,10 +227,17 @@ typedef struct dd_attack_results {
     int64_t forward_passes;    /**< batched forward passes run (queries) */
     int64_t gradient_passes;   /**< input vector-Jacobian products run */
 } dd_attack_results;
+/** The first released layout: every field above (see status.h). */
+#define DD_ATTACK_RESULTS_SIZE_V1 DD_SIZE_THROUGH(dd_attack_results, gradient_passes)
 
+/** dd_attack_results_init() for the first `size` bytes of *r (see
+ *  dd_attack_options_init_sized()). */
+DD_API void dd_attack_results_init_sized(dd_attack_results *r, size_t size);
 /** Sets struct_size, every array pointer to NULL and the counts to 0.
- *  NULL is a no-op. */
-DD_API void dd_attack_results_init(dd_attack_results *r);
+ *  NULL is a no-op. Thread-safe. */
+static inline void dd_attack_results_init(dd_attack_results *r) {
+    dd_attack_results_init_sized(r, sizeof *r);
+}
 
 /** METHOD: attacks n images.
  *  x:      (n, C, H, W) f32 NCHW, values finite and inside the box; borrowed.

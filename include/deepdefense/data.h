@@ -216,11 +216,19 @@ typedef struct dd_batch_iter_options {
                              (seed, epoch, sample) only, so a sample is augmented alike
                              in whichever shard it falls. */
 } dd_batch_iter_options;
+/** The first released layout ends at hflip (the shard fields appended; see status.h). */
+#define DD_BATCH_ITER_OPTIONS_SIZE_V1 DD_SIZE_THROUGH(dd_batch_iter_options, hflip)
 
+/** dd_batch_iter_options_init() for the first `size` bytes of *opts, which
+ *  get struct_size = size (for bindings without the inline function; see
+ *  status.h). NULL or size < sizeof(size_t) is a no-op. Thread-safe. */
+DD_API void dd_batch_iter_options_init_sized(dd_batch_iter_options *opts, size_t size);
 /** Fills *opts with the defaults listed above (num_threads 0 is resolved
  *  by dd_batch_iter_create(), on the calling thread). NULL is a no-op.
  *  Thread-safe. */
-DD_API void dd_batch_iter_options_init(dd_batch_iter_options *opts);
+static inline void dd_batch_iter_options_init(dd_batch_iter_options *opts) {
+    dd_batch_iter_options_init_sized(opts, sizeof *opts);
+}
 
 /** CONSTRUCTOR of dd_batch_iter: batches of up to batch_size samples of ds
  *  (borrowed for the call; the iterator shares its samples, so ds may be

@@ -72,7 +72,7 @@ typedef enum dd_node_type {
 
 /** Model options. Fill with dd_model_options_init(), then change fields. */
 typedef struct dd_model_options {
-    size_t struct_size;       /**< set by dd_model_options_init() */
+    size_t struct_size;       /**< set by dd_model_options_init() (see status.h) */
     int num_threads;          /**< OpenMP threads for this model; 0 = omp_get_max_threads() at creation */
     uint64_t seed;            /**< seed of parameter initialisation (default 1) */
     dd_conv_algo conv_algo;   /**< default DD_CONV_AUTO */
@@ -83,9 +83,18 @@ typedef struct dd_model_options {
      *  passes to float rounding. 0: every node runs on its own. */
     int fuse_layers;
 } dd_model_options;
+/** The first released layout ends at conv_algo (fuse_layers appended). */
+#define DD_MODEL_OPTIONS_SIZE_V1 DD_SIZE_THROUGH(dd_model_options, conv_algo)
 
-/** Fills *opts with defaults. NULL is a no-op. */
-DD_API void dd_model_options_init(dd_model_options *opts);
+/** Fills the first `size` bytes of *opts with the defaults and sets
+ *  struct_size = size (zero past the library's layout). NULL or size <
+ *  sizeof(size_t) is a no-op. Thread-safe. For bindings that cannot use
+ *  the inline dd_model_options_init(). */
+DD_API void dd_model_options_init_sized(dd_model_options *opts, size_t size);
+/** Fills *opts with defaults. NULL is a no-op. Thread-safe. */
+static inline void dd_model_options_init(dd_model_options *opts) {
+    dd_model_options_init_sized(opts, sizeof *opts);
+}
 
 /** CONSTRUCTOR of dd_model. Creates an empty model whose input is
  *  (N, channels, height, width) images and whose logits have num_classes
@@ -119,9 +128,13 @@ typedef struct dd_conv2d_options {
     int bias;                 /**< 1 = learnable bias (default), 0 = none */
     const char *name;         /**< optional, copied */
 } dd_conv2d_options;
+/** The first released layout: every field above. */
+#define DD_CONV2D_OPTIONS_SIZE_V1 DD_SIZE_THROUGH(dd_conv2d_options, name)
+/** dd_conv2d_options_init() for `size` bytes (see dd_model_options_init_sized()). */
+DD_API void dd_conv2d_options_init_sized(dd_conv2d_options *opts, size_t size);
 /** Fills *opts with the defaults above (out_channels 0: set it). NULL is a
  *  no-op. Thread-safe. */
-DD_API void dd_conv2d_options_init(dd_conv2d_options *opts);
+static inline void dd_conv2d_options_init(dd_conv2d_options *opts) { dd_conv2d_options_init_sized(opts, sizeof *opts); }
 
 /** Pooling options (max and average); fill with dd_pool_options_init(). */
 typedef struct dd_pool_options {
@@ -131,8 +144,12 @@ typedef struct dd_pool_options {
     int pad_h, pad_w;         /**< default 0; average pooling counts padding (PyTorch's default) */
     const char *name;         /**< optional node name, copied (NULL: "<type><id>") */
 } dd_pool_options;
+/** The first released layout: every field above. */
+#define DD_POOL_OPTIONS_SIZE_V1 DD_SIZE_THROUGH(dd_pool_options, name)
+/** dd_pool_options_init() for `size` bytes (see dd_model_options_init_sized()). */
+DD_API void dd_pool_options_init_sized(dd_pool_options *opts, size_t size);
 /** Fills *opts with the defaults above. NULL is a no-op. Thread-safe. */
-DD_API void dd_pool_options_init(dd_pool_options *opts);
+static inline void dd_pool_options_init(dd_pool_options *opts) { dd_pool_options_init_sized(opts, sizeof *opts); }
 
 /** Batch-norm options; fill with dd_batchnorm_options_init(). */
 typedef struct dd_batchnorm_options {
@@ -141,8 +158,12 @@ typedef struct dd_batchnorm_options {
     float momentum;           /**< running = (1-momentum)*running + momentum*batch; default 0.1 */
     const char *name;         /**< optional node name, copied (NULL: "<type><id>") */
 } dd_batchnorm_options;
+/** The first released layout: every field above. */
+#define DD_BATCHNORM_OPTIONS_SIZE_V1 DD_SIZE_THROUGH(dd_batchnorm_options, name)
+/** dd_batchnorm_options_init() for `size` bytes (see dd_model_options_init_sized()). */
+DD_API void dd_batchnorm_options_init_sized(dd_batchnorm_options *opts, size_t size);
 /** Fills *opts with the defaults above. NULL is a no-op. Thread-safe. */
-DD_API void dd_batchnorm_options_init(dd_batchnorm_options *opts);
+static inline void dd_batchnorm_options_init(dd_batchnorm_options *opts) { dd_batchnorm_options_init_sized(opts, sizeof *opts); }
 
 /** Per-channel (x - mean[c]) / std[c]. mean and std have C entries (copied);
  *  std[c] > 0. Works on any tensor of the input's channel count. */
@@ -231,9 +252,15 @@ typedef struct dd_step_stats {
     double hook_reg[DD_MAX_HOOKS];    /**< R_t = mean_i r_i */
     double hook_align[DD_MAX_HOOKS];  /**< mean_i |cos(g_i, h_i)| */
 } dd_step_stats;
-/** Sets stats->struct_size (the other fields are written by the passes).
- *  NULL is a no-op. Thread-safe. */
-DD_API void dd_step_stats_init(dd_step_stats *stats);
+/** The first released layout: every field above. */
+#define DD_STEP_STATS_SIZE_V1 DD_SIZE_THROUGH(dd_step_stats, hook_align)
+/** dd_step_stats_init() for `size` bytes (see dd_model_options_init_sized()). */
+DD_API void dd_step_stats_init_sized(dd_step_stats *stats, size_t size);
+/** Sets stats->struct_size and zeroes the other fields (the passes write
+ *  them, up to struct_size). NULL is a no-op. Thread-safe. */
+static inline void dd_step_stats_init(dd_step_stats *stats) {
+    dd_step_stats_init_sized(stats, sizeof *stats);
+}
 
 /** The training loss L of dd_model_backward, over a batch of n samples with
  *  softmax probabilities p_i = softmax(z_i) and one-hot labels e_{y_i}:
@@ -299,7 +326,7 @@ DD_API dd_status dd_model_get_logits(const dd_model *m, float *out, size_t count
 
 /** Description of a node (strings borrowed, valid until the model is destroyed). */
 typedef struct dd_node_info {
-    size_t struct_size;       /**< sizeof(dd_node_info), set by the caller */
+    size_t struct_size;       /**< the caller's sizeof, set by dd_model_node_info() */
     dd_node_type type;        /**< the node's type */
     const char *name;         /**< its name (borrowed) */
     int num_inputs;           /**< 0 (the input node), 1, or 2 (add) */
@@ -313,10 +340,12 @@ typedef struct dd_node_info {
     float eps, momentum;      /**< batchnorm */
     const float *mean, *std;  /**< normalize: `channels` entries each (borrowed as the strings) */
 } dd_node_info;
+/** The first released layout ends at width (the configuration appended). */
+#define DD_NODE_INFO_SIZE_V1 DD_SIZE_THROUGH(dd_node_info, width)
 
 /** Description of a parameter or buffer (strings borrowed as above). */
 typedef struct dd_param_info {
-    size_t struct_size;       /**< written by dd_model_param_info() */
+    size_t struct_size;       /**< the caller's sizeof, set by dd_model_param_info() */
     const char *name;         /**< e.g. "conv1.weight", "bn1.running_mean" */
     dd_node node;             /**< the node that owns it */
     int ndims;                /**< entries of dims in use (1 to 4) */
@@ -324,13 +353,23 @@ typedef struct dd_param_info {
     size_t count;             /**< number of floats */
     int trainable;            /**< 0 for batch-norm running statistics */
 } dd_param_info;
+/** The first released layout: every field above. */
+#define DD_PARAM_INFO_SIZE_V1 DD_SIZE_THROUGH(dd_param_info, trainable)
 
 /** METHOD: *count = the number of nodes, the input included (built or
  *  not). Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL). */
 DD_API dd_status dd_model_num_nodes(const dd_model *m, int *count);
-/** Describes node `node`. Set info->struct_size = sizeof(dd_node_info)
- *  first (an older, smaller struct is filled up to its size). */
-DD_API dd_status dd_model_node_info(const dd_model *m, dd_node node, dd_node_info *info);
+/** METHOD: fills the first `size` bytes of *info with node `node`'s
+ *  description and sets info->struct_size = size. Returns DD_OK,
+ *  DD_ERR_INVALID_ARGUMENT (NULL, no such node, size outside
+ *  [DD_NODE_INFO_SIZE_V1, the library's sizeof]). Thread-safe on a model
+ *  no other thread changes. */
+DD_API dd_status dd_model_node_info_sized(const dd_model *m, dd_node node, dd_node_info *info,
+                                          size_t size);
+/** METHOD: describes node `node` (see dd_model_node_info_sized()). */
+static inline dd_status dd_model_node_info(const dd_model *m, dd_node node, dd_node_info *info) {
+    return dd_model_node_info_sized(m, node, info, sizeof *info);
+}
 /** The logits node given to dd_model_build. Built models only. */
 DD_API dd_status dd_model_logits_node(const dd_model *m, dd_node *node);
 /** METHOD: *k = the number of classes K given at creation. Returns DD_OK,
@@ -345,11 +384,18 @@ DD_API dd_status dd_model_input_shape(const dd_model *m, int *c, int *h, int *w)
 DD_API dd_status dd_model_max_batch(const dd_model *m, int *max_batch);
 /** Number of parameter tensors (trainable ones and batch-norm buffers). Built models only. */
 DD_API dd_status dd_model_num_params(const dd_model *m, int *count);
-/** METHOD: describes parameter `index` (0 .. dd_model_num_params() - 1;
- *  strings borrowed until the model is destroyed). Returns DD_OK,
- *  DD_ERR_INVALID_ARGUMENT (NULL, index out of range), DD_ERR_STATE (not
- *  built). */
-DD_API dd_status dd_model_param_info(const dd_model *m, int index, dd_param_info *info);
+/** METHOD: fills the first `size` bytes of *info with parameter `index`'s
+ *  description (0 .. dd_model_num_params() - 1; strings borrowed until the
+ *  model is destroyed) and sets info->struct_size = size. Returns DD_OK,
+ *  DD_ERR_INVALID_ARGUMENT (NULL, index out of range, size outside
+ *  [DD_PARAM_INFO_SIZE_V1, the library's sizeof]), DD_ERR_STATE (not
+ *  built). Thread-safe on a model no other thread changes. */
+DD_API dd_status dd_model_param_info_sized(const dd_model *m, int index, dd_param_info *info,
+                                           size_t size);
+/** METHOD: describes parameter `index` (see dd_model_param_info_sized()). */
+static inline dd_status dd_model_param_info(const dd_model *m, int index, dd_param_info *info) {
+    return dd_model_param_info_sized(m, index, info, sizeof *info);
+}
 /** Copies parameter `index` (PyTorch layout) into dst, count == info.count. */
 DD_API dd_status dd_model_param_read(const dd_model *m, int index, float *dst, size_t count);
 /** Overwrites parameter `index` from src (count == info.count). Returns

@@ -41,9 +41,18 @@ typedef struct dd_optimizer_options {
     float beta1, beta2, eps;  /**< Adam/AdamW: 0.9, 0.999, 1e-8 */
     int decay_all;            /**< 1: decay every parameter; 0 (default): not biases and batch-norm */
 } dd_optimizer_options;
+/** The first released layout: every field above (see status.h). */
+#define DD_OPTIMIZER_OPTIONS_SIZE_V1 DD_SIZE_THROUGH(dd_optimizer_options, decay_all)
 
-/** Fills *opts with the defaults of `kind`. NULL is a no-op. */
-DD_API void dd_optimizer_options_init(dd_optimizer_options *opts, dd_optimizer_kind kind);
+/** dd_optimizer_options_init() for the first `size` bytes of *opts, which
+ *  get struct_size = size (for bindings without the inline function; see
+ *  status.h). NULL or size < sizeof(size_t) is a no-op. Thread-safe. */
+DD_API void dd_optimizer_options_init_sized(dd_optimizer_options *opts, size_t size,
+                                            dd_optimizer_kind kind);
+/** Fills *opts with the defaults of `kind`. NULL is a no-op. Thread-safe. */
+static inline void dd_optimizer_options_init(dd_optimizer_options *opts, dd_optimizer_kind kind) {
+    dd_optimizer_options_init_sized(opts, sizeof *opts, kind);
+}
 
 /** CONSTRUCTOR of dd_optimizer, bound to the built model m (borrowed: m must
  *  outlive the optimizer). opts is copied. Returns DD_OK,
@@ -115,13 +124,22 @@ typedef struct dd_lr_schedule {
     int64_t warmup_steps;     /**< cosine: linear warm-up steps (default 0) */
     int64_t total_steps;      /**< cosine and one-cycle length */
 } dd_lr_schedule;
+/** The first released layout: every field above (see status.h). */
+#define DD_LR_SCHEDULE_SIZE_V1 DD_SIZE_THROUGH(dd_lr_schedule, total_steps)
 
+/** dd_lr_schedule_init() for the first `size` bytes of *s, which get
+ *  struct_size = size (for bindings without the inline function; see
+ *  status.h). NULL or size < sizeof(size_t) is a no-op. Thread-safe. */
+DD_API void dd_lr_schedule_init_sized(dd_lr_schedule *s, size_t size, dd_schedule_kind kind,
+                                      float base_lr, int64_t total_steps);
 /** Fills *s with `kind`, base_lr, total_steps and the defaults: min_lr 0,
  *  gamma 0.1, step_size total_steps / 3 (0 when total_steps < 3: set it),
  *  warmup_steps 0, or floor(0.3 * total_steps) for one-cycle. total_steps 0
- *  means no end (constant and step only). NULL is a no-op. */
-DD_API void dd_lr_schedule_init(dd_lr_schedule *s, dd_schedule_kind kind, float base_lr,
-                                int64_t total_steps);
+ *  means no end (constant and step only). NULL is a no-op. Thread-safe. */
+static inline void dd_lr_schedule_init(dd_lr_schedule *s, dd_schedule_kind kind, float base_lr,
+                                       int64_t total_steps) {
+    dd_lr_schedule_init_sized(s, sizeof *s, kind, base_lr, total_steps);
+}
 /** Learning rate at `step` (0-based). Steps past total_steps give the final value.
  *  Warm-ups start at 0 for step 0 and reach base_lr at step warmup_steps.
  *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, step < 0, unknown kind,

@@ -27,6 +27,22 @@
 extern "C" {
 #endif
 
+/** Versioned structs. Every public options, info and results struct starts
+ *  with `size_t struct_size`: the size of the caller's struct as the
+ *  caller's compiler saw it. The _init functions and the info functions of
+ *  the headers are inline wrappers that pass `sizeof *p` to an exported
+ *  `..._sized` function, so a program built against an older, smaller
+ *  layout gets exactly its struct filled. The library accepts any size from
+ *  the struct's first released layout (its DD_<NAME>_SIZE_V1) up to the
+ *  library's own sizeof and reads or writes only that many bytes; fields
+ *  the caller's layout lacks take their defaults. A larger size (a header
+ *  newer than the library) is DD_ERR_INVALID_ARGUMENT. New fields are only
+ *  ever appended.
+ *
+ *  DD_SIZE_THROUGH(type, field): the bytes of `type` up to and including
+ *  `field`, the form of every DD_<NAME>_SIZE_V1. */
+#define DD_SIZE_THROUGH(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
+
 /** Status of a libdeepdefense call. Append-only: numbers are never reused. */
 typedef enum dd_status {
     DD_OK = 0,                   /**< success */

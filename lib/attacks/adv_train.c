@@ -16,12 +16,15 @@
 dd_status dd_attack_train_step(dd_attack *a, dd_optimizer *opt, const float *x, const int32_t *labels,
                                int n, float *x_adv_out, dd_step_stats *stats) {
     DD_RETURN_IF(!a || !opt, DD_ERR_INVALID_ARGUMENT, "dd_attack_train_step: attack or optimizer is NULL");
-    DD_RETURN_IF(stats && stats->struct_size != sizeof *stats, DD_ERR_INVALID_ARGUMENT,
-                 "dd_attack_train_step: stats->struct_size not set (call dd_step_stats_init)");
+    DD_FORWARD(dd__stats_check(stats, "dd_attack_train_step"));
     DD_FORWARD(dd_attack_run(a, x, labels, n, a->out, NULL));
     if (x_adv_out) memcpy(x_adv_out, a->out, (size_t)n * a->d * sizeof(float));
     DD_FORWARD(dd_model_zero_grad(a->m));
     DD_FORWARD(dd_model_forward(a->m, a->out, n, DD_TRAIN, NULL));
-    DD_FORWARD(dd_model_backward(a->m, labels, stats));
-    return dd_optimizer_step(opt);
+    dd_step_stats full;
+    dd_step_stats_init(&full);
+    DD_FORWARD(dd_model_backward(a->m, labels, &full));
+    DD_FORWARD(dd_optimizer_step(opt));
+    dd__stats_out(stats, &full);
+    return DD_OK;
 }

@@ -93,8 +93,8 @@ static int is_min_norm(dd_attack_kind k) {
            k == DD_ATTACK_CW_L2;
 }
 
-void dd_attack_options_init(dd_attack_options *o, dd_attack_kind kind) {
-    if (!o) return;
+/* The defaults of `kind`, full-size. */
+static void defaults(dd_attack_options *o, dd_attack_kind kind) {
     memset(o, 0, sizeof *o);
     o->struct_size = sizeof *o;
     o->kind = kind;
@@ -167,10 +167,16 @@ void dd_attack_options_init(dd_attack_options *o, dd_attack_kind kind) {
     }
 }
 
-void dd_attack_results_init(dd_attack_results *r) {
-    if (!r) return;
-    memset(r, 0, sizeof *r);
-    r->struct_size = sizeof *r;
+void dd_attack_options_init_sized(dd_attack_options *opts, size_t size, dd_attack_kind kind) {
+    dd_attack_options d;
+    defaults(&d, kind);
+    dd__struct_fill(opts, size, &d, sizeof d);
+}
+
+void dd_attack_results_init_sized(dd_attack_results *r, size_t size) {
+    dd_attack_results d;
+    memset(&d, 0, sizeof d);
+    dd__struct_fill(r, size, &d, sizeof d);
 }
 
 /* ======================================================================== */
@@ -370,13 +376,17 @@ dd_status dd__attack_create_sub(dd_attack **out, dd_model *m, const dd_attack_op
     return DD_OK;
 }
 
-dd_status dd_attack_create(dd_attack **out, dd_model *m, const dd_attack_options *opts) {
+dd_status dd_attack_create(dd_attack **out, dd_model *m, const dd_attack_options *user) {
     DD_RETURN_IF(!out, DD_ERR_INVALID_ARGUMENT, "dd_attack_create: out is NULL");
     *out = NULL;
-    DD_RETURN_IF(!m || !opts, DD_ERR_INVALID_ARGUMENT, "dd_attack_create: model or options NULL");
-    DD_RETURN_IF(opts->struct_size != sizeof *opts, DD_ERR_INVALID_ARGUMENT,
-                 "dd_attack_create: opts->struct_size = %zu, expected %zu (call dd_attack_options_init)",
-                 opts->struct_size, sizeof *opts);
+    DD_RETURN_IF(!m || !user, DD_ERR_INVALID_ARGUMENT, "dd_attack_create: model or options NULL");
+    dd_attack_options full;
+    DD_FORWARD(dd__struct_size_check(user->struct_size, DD_ATTACK_OPTIONS_SIZE_V1, sizeof full,
+                                     "dd_attack_create", "dd_attack_options"));
+    defaults(&full, user->kind); /* what an older, smaller layout lacks */
+    DD_FORWARD(DD__STRUCT_READ(&full, user, DD_ATTACK_OPTIONS_SIZE_V1, "dd_attack_create",
+                               "dd_attack_options"));
+    const dd_attack_options *opts = &full;
     int B = 0, K = 0, C = 0, H = 0, W = 0;
     dd_status s = dd_model_max_batch(m, &B);
     DD_RETURN_IF(s != DD_OK, DD_ERR_STATE, "dd_attack_create: the model is not built");
@@ -386,9 +396,11 @@ dd_status dd_attack_create(dd_attack **out, dd_model *m, const dd_attack_options
     return dd__attack_create_sub(out, m, opts);
 }
 
-dd_status dd_attack_get_options(const dd_attack *a, dd_attack_options *opts) {
+dd_status dd_attack_get_options_sized(const dd_attack *a, dd_attack_options *opts, size_t size) {
     DD_RETURN_IF(!a || !opts, DD_ERR_INVALID_ARGUMENT, "dd_attack_get_options: NULL argument");
-    *opts = a->o;
+    DD_FORWARD(dd__struct_size_check(size, DD_ATTACK_OPTIONS_SIZE_V1, sizeof *opts,
+                                     "dd_attack_get_options", "dd_attack_options"));
+    dd__struct_fill(opts, size, &a->o, sizeof a->o);
     return DD_OK;
 }
 
@@ -414,14 +426,18 @@ dd_status dd__attack_run_raw(dd_attack *a, const float *x, const int32_t *y, int
 }
 
 dd_status dd_attack_run(dd_attack *a, const float *x, const int32_t *labels, int n, float *x_adv,
-                        dd_attack_results *r) {
+                        dd_attack_results *user) {
     DD_RETURN_IF(!a, DD_ERR_INVALID_ARGUMENT, "dd_attack_run: attack is NULL");
     DD_RETURN_IF(!x || !labels || !x_adv, DD_ERR_INVALID_ARGUMENT, "dd_attack_run: NULL buffer");
     DD_RETURN_IF(n < 1 || n > a->max_batch, DD_ERR_INVALID_ARGUMENT,
                  "dd_attack_run: n = %d outside [1, max_batch = %d]", n, a->max_batch);
-    DD_RETURN_IF(r && r->struct_size != sizeof *r, DD_ERR_INVALID_ARGUMENT,
-                 "dd_attack_run: results->struct_size = %zu, expected %zu (call dd_attack_results_init)",
-                 r->struct_size, sizeof *r);
+    /* the caller's struct is read whole here and written whole at the end */
+    dd_attack_results full, *r = user ? &full : NULL;
+    if (user) {
+        dd_attack_results_init(&full);
+        DD_FORWARD(DD__STRUCT_READ(&full, user, DD_ATTACK_RESULTS_SIZE_V1, "dd_attack_run",
+                                   "dd_attack_results"));
+    }
     for (int i = 0; i < n; i++)
         DD_RETURN_IF(labels[i] < 0 || labels[i] >= a->K, DD_ERR_INVALID_ARGUMENT,
                      "dd_attack_run: labels[%d] = %d outside [0, %d)", i, (int)labels[i], a->K);
@@ -486,6 +502,8 @@ dd_status dd_attack_run(dd_attack *a, const float *x, const int32_t *labels, int
     r->num_success = nsucc;
     r->forward_passes = a->n_fwd;
     r->gradient_passes = a->n_grad;
+    DD_FORWARD(DD__STRUCT_WRITE(user, &full, DD_ATTACK_RESULTS_SIZE_V1, "dd_attack_run",
+                                "dd_attack_results"));
     if (x_adv != a->out) memcpy(x_adv, a->out, count * sizeof(float));
     return DD_OK;
 }

@@ -21,7 +21,7 @@
 
 #include <deepdefense/gfa.h>
 
-/* zn, za, dz: scratch of n*K floats each. */
+/* zn, za, dz: scratch of n*K floats each; stats full-size (or NULL). */
 static dd_status trades_backward(dd_model *m, const float *xn, const float *xa, const int32_t *y, int n,
                                  float beta, dd_step_stats *stats, float *zn, float *za, float *dz) {
     int K = 0;
@@ -88,8 +88,7 @@ static dd_status check_args(dd_model *m, const float *xn, const float *xa, const
     DD_RETURN_IF(!m || !xn || !xa || !y, DD_ERR_INVALID_ARGUMENT, "%s: NULL argument", fn);
     DD_RETURN_IF(!isfinite(beta) || beta < 0.0f, DD_ERR_INVALID_ARGUMENT, "%s: beta = %g must be finite and >= 0",
                  fn, (double)beta);
-    DD_RETURN_IF(stats && stats->struct_size != sizeof *stats, DD_ERR_INVALID_ARGUMENT,
-                 "%s: stats->struct_size not set (call dd_step_stats_init)", fn);
+    DD_FORWARD(dd__stats_check(stats, fn));
     int B = 0, K = 0;
     dd_status s = dd_model_max_batch(m, &B);
     DD_RETURN_IF(s != DD_OK, DD_ERR_STATE, "%s: the model is not built", fn);
@@ -108,9 +107,12 @@ dd_status dd_model_backward_trades(dd_model *m, const float *x_nat, const float 
     DD_FORWARD(dd_model_num_classes(m, &K));
     float *buf = dd__malloc(3 * (size_t)n * K * sizeof(float));
     DD_RETURN_IF(!buf, DD_ERR_OUT_OF_MEMORY, "dd_model_backward_trades: out of memory");
-    dd_status s = trades_backward(m, x_nat, x_adv, labels, n, beta, stats, buf, buf + (size_t)n * K,
+    dd_step_stats full;
+    dd_step_stats_init(&full);
+    dd_status s = trades_backward(m, x_nat, x_adv, labels, n, beta, &full, buf, buf + (size_t)n * K,
                                   buf + 2 * (size_t)n * K);
     dd__free(buf);
+    if (s == DD_OK) dd__stats_out(stats, &full);
     return s;
 }
 
@@ -122,6 +124,11 @@ dd_status dd_attack_trades_step(dd_attack *a, dd_optimizer *opt, const float *x,
     if (x_adv_out) memcpy(x_adv_out, a->out, (size_t)n * a->d * sizeof(float));
     DD_FORWARD(dd_model_zero_grad(a->m));
     /* The handle's logit buffers hold max_batch rows: no allocation here. */
-    DD_FORWARD(trades_backward(a->m, x, a->out, labels, n, beta, stats, a->clean_logits, a->logits, a->dlogits));
-    return dd_optimizer_step(opt);
+    dd_step_stats full;
+    dd_step_stats_init(&full);
+    DD_FORWARD(trades_backward(a->m, x, a->out, labels, n, beta, &full, a->clean_logits, a->logits,
+                               a->dlogits));
+    DD_FORWARD(dd_optimizer_step(opt));
+    dd__stats_out(stats, &full);
+    return DD_OK;
 }

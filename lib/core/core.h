@@ -52,6 +52,33 @@ DD_INTERNAL dd_status dd__dnnl_error(int dnnl_status, const char *call, const ch
 #define DD_CHECK_DNNL(expr) \
     do { int dd_d_ = (int)(expr); if (dd_d_ != 0) return dd__dnnl_error(dd_d_, #expr, __FILE__, __LINE__); } while (0)
 
+/* ---- versioned structs (lib/core/versioned.c) -------------------------- */
+/* size in [v1, cur], else DD_ERR_INVALID_ARGUMENT naming fn and type. */
+DD_INTERNAL dd_status dd__struct_size_check(size_t size, size_t v1, size_t cur, const char *fn,
+                                            const char *type);
+/* An _init function's body: the first `size` bytes of dst = the first bytes
+ * of `full` (the defaults, cur bytes), zero past cur, struct_size = size.
+ * NULL dst or size < sizeof(size_t): no-op. */
+DD_INTERNAL void dd__struct_fill(void *dst, size_t size, const void *full, size_t cur);
+/* Input struct: full (cur bytes, holding the defaults) takes the caller's
+ * first user->struct_size bytes; full's struct_size becomes cur. */
+DD_INTERNAL dd_status dd__struct_read(void *full, size_t cur, const void *user, size_t v1,
+                                      const char *fn, const char *type);
+/* Output struct: the caller's first user->struct_size bytes = full's;
+ * user->struct_size is kept. */
+DD_INTERNAL dd_status dd__struct_write(void *user, const void *full, size_t v1, size_t cur,
+                                       const char *fn, const char *type);
+/* The passes' statistics (dd_step_stats, deepdefense/model.h): a public
+ * entry point checks the caller's struct (NULL passes), runs on a full-size
+ * local one and copies it out with dd__stats_out (no-op for NULL). */
+struct dd_step_stats;
+DD_INTERNAL dd_status dd__stats_check(const struct dd_step_stats *user, const char *fn);
+DD_INTERNAL void dd__stats_out(struct dd_step_stats *user, const struct dd_step_stats *full);
+#define DD__STRUCT_READ(full, user, V1, fn, type) \
+    dd__struct_read((full), sizeof *(full), (user), (V1), (fn), (type))
+#define DD__STRUCT_WRITE(user, full, V1, fn, type) \
+    dd__struct_write((user), (full), (V1), sizeof *(full), (fn), (type))
+
 /* ---- logging ------------------------------------------------------------ */
 DD_INTERNAL void dd__log(dd_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -62,20 +62,19 @@ static int dd_thread_num(void)
 #endif
 }
 
-void dd_batch_iter_options_init(dd_batch_iter_options *opts)
+void dd_batch_iter_options_init_sized(dd_batch_iter_options *opts, size_t size)
 {
-    if (opts == NULL)
-        return;
-    memset(opts, 0, sizeof *opts);
-    opts->struct_size = sizeof *opts;
-    opts->shuffle = 1;
-    opts->seed = 1;
-    opts->drop_last = 0;
-    opts->num_threads = 0;
-    opts->crop_padding = 0;
-    opts->hflip = 0;
-    opts->num_shards = 1;
-    opts->shard = 0;
+    dd_batch_iter_options d;
+    memset(&d, 0, sizeof d);
+    d.shuffle = 1;
+    d.seed = 1;
+    d.drop_last = 0;
+    d.num_threads = 0;
+    d.crop_padding = 0;
+    d.hflip = 0;
+    d.num_shards = 1;
+    d.shard = 0;
+    dd__struct_fill(opts, size, &d, sizeof d);
 }
 
 static void dd_iter_permute(dd_batch_iter *it)
@@ -116,15 +115,9 @@ dd_status dd_batch_iter_create(dd_batch_iter **out, const dd_dataset *ds, int ba
     DD_CHECK_ARG(ds != NULL);
     dd_batch_iter_options o;
     dd_batch_iter_options_init(&o);
-    if (opts != NULL) {
-        DD_RETURN_IF(opts->struct_size < sizeof(size_t) || opts->struct_size > sizeof o,
-                     DD_ERR_INVALID_ARGUMENT,
-                     "dd_batch_iter_create: opts->struct_size %zu: fill opts with "
-                     "dd_batch_iter_options_init()",
-                     opts->struct_size);
-        memcpy(&o, opts, opts->struct_size);
-        o.struct_size = sizeof o;
-    }
+    if (opts != NULL)
+        DD_FORWARD(DD__STRUCT_READ(&o, opts, DD_BATCH_ITER_OPTIONS_SIZE_V1, "dd_batch_iter_create",
+                                   "dd_batch_iter_options"));
     DD_RETURN_IF(batch_size < 1, DD_ERR_INVALID_ARGUMENT,
                  "dd_batch_iter_create: batch_size %d < 1", batch_size);
     DD_RETURN_IF(o.drop_last && batch_size > ds->n, DD_ERR_INVALID_ARGUMENT,

@@ -28,9 +28,6 @@ static dd_status seed_loss(dd_model *m, const int32_t *labels, dd_step_stats *st
     DD_RETURN_IF(!isfinite(loss), DD_ERR_NUMERIC, "backward: the loss is not finite");
     m->last_loss = loss;
     if (stats) {
-        size_t sz = stats->struct_size;
-        memset(stats, 0, sizeof *stats);
-        stats->struct_size = sz;
         stats->loss = loss;
         stats->objective = loss;
         stats->correct = correct;
@@ -39,13 +36,8 @@ static dd_status seed_loss(dd_model *m, const int32_t *labels, dd_step_stats *st
     return DD_OK;
 }
 
-dd_status dd_model_backward(dd_model *m, const int32_t *labels, dd_step_stats *stats) {
-    DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_model_backward: model is NULL");
-    DD_RETURN_IF(!m->built, DD_ERR_STATE, "dd_model_backward: the model is not built");
-    DD_RETURN_IF(stats && stats->struct_size != sizeof *stats, DD_ERR_INVALID_ARGUMENT,
-                 "dd_model_backward: stats->struct_size not set (call dd_step_stats_init)");
-    DD_RETURN_IF(!m->have_forward, DD_ERR_STATE, "dd_model_backward: no forward pass to differentiate");
-    DD_FORWARD(dd__check_labels(m, labels, m->last_n, "dd_model_backward"));
+/* dd_model_backward after its argument checks; stats is full-size. */
+static dd_status backward(dd_model *m, const int32_t *labels, dd_step_stats *stats) {
     DD_FORWARD(seed_loss(m, labels, stats));
     m->ctx.n = m->last_n;
     m->ctx.train = m->last_train;
@@ -54,6 +46,19 @@ dd_status dd_model_backward(dd_model *m, const int32_t *labels, dd_step_stats *s
         return dd__guarded_grads(m, dd__gfa_backward, &a);
     }
     return dd__guarded_grads(m, dd__plain_backward, NULL);
+}
+
+dd_status dd_model_backward(dd_model *m, const int32_t *labels, dd_step_stats *stats) {
+    DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_model_backward: model is NULL");
+    DD_RETURN_IF(!m->built, DD_ERR_STATE, "dd_model_backward: the model is not built");
+    DD_FORWARD(dd__stats_check(stats, "dd_model_backward"));
+    DD_RETURN_IF(!m->have_forward, DD_ERR_STATE, "dd_model_backward: no forward pass to differentiate");
+    DD_FORWARD(dd__check_labels(m, labels, m->last_n, "dd_model_backward"));
+    dd_step_stats full;
+    dd_step_stats_init(&full);
+    dd_status s = backward(m, labels, stats ? &full : NULL);
+    if (s == DD_OK) dd__stats_out(stats, &full); /* a failed pass leaves *stats untouched */
+    return s;
 }
 
 dd_status dd_model_set_loss(dd_model *m, dd_loss_kind loss) {

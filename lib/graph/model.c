@@ -20,20 +20,20 @@
 
 #define DD__MAX_DIM (1 << 20)
 
-void dd_model_options_init(dd_model_options *opts) {
-    if (!opts) return;
-    memset(opts, 0, sizeof *opts);
-    opts->struct_size = sizeof *opts;
-    opts->num_threads = 0;
-    opts->seed = 1;
-    opts->conv_algo = DD_CONV_AUTO;
-    opts->fuse_layers = 1;
+void dd_model_options_init_sized(dd_model_options *opts, size_t size) {
+    dd_model_options d;
+    memset(&d, 0, sizeof d);
+    d.num_threads = 0;
+    d.seed = 1;
+    d.conv_algo = DD_CONV_AUTO;
+    d.fuse_layers = 1;
+    dd__struct_fill(opts, size, &d, sizeof d);
 }
 
-void dd_step_stats_init(dd_step_stats *stats) {
-    if (!stats) return;
-    memset(stats, 0, sizeof *stats);
-    stats->struct_size = sizeof *stats;
+void dd_step_stats_init_sized(dd_step_stats *stats, size_t size) {
+    dd_step_stats d;
+    memset(&d, 0, sizeof d);
+    dd__struct_fill(stats, size, &d, sizeof d);
 }
 
 size_t dd__layout_sample_floats(dd__layout layout, int blk, int c, int h, int w) {
@@ -54,24 +54,20 @@ dd_status dd_model_create(dd_model **out, int channels, int height, int width, i
                  channels, height, width);
     DD_RETURN_IF(num_classes < 2 || num_classes > DD__MAX_DIM, DD_ERR_INVALID_ARGUMENT,
                  "dd_model_create: num_classes = %d (need >= 2)", num_classes);
-    if (opts) {
-        DD_RETURN_IF(opts->struct_size < sizeof(size_t) || opts->struct_size > sizeof *opts,
-                     DD_ERR_INVALID_ARGUMENT, "dd_model_create: options not initialised "
-                     "(call dd_model_options_init)");
-        DD_RETURN_IF(opts->num_threads < 0 || opts->num_threads > 1024, DD_ERR_INVALID_ARGUMENT,
-                     "dd_model_create: num_threads = %d", opts->num_threads);
-        DD_RETURN_IF(opts->conv_algo < DD_CONV_AUTO || opts->conv_algo > DD_CONV_WINOGRAD,
-                     DD_ERR_INVALID_ARGUMENT, "dd_model_create: conv_algo = %d", (int)opts->conv_algo);
-        int has_fuse = opts->struct_size >= offsetof(dd_model_options, fuse_layers) + sizeof(int);
-        DD_RETURN_IF(has_fuse && opts->fuse_layers != 0 && opts->fuse_layers != 1,
-                     DD_ERR_INVALID_ARGUMENT, "dd_model_create: fuse_layers = %d (0 or 1)",
-                     opts->fuse_layers);
-    }
+    dd_model_options o;
+    dd_model_options_init(&o);
+    if (opts)
+        DD_FORWARD(DD__STRUCT_READ(&o, opts, DD_MODEL_OPTIONS_SIZE_V1, "dd_model_create",
+                                   "dd_model_options"));
+    DD_RETURN_IF(o.num_threads < 0 || o.num_threads > 1024, DD_ERR_INVALID_ARGUMENT,
+                 "dd_model_create: num_threads = %d", o.num_threads);
+    DD_RETURN_IF(o.conv_algo < DD_CONV_AUTO || o.conv_algo > DD_CONV_WINOGRAD,
+                 DD_ERR_INVALID_ARGUMENT, "dd_model_create: conv_algo = %d", (int)o.conv_algo);
+    DD_RETURN_IF(o.fuse_layers != 0 && o.fuse_layers != 1, DD_ERR_INVALID_ARGUMENT,
+                 "dd_model_create: fuse_layers = %d (0 or 1)", o.fuse_layers);
     dd_model *m = dd__calloc(1, sizeof *m);
     DD_RETURN_IF(!m, DD_ERR_OUT_OF_MEMORY, "dd_model_create");
-    dd_model_options_init(&m->opts);
-    if (opts) memcpy(&m->opts, opts, opts->struct_size);
-    m->opts.struct_size = sizeof m->opts;
+    m->opts = o;
     m->in_c = channels;
     m->in_h = height;
     m->in_w = width;
@@ -412,17 +408,16 @@ dd_status dd_model_num_nodes(const dd_model *m, int *count) {
     return DD_OK;
 }
 
-dd_status dd_model_node_info(const dd_model *m, dd_node node, dd_node_info *info) {
+dd_status dd_model_node_info_sized(const dd_model *m, dd_node node, dd_node_info *info,
+                                   size_t size) {
     DD_RETURN_IF(!m || !info, DD_ERR_INVALID_ARGUMENT, "dd_model_node_info: NULL argument");
-    DD_RETURN_IF(info->struct_size < offsetof(dd_node_info, width) + sizeof(int) ||
-                     info->struct_size > sizeof *info,
-                 DD_ERR_INVALID_ARGUMENT, "dd_model_node_info: set info->struct_size");
+    DD_FORWARD(dd__struct_size_check(size, DD_NODE_INFO_SIZE_V1, sizeof *info, "dd_model_node_info",
+                                     "dd_node_info"));
     DD_RETURN_IF(node < 0 || node >= m->nnodes, DD_ERR_INVALID_ARGUMENT,
                  "dd_model_node_info: node %d does not exist", (int)node);
     const dd__node *n = &m->nodes[node];
     dd_node_info full;
     memset(&full, 0, sizeof full);
-    full.struct_size = info->struct_size;
     full.type = n->ops->type;
     full.name = n->name;
     full.num_inputs = n->ninputs;
@@ -432,7 +427,7 @@ dd_status dd_model_node_info(const dd_model *m, dd_node node, dd_node_info *info
     full.height = n->out.h;
     full.width = n->out.w;
     if (n->ops->info) n->ops->info(n, &full);
-    memcpy(info, &full, info->struct_size);
+    dd__struct_fill(info, size, &full, sizeof full);
     return DD_OK;
 }
 
@@ -483,20 +478,24 @@ static dd_status check_param(const dd_model *m, int index, const void *buf, size
     return DD_OK;
 }
 
-dd_status dd_model_param_info(const dd_model *m, int index, dd_param_info *info) {
+dd_status dd_model_param_info_sized(const dd_model *m, int index, dd_param_info *info,
+                                    size_t size) {
     DD_RETURN_IF(!info, DD_ERR_INVALID_ARGUMENT, "dd_model_param_info: info is NULL");
+    DD_FORWARD(dd__struct_size_check(size, DD_PARAM_INFO_SIZE_V1, sizeof *info,
+                                     "dd_model_param_info", "dd_param_info"));
     DD__CHECK_BUILT(m, "dd_model_param_info");
     DD_RETURN_IF(index < 0 || index >= m->nparams, DD_ERR_INVALID_ARGUMENT,
                  "dd_model_param_info: parameter %d does not exist (model has %d)", index, m->nparams);
     const dd__param *p = &m->params[index];
-    memset(info, 0, sizeof *info);
-    info->struct_size = sizeof *info;
-    info->name = p->name;
-    info->node = p->node;
-    info->ndims = p->ndims;
-    for (int i = 0; i < p->ndims; i++) info->dims[i] = p->dims[i];
-    info->count = p->count;
-    info->trainable = p->trainable;
+    dd_param_info full;
+    memset(&full, 0, sizeof full);
+    full.name = p->name;
+    full.node = p->node;
+    full.ndims = p->ndims;
+    for (int i = 0; i < p->ndims; i++) full.dims[i] = p->dims[i];
+    full.count = p->count;
+    full.trainable = p->trainable;
+    dd__struct_fill(info, size, &full, sizeof full);
     return DD_OK;
 }
 

@@ -229,8 +229,7 @@ dd_status dd_model_backward_logits(dd_model *m, const float *dlogits, dd_step_st
     DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_model_backward_logits: model is NULL");
     DD_RETURN_IF(!m->built, DD_ERR_STATE, "dd_model_backward_logits: the model is not built");
     DD_RETURN_IF(!dlogits, DD_ERR_INVALID_ARGUMENT, "dd_model_backward_logits: dlogits is NULL");
-    DD_RETURN_IF(stats && stats->struct_size != sizeof *stats, DD_ERR_INVALID_ARGUMENT,
-                 "dd_model_backward_logits: stats->struct_size not set (call dd_step_stats_init)");
+    DD_FORWARD(dd__stats_check(stats, "dd_model_backward_logits"));
     DD_RETURN_IF(!m->have_forward, DD_ERR_STATE, "dd_model_backward_logits: no forward pass");
     size_t zc = (size_t)m->last_n * (size_t)m->num_classes;
     DD_RETURN_IF(!dd__all_finite(dlogits, zc, 1), DD_ERR_NUMERIC,
@@ -238,13 +237,14 @@ dd_status dd_model_backward_logits(dd_model *m, const float *dlogits, dd_step_st
     m->ctx.n = m->last_n;
     m->ctx.train = m->last_train;
     memcpy(m->nodes[m->logits].out.grad, dlogits, zc * sizeof(float));
-    if (stats) {
-        size_t sz = stats->struct_size;
-        memset(stats, 0, sizeof *stats);
-        stats->struct_size = sz;
-        stats->batch = m->last_n;
+    dd_status s = dd__guarded_grads(m, dd__plain_backward, NULL);
+    if (s == DD_OK && stats) {
+        dd_step_stats full;
+        dd_step_stats_init(&full);
+        full.batch = m->last_n;
+        dd__stats_out(stats, &full);
     }
-    return dd__guarded_grads(m, dd__plain_backward, NULL);
+    return s;
 }
 
 dd_status dd_model_input_grad(dd_model *m, const float *dlogits, float *dx) {

@@ -29,12 +29,12 @@
 #include "batchnorm.h"
 #include "kernels.h"
 
-void dd_batchnorm_options_init(dd_batchnorm_options *opts) {
-    if (!opts) return;
-    memset(opts, 0, sizeof *opts);
-    opts->struct_size = sizeof *opts;
-    opts->eps = 1e-5f;
-    opts->momentum = 0.1f;
+void dd_batchnorm_options_init_sized(dd_batchnorm_options *opts, size_t size) {
+    dd_batchnorm_options d;
+    memset(&d, 0, sizeof d);
+    d.eps = 1e-5f;
+    d.momentum = 0.1f;
+    dd__struct_fill(opts, size, &d, sizeof d);
 }
 
 static void plan_destroy(void *plan) {
@@ -305,11 +305,15 @@ const dd__node_ops dd__batchnorm_ops = {
     .destroy = destroy,
 };
 
-dd_status dd_model_add_batchnorm(dd_model *m, dd_node input, const dd_batchnorm_options *o, dd_node *out) {
+dd_status dd_model_add_batchnorm(dd_model *m, dd_node input, const dd_batchnorm_options *user,
+                                 dd_node *out) {
     DD_FORWARD(dd__graph_check_add(m, "dd_model_add_batchnorm", &input, 1, out));
-    DD_RETURN_IF(!o, DD_ERR_INVALID_ARGUMENT, "dd_model_add_batchnorm: options are NULL");
-    DD_RETURN_IF(o->struct_size != sizeof *o, DD_ERR_INVALID_ARGUMENT,
-                 "dd_model_add_batchnorm: options not initialised (call dd_batchnorm_options_init)");
+    DD_RETURN_IF(!user, DD_ERR_INVALID_ARGUMENT, "dd_model_add_batchnorm: options are NULL");
+    dd_batchnorm_options full;
+    dd_batchnorm_options_init(&full);
+    DD_FORWARD(DD__STRUCT_READ(&full, user, DD_BATCHNORM_OPTIONS_SIZE_V1, "dd_model_add_batchnorm",
+                               "dd_batchnorm_options"));
+    const dd_batchnorm_options *o = &full;
     DD_RETURN_IF(!(o->eps > 0) || !(o->eps < 1) || !(o->momentum >= 0) || !(o->momentum <= 1),
                  DD_ERR_INVALID_ARGUMENT, "dd_model_add_batchnorm: eps %g, momentum %g", (double)o->eps,
                  (double)o->momentum);

@@ -19,13 +19,13 @@ typedef struct {
     int oc, kh, kw, sh, sw, ph, pw, bias;
 } conv_state;
 
-void dd_conv2d_options_init(dd_conv2d_options *opts) {
-    if (!opts) return;
-    memset(opts, 0, sizeof *opts);
-    opts->struct_size = sizeof *opts;
-    opts->kernel_h = opts->kernel_w = 3;
-    opts->stride_h = opts->stride_w = 1;
-    opts->bias = 1;
+void dd_conv2d_options_init_sized(dd_conv2d_options *opts, size_t size) {
+    dd_conv2d_options d;
+    memset(&d, 0, sizeof d);
+    d.kernel_h = d.kernel_w = 3;
+    d.stride_h = d.stride_w = 1;
+    d.bias = 1;
+    dd__struct_fill(opts, size, &d, sizeof d);
 }
 
 static dnnl_status_t desc(const dd__node *n, dd__wl_kind kind, int wino, const dnnl_memory_desc_t *src,
@@ -115,11 +115,14 @@ const dd__node_ops dd__conv2d_ops = {
     .destroy = destroy,
 };
 
-dd_status dd_model_add_conv2d(dd_model *m, dd_node input, const dd_conv2d_options *o, dd_node *out) {
+dd_status dd_model_add_conv2d(dd_model *m, dd_node input, const dd_conv2d_options *user, dd_node *out) {
     DD_FORWARD(dd__graph_check_add(m, "dd_model_add_conv2d", &input, 1, out));
-    DD_RETURN_IF(!o, DD_ERR_INVALID_ARGUMENT, "dd_model_add_conv2d: options are NULL");
-    DD_RETURN_IF(o->struct_size != sizeof *o, DD_ERR_INVALID_ARGUMENT,
-                 "dd_model_add_conv2d: options not initialised (call dd_conv2d_options_init)");
+    DD_RETURN_IF(!user, DD_ERR_INVALID_ARGUMENT, "dd_model_add_conv2d: options are NULL");
+    dd_conv2d_options full;
+    dd_conv2d_options_init(&full);
+    DD_FORWARD(DD__STRUCT_READ(&full, user, DD_CONV2D_OPTIONS_SIZE_V1, "dd_model_add_conv2d",
+                               "dd_conv2d_options"));
+    const dd_conv2d_options *o = &full;
     const dd__tensor *in = &m->nodes[input].out;
     DD_RETURN_IF(in->ndims != 4, DD_ERR_INVALID_ARGUMENT,
                  "dd_model_add_conv2d: input node %d is 2-D (%d features); conv2d needs (C, H, W)",

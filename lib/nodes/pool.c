@@ -6,19 +6,16 @@
 
 #include "pool.h"
 
-void dd_pool_options_init(dd_pool_options *opts) {
-    if (!opts) return;
-    memset(opts, 0, sizeof *opts);
-    opts->struct_size = sizeof *opts;
-    opts->kernel_h = opts->kernel_w = 2;
-    opts->stride_h = opts->stride_w = 2;
+void dd_pool_options_init_sized(dd_pool_options *opts, size_t size) {
+    dd_pool_options d;
+    memset(&d, 0, sizeof d);
+    d.kernel_h = d.kernel_w = 2;
+    d.stride_h = d.stride_w = 2;
+    dd__struct_fill(opts, size, &d, sizeof d);
 }
 
 dd_status dd__pool_config(const dd__tensor *in, const dd_pool_options *o, const char *what,
                           dd__pool_cfg *cfg) {
-    DD_RETURN_IF(!o, DD_ERR_INVALID_ARGUMENT, "%s: options are NULL", what);
-    DD_RETURN_IF(o->struct_size != sizeof *o, DD_ERR_INVALID_ARGUMENT,
-                 "%s: options not initialised (call dd_pool_options_init)", what);
     DD_RETURN_IF(in->ndims != 4, DD_ERR_INVALID_ARGUMENT, "%s: input is not 4-D", what);
     DD_RETURN_IF(o->kernel_h < 1 || o->kernel_w < 1 || o->stride_h < 1 || o->stride_w < 1 ||
                      o->pad_h < 0 || o->pad_w < 0 || o->kernel_h > 4096 || o->kernel_w > 4096 ||
@@ -43,8 +40,13 @@ dd_status dd__pool_config(const dd__tensor *in, const dd_pool_options *o, const 
 }
 
 dd_status dd__pool_append(dd_model *m, const dd__node_ops *ops, dd_node input,
-                          const dd_pool_options *opts, const char *what, dd_node *out) {
+                          const dd_pool_options *user, const char *what, dd_node *out) {
     DD_FORWARD(dd__graph_check_add(m, what, &input, 1, out));
+    DD_RETURN_IF(!user, DD_ERR_INVALID_ARGUMENT, "%s: options are NULL", what);
+    dd_pool_options full;
+    dd_pool_options_init(&full);
+    DD_FORWARD(DD__STRUCT_READ(&full, user, DD_POOL_OPTIONS_SIZE_V1, what, "dd_pool_options"));
+    const dd_pool_options *opts = &full;
     const dd__tensor *in = &m->nodes[input].out;
     dd__pool_cfg cfg;
     DD_FORWARD(dd__pool_config(in, opts, what, &cfg));

@@ -47,42 +47,39 @@ struct dd_optimizer {
 /* Options                                                                   */
 /* ======================================================================== */
 
-DD_API void dd_optimizer_options_init(dd_optimizer_options *opts, dd_optimizer_kind kind)
+DD_API void dd_optimizer_options_init_sized(dd_optimizer_options *opts, size_t size,
+                                            dd_optimizer_kind kind)
 {
-    if (opts == NULL)
-        return;
-    memset(opts, 0, sizeof *opts);
-    opts->struct_size = sizeof *opts;
-    opts->kind = kind;
-    opts->momentum = 0.9f;
-    opts->nesterov = 0;
-    opts->beta1 = 0.9f;
-    opts->beta2 = 0.999f;
-    opts->eps = 1e-8f;
-    opts->decay_all = 0;
+    dd_optimizer_options d;
+    memset(&d, 0, sizeof d);
+    d.kind = kind;
+    d.momentum = 0.9f;
+    d.nesterov = 0;
+    d.beta1 = 0.9f;
+    d.beta2 = 0.999f;
+    d.eps = 1e-8f;
+    d.decay_all = 0;
     switch (kind) {
     case DD_OPTIM_SGD:
-        opts->lr = 0.1f;
-        opts->weight_decay = 5e-4f;
+        d.lr = 0.1f;
+        d.weight_decay = 5e-4f;
         break;
     case DD_OPTIM_ADAMW:
-        opts->lr = 1e-3f;
-        opts->weight_decay = 1e-2f;
+        d.lr = 1e-3f;
+        d.weight_decay = 1e-2f;
         break;
     default: /* DD_OPTIM_ADAM; an unknown kind is reported by create */
-        opts->lr = 1e-3f;
-        opts->weight_decay = 0.0f;
+        d.lr = 1e-3f;
+        d.weight_decay = 0.0f;
         break;
     }
+    dd__struct_fill(opts, size, &d, sizeof d);
 }
 
 static int finite_nonneg(float x) { return isfinite(x) && x >= 0.0f; }
 
 static dd_status validate_options(const dd_optimizer_options *o)
 {
-    DD_RETURN_IF(o->struct_size != sizeof *o, DD_ERR_INVALID_ARGUMENT,
-                 "optimizer options: struct_size %zu, expected %zu (call dd_optimizer_options_init)",
-                 o->struct_size, sizeof *o);
     DD_RETURN_IF(o->kind != DD_OPTIM_SGD && o->kind != DD_OPTIM_ADAM && o->kind != DD_OPTIM_ADAMW,
                  DD_ERR_INVALID_ARGUMENT, "optimizer options: unknown kind %d", (int)o->kind);
     DD_RETURN_IF(!finite_nonneg(o->lr), DD_ERR_INVALID_ARGUMENT,
@@ -129,12 +126,17 @@ static int model_threads(const dd_model *m)
 }
 
 DD_API dd_status dd_optimizer_create(dd_optimizer **out, dd_model *m,
-                                     const dd_optimizer_options *opts)
+                                     const dd_optimizer_options *user)
 {
     DD_CHECK_ARG(out != NULL);
     *out = NULL;
     DD_CHECK_ARG(m != NULL);
-    DD_CHECK_ARG(opts != NULL);
+    DD_CHECK_ARG(user != NULL);
+    dd_optimizer_options full;
+    dd_optimizer_options_init(&full, DD_OPTIM_SGD);
+    DD_FORWARD(DD__STRUCT_READ(&full, user, DD_OPTIMIZER_OPTIONS_SIZE_V1, "dd_optimizer_create",
+                               "dd_optimizer_options"));
+    const dd_optimizer_options *opts = &full;
     DD_FORWARD(validate_options(opts));
     DD_RETURN_IF(!m->built, DD_ERR_STATE, "dd_optimizer_create: the model is not built");
 

@@ -25,13 +25,11 @@
 /* pi to double precision (M_PI is not ISO C). */
 #define DD__PI 3.14159265358979323846
 
-DD_API void dd_lr_schedule_init(dd_lr_schedule *s, dd_schedule_kind kind, float base_lr,
-                                int64_t total_steps)
+DD_API void dd_lr_schedule_init_sized(dd_lr_schedule *user, size_t size, dd_schedule_kind kind,
+                                      float base_lr, int64_t total_steps)
 {
-    if (s == NULL)
-        return;
+    dd_lr_schedule d, *s = &d;
     memset(s, 0, sizeof *s);
-    s->struct_size = sizeof *s;
     s->kind = kind;
     s->base_lr = base_lr;
     s->min_lr = 0.0f;
@@ -45,13 +43,11 @@ DD_API void dd_lr_schedule_init(dd_lr_schedule *s, dd_schedule_kind kind, float 
      * pct_start = 0.3), floor(0.3 * total) computed without overflow. */
     if (kind == DD_SCHED_ONE_CYCLE && total_steps > 0)
         s->warmup_steps = total_steps / 10 * 3 + total_steps % 10 * 3 / 10;
+    dd__struct_fill(user, size, s, sizeof *s);
 }
 
 static dd_status validate(const dd_lr_schedule *s)
 {
-    DD_RETURN_IF(s->struct_size != sizeof *s, DD_ERR_INVALID_ARGUMENT,
-                 "lr schedule: struct_size %zu, expected %zu (call dd_lr_schedule_init)",
-                 s->struct_size, sizeof *s);
     DD_RETURN_IF(s->kind != DD_SCHED_CONSTANT && s->kind != DD_SCHED_STEP &&
                      s->kind != DD_SCHED_COSINE && s->kind != DD_SCHED_ONE_CYCLE,
                  DD_ERR_INVALID_ARGUMENT, "lr schedule: unknown kind %d", (int)s->kind);
@@ -84,9 +80,14 @@ static dd_status validate(const dd_lr_schedule *s)
     return DD_OK;
 }
 
-DD_API dd_status dd_lr_schedule_eval(const dd_lr_schedule *s, int64_t step, float *lr)
+DD_API dd_status dd_lr_schedule_eval(const dd_lr_schedule *user, int64_t step, float *lr)
 {
-    DD_CHECK_ARG(s != NULL);
+    DD_CHECK_ARG(user != NULL);
+    dd_lr_schedule full;
+    dd_lr_schedule_init(&full, DD_SCHED_CONSTANT, 0.0f, 0);
+    DD_FORWARD(DD__STRUCT_READ(&full, user, DD_LR_SCHEDULE_SIZE_V1, "dd_lr_schedule_eval",
+                               "dd_lr_schedule"));
+    const dd_lr_schedule *s = &full;
     DD_CHECK_ARG(lr != NULL);
     DD_RETURN_IF(step < 0, DD_ERR_INVALID_ARGUMENT, "dd_lr_schedule_eval: step = %lld < 0",
                  (long long)step);
