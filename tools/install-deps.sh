@@ -9,4 +9,4 @@ fi
 $sudo apt-get update
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
     build-essential cmake pkg-config libdnnl-dev check libjansson-dev zlib1g-dev \
-    dataset-fashion-mnist
+    dataset-fashion-mnist python3

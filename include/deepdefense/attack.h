@@ -286,7 +286,7 @@ DD_API dd_status dd_attack_train_step(dd_attack *a, dd_optimizer *opt, const flo
  *  Allocates 3 n K floats of scratch for the call (dd_attack_trades_step
  *  does not). Returns DD_OK, DD_ERR_INVALID_ARGUMENT, DD_ERR_STATE (model
  *  not built), DD_ERR_NUMERIC (non-finite input or loss), DD_ERR_OUT_OF_MEMORY,
- *  DD_ERR_BACKEND; after an error past the argument checks the gradients may
+ *  DD_ERR_BACKEND, DD_ERR_UNSUPPORTED (as dd_model_backward); after an error past the argument checks the gradients may
  *  hold part of L's gradient (call dd_model_zero_grad). Not thread-safe for
  *  one model (it runs the model). */
 DD_API dd_status dd_model_backward_trades(dd_model *m, const float *x_nat, const float *x_adv,
@@ -300,7 +300,8 @@ DD_API dd_status dd_model_backward_trades(dd_model *m, const float *x_nat, const
  *  using the attack's preallocated buffers (no allocation). x: (n, C, H, W)
  *  f32; labels: (n) int32; x_adv_out: optional (n, C, H, W) copy; stats as
  *  dd_model_backward_trades. Returns the statuses of dd_attack_run,
- *  dd_model_backward_trades and dd_optimizer_step. */
+ *  dd_model_backward_trades and dd_optimizer_step, and DD_ERR_UNSUPPORTED (a
+ *  GFA hook behind a node without a tangent pass, as dd_model_backward). */
 DD_API dd_status dd_attack_trades_step(dd_attack *a, dd_optimizer *opt, const float *x,
                                        const int32_t *labels, int n, float beta, float *x_adv_out,
                                        dd_step_stats *stats);

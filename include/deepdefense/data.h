@@ -107,8 +107,10 @@ DD_API dd_status dd_dataset_open_idx(dd_dataset **out, const char *images_path,
 
 /** CONSTRUCTOR of dd_dataset: IDX images and labels from memory (borrowed
  *  for the call, copied), each plain or gzip. Error messages call them
- *  "<images>" and "<labels>". Statuses as dd_dataset_open_idx() without
- *  DD_ERR_IO. Thread-safe. */
+ *  "<images>" and "<labels>". Returns DD_OK, DD_ERR_INVALID_ARGUMENT
+ *  (NULL, sizes 0), DD_ERR_FORMAT (truncated, malformed or inconsistent
+ *  files), DD_ERR_UNSUPPORTED (an IDX element type other than unsigned
+ *  byte), DD_ERR_OUT_OF_MEMORY. Thread-safe. */
 DD_API dd_status dd_dataset_open_idx_memory(dd_dataset **out, const void *images,
                                             size_t images_size, const void *labels,
                                             size_t labels_size);
@@ -122,8 +124,8 @@ DD_API dd_status dd_dataset_open_idx_memory(dd_dataset **out, const void *images
  *      where <p> is "train" or "t10k" (the MNIST and Fashion-MNIST names,
  *      as installed by Debian's dataset-fashion-mnist in
  *      /usr/share/datasets/fashion-mnist).
- *  Returns what the chosen opener returns, or DD_ERR_IO when dir holds
- *  neither (the message lists what was looked for, and says so when only
+ *  Returns the statuses of dd_dataset_open_cifar10 and dd_dataset_open_idx
+ *  (the chosen opener's), or DD_ERR_IO when dir holds neither (the message lists what was looked for, and says so when only
  *  xz-compressed CIFAR-10 files were found: decompress them with xz -dk).
  *  Thread-safe. */
 DD_API dd_status dd_dataset_open_auto(dd_dataset **out, const char *dir, dd_split split);
@@ -176,7 +178,8 @@ DD_API dd_status dd_dataset_get(const dd_dataset *ds, const int32_t *indices, in
                                 float *x_out, int32_t *labels_out);
 
 /** METHOD of dd_dataset: as dd_dataset_get() for the samples
- *  [start, start + count). */
+ *  [start, start + count). Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL,
+ *  the range outside [0, n)). Thread-safe. */
 DD_API dd_status dd_dataset_get_range(const dd_dataset *ds, int start, int count, float *x_out,
                                       int32_t *labels_out);
 

@@ -50,7 +50,8 @@ typedef enum dd_gfa_mode {
 /** METHOD of dd_model: hooks tensor `node` (DD_INPUT or a node id) with
  *  weight lambda (finite, >= 0). Hooking a hooked tensor replaces its lambda.
  *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (node out of range, lambda < 0 or
- *  not finite, more than DD_MAX_HOOKS hooks), DD_ERR_OUT_OF_MEMORY. */
+ *  not finite, more than DD_MAX_HOOKS hooks; hooks live in the model, no
+ *  allocation). */
 DD_API dd_status dd_gfa_hook(dd_model *m, dd_node node, float lambda);
 
 /** METHOD: clears the hooks, then hooks the input of every conv2d and linear
@@ -75,8 +76,7 @@ typedef enum dd_gfa_preset {
 /** METHOD: replaces the hooks by `preset`, each with weight lambda (finite,
  *  >= 0); the mode is kept. Returns DD_OK, DD_ERR_INVALID_ARGUMENT (unknown
  *  preset, bad lambda, a preset of more than DD_MAX_HOOKS tensors, a model
- *  without conv2d/linear nodes), DD_ERR_OUT_OF_MEMORY; on failure the hooks
- *  are as they were. */
+ *  without conv2d/linear nodes); on failure the hooks are as they were. */
 DD_API dd_status dd_gfa_hook_preset(dd_model *m, dd_gfa_preset preset, float lambda);
 
 /** METHOD: replaces the hooks by those of the text `spec`: comma-separated
@@ -88,17 +88,19 @@ DD_API dd_status dd_gfa_hook_preset(dd_model *m, dd_gfa_preset preset, float lam
  *  "deep:0.01,conv1:0.1". The mode is kept. Returns DD_OK,
  *  DD_ERR_INVALID_ARGUMENT (spec NULL or empty, an unknown name, a node
  *  with two inputs, a malformed lambda, more than DD_MAX_HOOKS hooks; the
- *  message names the item), DD_ERR_OUT_OF_MEMORY; on failure the hooks are
- *  as they were. */
+ *  message names the item); on failure the hooks are as they were. */
 DD_API dd_status dd_gfa_hook_spec(dd_model *m, const char *spec, float lambda);
 
-/** METHOD: sets the mode of all hooks (default DD_GFA_SIN2). */
+/** METHOD: sets the mode of all hooks (default DD_GFA_SIN2). Returns DD_OK,
+ *  DD_ERR_INVALID_ARGUMENT (m NULL, unknown mode). */
 DD_API dd_status dd_gfa_set_mode(dd_model *m, dd_gfa_mode mode);
 
-/** METHOD: removes every hook; dd_model_backward is then the plain gradient. */
+/** METHOD: removes every hook; dd_model_backward is then the plain gradient.
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (m NULL). */
 DD_API dd_status dd_gfa_clear(dd_model *m);
 
-/** METHOD: number of hooks; and hook i's tensor and lambda (outputs may be NULL). */
+/** METHOD: *count = the number of hooks. Returns DD_OK,
+ *  DD_ERR_INVALID_ARGUMENT (NULL). */
 DD_API dd_status dd_gfa_num_hooks(const dd_model *m, int *count);
 /** METHOD: hook `index`'s tensor and lambda (either output may be NULL).
  *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (m NULL, index out of range). */

@@ -100,7 +100,9 @@ static inline void dd_model_options_init(dd_model_options *opts) {
  *  (N, channels, height, width) images and whose logits have num_classes
  *  entries. opts may be NULL (defaults); it is copied.
  *  On failure *out is NULL. Returns DD_OK, DD_ERR_INVALID_ARGUMENT (out NULL,
- *  a size < 1 or absurdly large), DD_ERR_OUT_OF_MEMORY. Thread-safe. */
+ *  a size < 1 or absurdly large, opts not filled by dd_model_options_init
+ *  or out of range), DD_ERR_OUT_OF_MEMORY, DD_ERR_BACKEND (oneDNN's CPU
+ *  engine could not be created). Thread-safe. */
 DD_API dd_status dd_model_create(dd_model **out, int channels, int height, int width,
                                  int num_classes, const dd_model_options *opts);
 
@@ -166,46 +168,77 @@ DD_API void dd_batchnorm_options_init_sized(dd_batchnorm_options *opts, size_t s
 static inline void dd_batchnorm_options_init(dd_batchnorm_options *opts) { dd_batchnorm_options_init_sized(opts, sizeof *opts); }
 
 /** Per-channel (x - mean[c]) / std[c]. mean and std have C entries (copied);
- *  std[c] > 0. Works on any tensor of the input's channel count. */
+ *  std[c] > 0. Works on any tensor of the input's channel count.
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
+ *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
+ *  model is built), DD_ERR_OUT_OF_MEMORY. */
 DD_API dd_status dd_model_add_normalize(dd_model *m, dd_node input, const float *mean,
                                         const float *std, int count, const char *name,
                                         dd_node *out);
-/** Convolution of a 4-D tensor. Weight (OC, IC, KH, KW), bias (OC). */
+/** Convolution of a 4-D tensor. Weight (OC, IC, KH, KW), bias (OC).
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
+ *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
+ *  model is built), DD_ERR_OUT_OF_MEMORY. */
 DD_API dd_status dd_model_add_conv2d(dd_model *m, dd_node input, const dd_conv2d_options *opts,
                                      dd_node *out);
 /** Fully connected layer on a 2-D tensor (N, IN): weight (OUT, IN), bias (OUT).
- *  bias: 1 = with bias, 0 = without. */
+ *  bias: 1 = with bias, 0 = without.
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
+ *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
+ *  model is built), DD_ERR_OUT_OF_MEMORY. */
 DD_API dd_status dd_model_add_linear(dd_model *m, dd_node input, int out_features, int bias,
                                      const char *name, dd_node *out);
-/** Element-wise max(x, 0), any shape (the output has the input's shape). */
+/** Element-wise max(x, 0), any shape (the output has the input's shape).
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
+ *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
+ *  model is built), DD_ERR_OUT_OF_MEMORY. */
 DD_API dd_status dd_model_add_relu(dd_model *m, dd_node input, const char *name, dd_node *out);
 /** Max pooling of a 4-D tensor; opts (required, from dd_pool_options_init())
- *  gives window, stride and padding; padding positions never win the maximum. */
+ *  gives window, stride and padding; padding positions never win the maximum.
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
+ *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
+ *  model is built), DD_ERR_OUT_OF_MEMORY. */
 DD_API dd_status dd_model_add_maxpool(dd_model *m, dd_node input, const dd_pool_options *opts,
                                       dd_node *out);
 /** Average pooling of a 4-D tensor (opts as for max pooling; padding is
- *  counted in the divisor, as PyTorch's default). */
+ *  counted in the divisor, as PyTorch's default).
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
+ *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
+ *  model is built), DD_ERR_OUT_OF_MEMORY. */
 DD_API dd_status dd_model_add_avgpool(dd_model *m, dd_node input, const dd_pool_options *opts,
                                       dd_node *out);
-/** Mean over H and W: (N, C, H, W) -> (N, C). */
+/** Mean over H and W: (N, C, H, W) -> (N, C).
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
+ *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
+ *  model is built), DD_ERR_OUT_OF_MEMORY. */
 DD_API dd_status dd_model_add_global_avgpool(dd_model *m, dd_node input, const char *name,
                                              dd_node *out);
 /** Batch normalisation over N, H, W per channel: gamma/beta learnable,
- *  running mean/var (unbiased, as PyTorch) kept as buffers. */
+ *  running mean/var (unbiased, as PyTorch) kept as buffers.
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
+ *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
+ *  model is built), DD_ERR_OUT_OF_MEMORY. */
 DD_API dd_status dd_model_add_batchnorm(dd_model *m, dd_node input,
                                         const dd_batchnorm_options *opts, dd_node *out);
-/** Element-wise a + b; both of the same shape (the residual connection). */
+/** Element-wise a + b; both of the same shape (the residual connection).
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
+ *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
+ *  model is built), DD_ERR_OUT_OF_MEMORY. */
 DD_API dd_status dd_model_add_add(dd_model *m, dd_node a, dd_node b, const char *name,
                                   dd_node *out);
-/** (N, C, H, W) -> (N, C*H*W) in C, H, W order (PyTorch's flatten). */
+/** (N, C, H, W) -> (N, C*H*W) in C, H, W order (PyTorch's flatten).
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
+ *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
+ *  model is built), DD_ERR_OUT_OF_MEMORY. */
 DD_API dd_status dd_model_add_flatten(dd_model *m, dd_node input, const char *name,
                                       dd_node *out);
 
 /** Fixes the graph with `logits` as output (must be 2-D with num_classes
  *  features), allocates all buffers for batches of up to max_batch samples
  *  and initialises the parameters from the seed. After it, the add
- *  functions give DD_ERR_STATE. Returns DD_OK, DD_ERR_INVALID_ARGUMENT,
- *  DD_ERR_STATE (already built), DD_ERR_OUT_OF_MEMORY, DD_ERR_BACKEND. */
+ *  functions give DD_ERR_STATE. Primitives are created at the first pass
+ *  that needs them, not here. Returns DD_OK, DD_ERR_INVALID_ARGUMENT,
+ *  DD_ERR_STATE (already built), DD_ERR_OUT_OF_MEMORY. */
 DD_API dd_status dd_model_build(dd_model *m, dd_node logits, int max_batch);
 
 /* ---- passes ------------------------------------------------------------ */
@@ -294,7 +327,10 @@ DD_API dd_status dd_model_get_loss(const dd_model *m, dd_loss_kind *loss);
  *  pass of this model. Returns DD_OK, DD_ERR_INVALID_ARGUMENT (labels NULL
  *  or out of range: nothing accumulated), DD_ERR_STATE (no forward pass),
  *  DD_ERR_NUMERIC (non-finite loss or gradient: the accumulated gradients
- *  are left as they were), DD_ERR_BACKEND, DD_ERR_UNSUPPORTED. */
+ *  are left as they were), DD_ERR_BACKEND, DD_ERR_OUT_OF_MEMORY (a
+ *  primitive or its scratch could not be allocated), DD_ERR_UNSUPPORTED (a
+ *  GFA hook behind a node that has no tangent pass). On failure *stats is
+ *  unchanged. */
 DD_API dd_status dd_model_backward(dd_model *m, const int32_t *labels, dd_step_stats *stats);
 
 /** Backward pass from a host-given loss gradient at the logits: dlogits
@@ -305,21 +341,24 @@ DD_API dd_status dd_model_backward(dd_model *m, const int32_t *labels, dd_step_s
  *  dd_model_backward only). stats may be NULL; its loss fields are zero.
  *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT, DD_ERR_STATE (no forward pass),
  *  DD_ERR_NUMERIC (dlogits or the result not finite: gradients unchanged),
- *  DD_ERR_BACKEND. */
+ *  DD_ERR_BACKEND, DD_ERR_OUT_OF_MEMORY. */
 DD_API dd_status dd_model_backward_logits(dd_model *m, const float *dlogits, dd_step_stats *stats);
 
-/** Sets every parameter gradient to zero. */
+/** Sets every parameter gradient to zero. Returns DD_OK,
+ *  DD_ERR_INVALID_ARGUMENT (m NULL), DD_ERR_STATE (not built). */
 DD_API dd_status dd_model_zero_grad(dd_model *m);
 
 /** Vector-Jacobian product for attacks: given dlogits (n, K) f32 from the
  *  host, writes dx = (d logits / d x)^T dlogits, (n, C, H, W) f32 NCHW,
  *  for the last forward pass (normally DD_EVAL). Parameter gradients are
- *  not touched. Returns DD_OK, DD_ERR_INVALID_ARGUMENT, DD_ERR_STATE,
- *  DD_ERR_BACKEND. */
+ *  not touched. Returns DD_OK, DD_ERR_INVALID_ARGUMENT, DD_ERR_STATE (not
+ *  built, no forward pass), DD_ERR_NUMERIC (dlogits or dx not finite),
+ *  DD_ERR_BACKEND, DD_ERR_OUT_OF_MEMORY. */
 DD_API dd_status dd_model_input_grad(dd_model *m, const float *dlogits, float *dx);
 
 /** Copies the logits of the last forward pass: out has room for count
- *  floats, count >= n*K. */
+ *  floats, count >= n*K. Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL,
+ *  count too small), DD_ERR_STATE (no forward pass yet). */
 DD_API dd_status dd_model_get_logits(const dd_model *m, float *out, size_t count);
 
 /* ---- introspection and parameters ---------------------------------------- */
@@ -370,7 +409,8 @@ DD_API dd_status dd_model_node_info_sized(const dd_model *m, dd_node node, dd_no
 static inline dd_status dd_model_node_info(const dd_model *m, dd_node node, dd_node_info *info) {
     return dd_model_node_info_sized(m, node, info, sizeof *info);
 }
-/** The logits node given to dd_model_build. Built models only. */
+/** The logits node given to dd_model_build. Returns DD_OK,
+ *  DD_ERR_INVALID_ARGUMENT (NULL), DD_ERR_STATE (not built). */
 DD_API dd_status dd_model_logits_node(const dd_model *m, dd_node *node);
 /** METHOD: *k = the number of classes K given at creation. Returns DD_OK,
  *  DD_ERR_INVALID_ARGUMENT (NULL). */
@@ -382,7 +422,8 @@ DD_API dd_status dd_model_input_shape(const dd_model *m, int *c, int *h, int *w)
  *  dd_model_build(). Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL),
  *  DD_ERR_STATE (not built). */
 DD_API dd_status dd_model_max_batch(const dd_model *m, int *max_batch);
-/** Number of parameter tensors (trainable ones and batch-norm buffers). Built models only. */
+/** Number of parameter tensors (trainable ones and batch-norm buffers).
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL), DD_ERR_STATE (not built). */
 DD_API dd_status dd_model_num_params(const dd_model *m, int *count);
 /** METHOD: fills the first `size` bytes of *info with parameter `index`'s
  *  description (0 .. dd_model_num_params() - 1; strings borrowed until the
@@ -396,13 +437,19 @@ DD_API dd_status dd_model_param_info_sized(const dd_model *m, int index, dd_para
 static inline dd_status dd_model_param_info(const dd_model *m, int index, dd_param_info *info) {
     return dd_model_param_info_sized(m, index, info, sizeof *info);
 }
-/** Copies parameter `index` (PyTorch layout) into dst, count == info.count. */
+/** Copies parameter `index` (PyTorch layout) into dst, count == info.count.
+ *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, index out of range, count
+ *  not the parameter's), DD_ERR_STATE (not built). */
 DD_API dd_status dd_model_param_read(const dd_model *m, int index, float *dst, size_t count);
 /** Overwrites parameter `index` from src (count == info.count). Returns
- *  DD_ERR_NUMERIC (nothing written) if src holds NaN or Inf. */
+ *  DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, index out of range, count not the
+ *  parameter's), DD_ERR_STATE (not built), DD_ERR_NUMERIC (nothing written)
+ *  if src holds NaN or Inf. */
 DD_API dd_status dd_model_param_write(dd_model *m, int index, const float *src, size_t count);
 /** Copies the accumulated gradient of parameter `index` (zeros for a
- *  batch-norm running statistic, which has no gradient). */
+ *  batch-norm running statistic, which has no gradient). Returns DD_OK,
+ *  DD_ERR_INVALID_ARGUMENT (NULL, index out of range, count not the
+ *  parameter's), DD_ERR_STATE (not built). */
 DD_API dd_status dd_model_grad_read(const dd_model *m, int index, float *dst, size_t count);
 /** METHOD: every parameter gradient as one contiguous, writable float
  *  buffer, for hosts that reduce gradients themselves (data-parallel
@@ -425,7 +472,8 @@ DD_API dd_status dd_model_grad_buffer(dd_model *m, float **grads, size_t *count)
 DD_API dd_status dd_model_param_offset(const dd_model *m, int index, size_t *offset);
 /** Seconds spent inside oneDNN primitives (execute + wait) by this model
  *  since creation or the last reset (reset != 0 zeroes the counter after
- *  reading). For benchmarks: time outside = wall time - this. */
+ *  reading). For benchmarks: time outside = wall time - this. Returns
+ *  DD_OK, DD_ERR_INVALID_ARGUMENT (NULL). */
 DD_API dd_status dd_model_primitive_seconds(dd_model *m, double *seconds, int reset);
 /** METHOD (debugging): what the last passes ran, as text, one line per
  *  node: the forward's fusion chains; for each kind of backward pass run so
@@ -441,7 +489,8 @@ DD_API dd_status dd_model_primitive_seconds(dd_model *m, double *seconds, int re
  *  0), DD_ERR_STATE (no forward pass yet). Reads the model: not safe while
  *  another thread runs a pass on it. */
 DD_API dd_status dd_model_schedule(const dd_model *m, char *buf, size_t size, size_t *needed);
-/** Bytes the model holds (arenas and the shared scratchpad). */
+/** Bytes the model holds (arenas and the shared scratchpad). Returns DD_OK,
+ *  DD_ERR_INVALID_ARGUMENT (NULL), DD_ERR_STATE (not built). */
 DD_API dd_status dd_model_memory_size(const dd_model *m, size_t *bytes);
 
 #ifdef __cplusplus

@@ -72,7 +72,8 @@ DD_API dd_status dd_mpi_info(const dd_mpi *d, int *rank, int *size);
 /** METHOD (collective): agrees on the ranks' statuses. Returns local if it
  *  is not DD_OK; DD_ERR_REMOTE if local is DD_OK but another rank's is not
  *  (dd_last_error() then names the lowest failing rank and its status);
- *  DD_OK if every rank passed DD_OK; DD_ERR_BACKEND if MPI failed. */
+ *  DD_OK if every rank passed DD_OK; DD_ERR_BACKEND if MPI failed;
+ *  DD_ERR_INVALID_ARGUMENT if d is NULL (no collective then). */
 DD_API dd_status dd_mpi_agree(dd_mpi *d, dd_status local);
 
 /** METHOD (collective): rank 0's parameters (trainable ones and batch-norm
@@ -81,8 +82,8 @@ DD_API dd_status dd_mpi_agree(dd_mpi *d, dd_status local);
  *  architecture (the parameter counts are compared first). Returns DD_OK,
  *  DD_ERR_INVALID_ARGUMENT (d or m NULL on this rank; architectures or
  *  optimizers that differ between ranks), DD_ERR_REMOTE, DD_ERR_BACKEND,
- *  DD_ERR_OUT_OF_MEMORY, and the statuses of dd_model_param_write and
- *  dd_optimizer_state_write. */
+ *  DD_ERR_OUT_OF_MEMORY, DD_ERR_STATE (m not built), and the statuses of
+ *  dd_model_param_write and dd_optimizer_state_write. */
 DD_API dd_status dd_mpi_broadcast(dd_mpi *d, dd_model *m, dd_optimizer *opt);
 
 /** METHOD (collective): agrees on local (this rank's status of the step so
@@ -96,7 +97,9 @@ DD_API dd_status dd_mpi_allreduce_grads(dd_mpi *d, dd_model *m, dd_status local)
 
 /** METHOD (collective): replaces the batch-norm running statistics of m by
  *  their mean over the ranks (a model without batch norm: nothing to do).
- *  Returns as dd_mpi_allreduce_grads with local = DD_OK. */
+ *  Returns as dd_mpi_allreduce_grads with local = DD_OK, and
+ *  DD_ERR_OUT_OF_MEMORY (the buffers' copy), DD_ERR_NUMERIC (as
+ *  dd_model_param_write: a rank's statistics not finite). */
 DD_API dd_status dd_mpi_average_buffers(dd_mpi *d, dd_model *m);
 
 /** METHOD: sets opts->num_shards and opts->shard to this rank's shard of

@@ -64,14 +64,17 @@ DD_API void dd_optimizer_destroy(dd_optimizer *opt);
 
 /** METHOD: one update of every trainable parameter from its gradient.
  *  Gradients are not zeroed. Returns DD_OK, DD_ERR_INVALID_ARGUMENT,
+ *  DD_ERR_STATE (the model changed since the optimizer's creation),
  *  DD_ERR_NUMERIC (a gradient is not finite: nothing is changed). */
 DD_API dd_status dd_optimizer_step(dd_optimizer *opt);
-/** METHOD: sets the learning rate (finite, >= 0). */
+/** METHOD: sets the learning rate (finite, >= 0). Returns DD_OK,
+ *  DD_ERR_INVALID_ARGUMENT (NULL, lr negative or not finite). */
 DD_API dd_status dd_optimizer_set_lr(dd_optimizer *opt, float lr);
 /** METHOD: *lr = the current learning rate. Returns DD_OK,
  *  DD_ERR_INVALID_ARGUMENT (NULL). */
 DD_API dd_status dd_optimizer_get_lr(const dd_optimizer *opt, float *lr);
-/** METHOD: number of steps taken (Adam's t). */
+/** METHOD: number of steps taken (Adam's t). Returns DD_OK,
+ *  DD_ERR_INVALID_ARGUMENT (NULL). */
 DD_API dd_status dd_optimizer_steps(const dd_optimizer *opt, int64_t *steps);
 
 /* ---- state, for exact resumption ----------------------------------------
