@@ -17,13 +17,13 @@
 #include <deepdefense/deepdefense.h>
 #include <deepdefense/mpi.h>
 
-#define OK(call)                                                                                   \
-    do {                                                                                           \
-        dd_status s_ = (call);                                                                     \
-        if (s_ != DD_OK) {                                                                         \
-            fprintf(stderr, "%s: %s\n", #call, dd_last_error());                                   \
-            MPI_Abort(MPI_COMM_WORLD, 1);                                                          \
-        }                                                                                          \
+#define OK(call)                                                 \
+    do {                                                         \
+        dd_status s_ = (call);                                   \
+        if (s_ != DD_OK) {                                       \
+            fprintf(stderr, "%s: %s\n", #call, dd_last_error()); \
+            MPI_Abort(MPI_COMM_WORLD, 1);                        \
+        }                                                        \
     } while (0)
 
 int main(int argc, char **argv) {
@@ -31,10 +31,14 @@ int main(int argc, char **argv) {
     const char *arch = "cnn-cw";
     int threads = 1, batch = 128, steps = 10;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--threads") == 0) threads = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--batch") == 0) batch = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--steps") == 0) steps = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--arch") == 0) arch = argv[i + 1];
+        if (strcmp(argv[i], "--threads") == 0)
+            threads = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--batch") == 0)
+            batch = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--steps") == 0)
+            steps = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--arch") == 0)
+            arch = argv[i + 1];
     }
     dd_mpi *d = NULL;
     OK(dd_mpi_create(&d, MPI_COMM_WORLD));

@@ -43,13 +43,20 @@ int main(int argc, char **argv) {
     unsigned long long seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(argv[i], "--arch") && v) arch = argv[++i];
-        else if (!strcmp(argv[i], "--batch") && v) batch = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--threads") && v) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--reps") && v) reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--attack") && v) only = argv[++i];
-        else if (!strcmp(argv[i], "--max-steps") && v) max_steps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--seed") && v) seed = strtoull(argv[++i], NULL, 10);
+        if (!strcmp(argv[i], "--arch") && v)
+            arch = argv[++i];
+        else if (!strcmp(argv[i], "--batch") && v)
+            batch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && v)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && v)
+            reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--attack") && v)
+            only = argv[++i];
+        else if (!strcmp(argv[i], "--max-steps") && v)
+            max_steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--seed") && v)
+            seed = strtoull(argv[++i], NULL, 10);
         else {
             fprintf(stderr,
                     "usage: %s [--arch A] [--batch N] [--threads T] [--reps R] [--attack NAME|all] "

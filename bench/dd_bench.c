@@ -48,9 +48,9 @@ typedef struct {
     int batch, steps, warmup, threads;
     float gfa_lambda;
     uint64_t seed;
-    int fuse;           /* dd_model_options.fuse_layers */
-    int conv_algo;      /* dd_model_options.conv_algo */
-    int predict;        /* infer through dd_model_predict (else dd_model_forward) */
+    int fuse;      /* dd_model_options.fuse_layers */
+    int conv_algo; /* dd_model_options.conv_algo */
+    int predict;   /* infer through dd_model_predict (else dd_model_forward) */
 } config;
 
 /* Model FLOPs per step, counted from the architecture: 2 * MACs of every
@@ -113,8 +113,8 @@ static double peak_rss_mb(void) {
 
 static void fail(const config *cfg, const char *mode, const char *what, dd_status s) {
     fprintf(stderr, "dd_bench: %s: %s: %s (%s)\n", mode, what, dd_status_string(s), dd_last_error());
-    printf("{\"impl\":\"deepdefense\",\"arch\":\"%s\",\"mode\":\"%s\",\"error\":\"%s: %s\"}\n", cfg->arch, mode,
-           what, dd_status_string(s));
+    printf("{\"impl\":\"deepdefense\",\"arch\":\"%s\",\"mode\":\"%s\",\"error\":\"%s: %s\"}\n", cfg->arch,
+           mode, what, dd_status_string(s));
     fflush(stdout);
 }
 
@@ -157,16 +157,16 @@ static flops count_flops(dd_model *m, int batch) {
         info.struct_size = sizeof info;
         in.struct_size = sizeof in;
         if (dd_model_node_info(m, i, &info) != DD_OK) continue;
-        int param = info.type == DD_NODE_CONV2D || info.type == DD_NODE_LINEAR || info.type == DD_NODE_BATCHNORM;
+        int param =
+            info.type == DD_NODE_CONV2D || info.type == DD_NODE_LINEAR || info.type == DD_NODE_BATCHNORM;
         for (int k = 0; k < info.num_inputs; k++) param |= upstream[info.inputs[k]];
         upstream[i] = (char)param;
         if (info.type != DD_NODE_CONV2D && info.type != DD_NODE_LINEAR) continue;
         if (dd_model_node_info(m, info.inputs[0], &in) != DD_OK) continue;
         double in_feat = (double)in.channels * in.height * in.width;
-        double macs = info.type == DD_NODE_CONV2D
-                          ? (double)info.channels * info.height * info.width * in.channels * info.kernel_h *
-                                info.kernel_w
-                          : (double)info.channels * in_feat;
+        double macs = info.type == DD_NODE_CONV2D ? (double)info.channels * info.height * info.width *
+                                                        in.channels * info.kernel_h * info.kernel_w
+                                                  : (double)info.channels * in_feat;
         double fl = 2.0 * batch * macs;
         f.fwd += fl;
         if (upstream[info.inputs[0]]) f.bwd_data += fl;
@@ -270,12 +270,11 @@ static void report(const config *cfg, const char *mode, const timing *t, double 
 }
 
 static void usage(void) {
-    fprintf(stderr,
-            "usage: dd_bench [--arch cnn-cw|resnet20|preact-resnet18] [--batch 128] [--steps 20]\n"
-            "                [--warmup 3] [--threads 2] [--mode plain|infer|gfa|pgd-at|all]\n"
-            "                [--gfa-lambda 0.1] [--seed 1] [--fuse 1|0] [--predict 1|0]\n"
-            "                [--conv-algo auto|direct|winograd]\n"
-            "Run with OMP_NUM_THREADS=<threads> so that the sgemm peak uses the same threads.\n");
+    fprintf(stderr, "usage: dd_bench [--arch cnn-cw|resnet20|preact-resnet18] [--batch 128] [--steps 20]\n"
+                    "                [--warmup 3] [--threads 2] [--mode plain|infer|gfa|pgd-at|all]\n"
+                    "                [--gfa-lambda 0.1] [--seed 1] [--fuse 1|0] [--predict 1|0]\n"
+                    "                [--conv-algo auto|direct|winograd]\n"
+                    "Run with OMP_NUM_THREADS=<threads> so that the sgemm peak uses the same threads.\n");
 }
 
 static int parse(int argc, char **argv, config *cfg) {
@@ -316,8 +315,10 @@ static int parse(int argc, char **argv, config *cfg) {
         else if (strcmp(a, "--predict") == 0)
             cfg->predict = atoi(v);
         else if (strcmp(a, "--conv-algo") == 0)
-            cfg->conv_algo = strcmp(v, "auto") == 0 ? DD_CONV_AUTO : strcmp(v, "direct") == 0 ? DD_CONV_DIRECT
-                             : strcmp(v, "winograd") == 0 ? DD_CONV_WINOGRAD : -1;
+            cfg->conv_algo = strcmp(v, "auto") == 0       ? DD_CONV_AUTO
+                             : strcmp(v, "direct") == 0   ? DD_CONV_DIRECT
+                             : strcmp(v, "winograd") == 0 ? DD_CONV_WINOGRAD
+                                                          : -1;
         else
             return -1;
     }
@@ -344,8 +345,9 @@ int main(int argc, char **argv) {
     const int want_plain = all || want_gfa || want_pgd || strcmp(cfg.mode, "plain") == 0;
 
     if (omp_get_max_threads() != cfg.threads)
-        fprintf(stderr, "dd_bench: warning: omp_get_max_threads() = %d but --threads %d: the sgemm peak "
-                        "uses %d threads (set OMP_NUM_THREADS=%d)\n",
+        fprintf(stderr,
+                "dd_bench: warning: omp_get_max_threads() = %d but --threads %d: the sgemm peak "
+                "uses %d threads (set OMP_NUM_THREADS=%d)\n",
                 omp_get_max_threads(), cfg.threads, omp_get_max_threads(), cfg.threads);
     double peak = sgemm_peak(cfg.seed);
 
@@ -368,7 +370,8 @@ int main(int argc, char **argv) {
     mo.fuse_layers = cfg.fuse;
     mo.conv_algo = (dd_conv_algo)cfg.conv_algo;
     dd_model *m = NULL;
-    dd_status s = dd_zoo_create(&m, cfg.arch, IMG_C, IMG_H, IMG_W, NUM_CLASSES, 1, NULL, NULL, cfg.batch, &mo);
+    dd_status s =
+        dd_zoo_create(&m, cfg.arch, IMG_C, IMG_H, IMG_W, NUM_CLASSES, 1, NULL, NULL, cfg.batch, &mo);
     if (s != DD_OK) {
         fail(&cfg, cfg.mode, "dd_zoo_create", s);
         return 1;
@@ -418,7 +421,8 @@ int main(int argc, char **argv) {
         s = dd_attack_create(&c.atk, m, &ao);
         if (s != DD_OK) {
             fprintf(stderr, "dd_bench: pgd-at skipped: %s (%s)\n", dd_status_string(s), dd_last_error());
-            printf("{\"impl\":\"deepdefense\",\"arch\":\"%s\",\"mode\":\"pgd-at\",\"skipped\":\"dd_attack_create: "
+            printf("{\"impl\":\"deepdefense\",\"arch\":\"%s\",\"mode\":\"pgd-at\",\"skipped\":\"dd_attack_"
+                   "create: "
                    "%s\"}\n",
                    cfg.arch, dd_status_string(s));
             fflush(stdout);
@@ -435,9 +439,11 @@ int main(int argc, char **argv) {
             } else {
                 /* An input gradient runs backward-data through every layer, the first included. */
                 double gflop = plain_gflop + 1e-9 * f.fwd * (double)(ar.forward_passes + ar.gradient_passes);
-                snprintf(extra, sizeof extra, ",\"ratio_to_plain\":%.4g,\"attack_forward_passes\":%lld,"
+                snprintf(extra, sizeof extra,
+                         ",\"ratio_to_plain\":%.4g,\"attack_forward_passes\":%lld,"
                          "\"attack_gradient_passes\":%lld",
-                         t.ms_median / tp.ms_median, (long long)ar.forward_passes, (long long)ar.gradient_passes);
+                         t.ms_median / tp.ms_median, (long long)ar.forward_passes,
+                         (long long)ar.gradient_passes);
                 report(&cfg, "pgd-at", &t, peak, gflop, m, extra);
             }
         }
@@ -459,7 +465,8 @@ int main(int argc, char **argv) {
          * the image on: 2 fwd); second backward (bwd_weights + bwd_data where
          * needed). About 2.3x a plain step. */
         double gflop = 1e-9 * (6.0 * f.fwd + f.bwd_data);
-        snprintf(extra, sizeof extra, ",\"ratio_to_plain\":%.4g,\"rss_ratio_to_plain\":%.4g,\"gfa_lambda\":%g,"
+        snprintf(extra, sizeof extra,
+                 ",\"ratio_to_plain\":%.4g,\"rss_ratio_to_plain\":%.4g,\"gfa_lambda\":%g,"
                  "\"hooks\":%d",
                  t.ms_median / tp.ms_median, peak_rss_mb() / rss_plain, (double)cfg.gfa_lambda, hooks);
         report(&cfg, "gfa", &t, peak, gflop, m, extra);

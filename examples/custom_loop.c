@@ -25,8 +25,7 @@
 #define BATCH 32
 
 /* Appends conv3x3(pad 1) -> batchnorm -> relu -> maxpool2 to `in`. */
-static dd_node conv_block_or_die(dd_model *m, dd_node in, int channels, const char *name)
-{
+static dd_node conv_block_or_die(dd_model *m, dd_node in, int channels, const char *name) {
     char buf[64];
     dd_conv2d_options co;
     dd_conv2d_options_init(&co);
@@ -49,21 +48,25 @@ static dd_node conv_block_or_die(dd_model *m, dd_node in, int channels, const ch
     return pool;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     const char *dir = NULL, *out = "custom_loop.safetensors";
     int epochs = 2, threads = 0;
     long limit = 2000;
     for (int i = 1; i < argc; i += 2) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (v == NULL)
-            die("%s needs a value (options: --data --epochs --limit --threads --out)", argv[i]);
-        if (strcmp(argv[i], "--data") == 0) dir = v;
-        else if (strcmp(argv[i], "--epochs") == 0) epochs = (int)parse_long_or_die("--epochs", v, 1, 1000);
-        else if (strcmp(argv[i], "--limit") == 0) limit = parse_long_or_die("--limit", v, 1, 1L << 30);
-        else if (strcmp(argv[i], "--threads") == 0) threads = (int)parse_long_or_die("--threads", v, 0, 1024);
-        else if (strcmp(argv[i], "--out") == 0) out = v;
-        else die("unknown option '%s'", argv[i]);
+        if (v == NULL) die("%s needs a value (options: --data --epochs --limit --threads --out)", argv[i]);
+        if (strcmp(argv[i], "--data") == 0)
+            dir = v;
+        else if (strcmp(argv[i], "--epochs") == 0)
+            epochs = (int)parse_long_or_die("--epochs", v, 1, 1000);
+        else if (strcmp(argv[i], "--limit") == 0)
+            limit = parse_long_or_die("--limit", v, 1, 1L << 30);
+        else if (strcmp(argv[i], "--threads") == 0)
+            threads = (int)parse_long_or_die("--threads", v, 0, 1024);
+        else if (strcmp(argv[i], "--out") == 0)
+            out = v;
+        else
+            die("unknown option '%s'", argv[i]);
     }
 
     dd_dataset *train, *test;
@@ -84,8 +87,7 @@ int main(int argc, char **argv)
     dd_model *m = NULL;
     check_or_die(dd_model_create(&m, c, h, w, k, &mo), "dd_model_create");
     float mean[3] = {0.5f, 0.5f, 0.5f}, std[3] = {0.25f, 0.25f, 0.25f};
-    if (c > 3)
-        die("this example normalises at most 3 channels");
+    if (c > 3) die("this example normalises at most 3 channels");
     dd_node x0, b1, b2, flat, fc1, act, logits;
     check_or_die(dd_model_add_normalize(m, DD_INPUT, mean, std, c, "norm", &x0), "dd_model_add_normalize");
     b1 = conv_block_or_die(m, x0, 16, "block1");
@@ -127,7 +129,7 @@ int main(int argc, char **argv)
     check_or_die(dd_attack_create(&pgd, m, &ao), "dd_attack_create");
 
     size_t per = (size_t)c * h * w;
-    float *x = malloc_or_die(BATCH * per, sizeof *x);       /* (BATCH, C, H, W) */
+    float *x = malloc_or_die(BATCH * per, sizeof *x);         /* (BATCH, C, H, W) */
     float *x_adv = malloc_or_die(BATCH * per, sizeof *x_adv); /* (BATCH, C, H, W) */
     int32_t *y = malloc_or_die(BATCH, sizeof *y);
 
@@ -139,8 +141,7 @@ int main(int argc, char **argv)
         int hooks = 0, n = 0;
         for (;;) {
             check_or_die(dd_batch_iter_next(it, x, y, NULL, &n), "dd_batch_iter_next");
-            if (n == 0)
-                break;
+            if (n == 0) break;
             float lr;
             check_or_die(dd_lr_schedule_eval(&sched, step++, &lr), "dd_lr_schedule_eval");
             check_or_die(dd_optimizer_set_lr(opt, lr), "dd_optimizer_set_lr");
@@ -157,11 +158,10 @@ int main(int argc, char **argv)
             correct += s.correct;
             seen += n;
             hooks = s.num_hooks;
-            for (int t = 0; t < s.num_hooks; t++)
-                align[t] += s.hook_align[t] * n;
+            for (int t = 0; t < s.num_hooks; t++) align[t] += s.hook_align[t] * n;
         }
-        printf("epoch %d: adversarial loss %.4f, adversarial acc %.2f%%, alignment", epoch + 1,
-               loss / seen, 100.0 * correct / seen);
+        printf("epoch %d: adversarial loss %.4f, adversarial acc %.2f%%, alignment", epoch + 1, loss / seen,
+               100.0 * correct / seen);
         for (int t = 0; t < hooks; t++) {
             dd_node node;
             float lambda;

@@ -40,16 +40,16 @@
 /* ======================================================================== */
 
 typedef struct robust_row {
-    int attack;               /* index into the attack list */
+    int attack; /* index into the attack list */
     double eps;
     double acc;
-    double seconds;           /* 0 for rows derived from minimum-norm runs */
-    unsigned char *robust;    /* (n): 1 = classified correctly and not fooled (owned) */
+    double seconds;        /* 0 for rows derived from minimum-norm runs */
+    unsigned char *robust; /* (n): 1 = classified correctly and not fooled (owned) */
 } robust_row;
 
 typedef struct min_norm_row {
     int attack;
-    int n, correct, fooled;   /* fooled: clean-correct samples the attack flipped */
+    int n, correct, fooled;    /* fooled: clean-correct samples the attack flipped */
     double median[3], mean[3]; /* L2, L1, Linf over the fooled samples */
     double seconds;
 } min_norm_row;
@@ -57,7 +57,7 @@ typedef struct min_norm_row {
 typedef struct model_report {
     const char *path;
     char name[128];
-    char range[8];            /* what its first layer sees: 01, pm1 or std (a normalize node) */
+    char range[8]; /* what its first layer sees: 01, pm1 or std (a normalize node) */
     double clean;
     unsigned char *clean_mask; /* (n): 1 = classified correctly (owned) */
     robust_row rows[MAX_ATTACKS * MAX_EPS * 2];
@@ -71,8 +71,8 @@ typedef struct attack_spec {
     dd_attack_kind kind;
     const char *name;
     dd_norm norm;
-    int min_norm;             /* DeepFool, EAD, CW: run without a budget */
-    int transfer;             /* >= 0: PGD adversarials of source model `transfer`, replayed */
+    int min_norm; /* DeepFool, EAD, CW: run without a budget */
+    int transfer; /* >= 0: PGD adversarials of source model `transfer`, replayed */
 } attack_spec;
 
 typedef struct settings {
@@ -88,10 +88,10 @@ typedef struct settings {
     int ntransfer;
     double transfer_eps;
     int queries, ead_steps, cw_steps;
-    int pgd_steps;            /* > 0: PGD iterations, step 2.5 eps / steps (Madry) */
+    int pgd_steps; /* > 0: PGD iterations, step 2.5 eps / steps (Madry) */
     int land_images, land_points, land_dirs;
     double land_radius;
-    const char *input_range;  /* NULL: read from each checkpoint; else 01|pm1|std, checked */
+    const char *input_range; /* NULL: read from each checkpoint; else 01|pm1|std, checked */
     const char *out;
     const char *models[MAX_MODELS];
     int nmodels;
@@ -101,70 +101,61 @@ typedef struct settings {
 /* Command line                                                               */
 /* ======================================================================== */
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: eval_robustness [options] MODEL... | --compare MODEL MODEL...\n"
-            "  MODEL is PATH or NAME=PATH (NAME, without '/', heads the report's column;\n"
-            "  default: the file's stem)\n"
-            "  --data DIR          CIFAR-10 binary or IDX test set (default " DEFAULT_DATA_DIR ")\n"
-            "  --synthetic         the synthetic 3x16x16 test set of train_cifar --synthetic\n"
-            "  --n N               test images (default 1000)\n"
-            "  --batch N           images per attack batch (default 100)\n"
-            "  --threads N         OpenMP threads (default: OpenMP's)\n"
-            "  --attacks LIST      comma-separated (default fgsm,pgd-linf,apgd-ce-linf,\n"
-            "                      deepfool-l2,ead,square-linf,autoattack-linf; any of\n"
-            "                      dd_attack_kind_name(), e.g. pgd-l2, cw-l2, apgd-t-linf)\n"
-            "  --eps LIST          Linf budgets (default 1/255,2/255,4/255,8/255)\n"
-            "  --eps-l2 LIST       L2 budgets (default 0.25,0.5,1)\n"
-            "  --queries N         Square's query budget (default: the attack's, 5000)\n"
-            "  --ead-steps N       EAD iterations per binary step (default: the attack's)\n"
-            "  --cw-steps N        CW iterations per binary step (default: the attack's)\n"
-            "  --transfer NAME=PATH  also replay PGD adversarials made on this model (white-box,\n"
-            "                      --pgd-steps or 20 steps, at --transfer-eps) against every\n"
-            "                      model: a transfer attack (repeatable, up to 4 sources)\n"
-            "  --transfer-eps X    Linf budget of the transfer attacks (default 8/255)\n"
-            "  --pgd-steps N       PGD iterations, step 2.5 eps / N (default: the attack's,\n"
-            "                      10 steps of 2/255 Linf / 0.2 L2)\n"
-            "  --landscape N       images for the loss landscape (default 8, 0 = none)\n"
-            "  --landscape-radius R  range of t, L2 (default 2)\n"
-            "  --landscape-points P  points along each direction (default 21)\n"
-            "  --landscape-dirs D  tangential directions per image (default 4)\n"
-            "  --input-range R     01|pm1|std: what the checkpoints' first layer must see\n"
-            "                      (default: read from each; pm1 = a 0.5/0.5 normalize node,\n"
-            "                      x -> 2x - 1). Attacks work in [0,1] pixels either way;\n"
-            "                      reports give eps in [0,1] and in [-1,1] units (2x)\n"
-            "  --out PREFIX        report files PREFIX.md/.json/.csv/-*.svg (default robustness)\n");
+static void usage(FILE *f) {
+    fprintf(f, "usage: eval_robustness [options] MODEL... | --compare MODEL MODEL...\n"
+               "  MODEL is PATH or NAME=PATH (NAME, without '/', heads the report's column;\n"
+               "  default: the file's stem)\n"
+               "  --data DIR          CIFAR-10 binary or IDX test set (default " DEFAULT_DATA_DIR ")\n"
+               "  --synthetic         the synthetic 3x16x16 test set of train_cifar --synthetic\n"
+               "  --n N               test images (default 1000)\n"
+               "  --batch N           images per attack batch (default 100)\n"
+               "  --threads N         OpenMP threads (default: OpenMP's)\n"
+               "  --attacks LIST      comma-separated (default fgsm,pgd-linf,apgd-ce-linf,\n"
+               "                      deepfool-l2,ead,square-linf,autoattack-linf; any of\n"
+               "                      dd_attack_kind_name(), e.g. pgd-l2, cw-l2, apgd-t-linf)\n"
+               "  --eps LIST          Linf budgets (default 1/255,2/255,4/255,8/255)\n"
+               "  --eps-l2 LIST       L2 budgets (default 0.25,0.5,1)\n"
+               "  --queries N         Square's query budget (default: the attack's, 5000)\n"
+               "  --ead-steps N       EAD iterations per binary step (default: the attack's)\n"
+               "  --cw-steps N        CW iterations per binary step (default: the attack's)\n"
+               "  --transfer NAME=PATH  also replay PGD adversarials made on this model (white-box,\n"
+               "                      --pgd-steps or 20 steps, at --transfer-eps) against every\n"
+               "                      model: a transfer attack (repeatable, up to 4 sources)\n"
+               "  --transfer-eps X    Linf budget of the transfer attacks (default 8/255)\n"
+               "  --pgd-steps N       PGD iterations, step 2.5 eps / N (default: the attack's,\n"
+               "                      10 steps of 2/255 Linf / 0.2 L2)\n"
+               "  --landscape N       images for the loss landscape (default 8, 0 = none)\n"
+               "  --landscape-radius R  range of t, L2 (default 2)\n"
+               "  --landscape-points P  points along each direction (default 21)\n"
+               "  --landscape-dirs D  tangential directions per image (default 4)\n"
+               "  --input-range R     01|pm1|std: what the checkpoints' first layer must see\n"
+               "                      (default: read from each; pm1 = a 0.5/0.5 normalize node,\n"
+               "                      x -> 2x - 1). Attacks work in [0,1] pixels either way;\n"
+               "                      reports give eps in [0,1] and in [-1,1] units (2x)\n"
+               "  --out PREFIX        report files PREFIX.md/.json/.csv/-*.svg (default robustness)\n");
 }
 
 /* Splits a comma-separated list of numbers (fractions allowed) into v. */
-static int parse_list_or_die(const char *opt, const char *s, double *v, int max)
-{
+static int parse_list_or_die(const char *opt, const char *s, double *v, int max) {
     char buf[512];
-    if (strlen(s) >= sizeof buf)
-        die("%s: list too long", opt);
+    if (strlen(s) >= sizeof buf) die("%s: list too long", opt);
     snprintf(buf, sizeof buf, "%s", s);
     int n = 0;
     for (char *tok = strtok(buf, ","); tok != NULL; tok = strtok(NULL, ",")) {
-        if (n == max)
-            die("%s: at most %d values", opt, max);
+        if (n == max) die("%s: at most %d values", opt, max);
         v[n++] = parse_double_or_die(opt, tok, 0.0, 1e6);
     }
-    if (n == 0)
-        die("%s: empty list", opt);
+    if (n == 0) die("%s: empty list", opt);
     return n;
 }
 
-static void parse_attacks_or_die(settings *s, const char *list)
-{
+static void parse_attacks_or_die(settings *s, const char *list) {
     char buf[512];
-    if (strlen(list) >= sizeof buf)
-        die("--attacks: list too long");
+    if (strlen(list) >= sizeof buf) die("--attacks: list too long");
     snprintf(buf, sizeof buf, "%s", list);
     s->nattacks = 0;
     for (char *tok = strtok(buf, ","); tok != NULL; tok = strtok(NULL, ",")) {
-        if (s->nattacks == MAX_ATTACKS)
-            die("--attacks: at most %d", MAX_ATTACKS);
+        if (s->nattacks == MAX_ATTACKS) die("--attacks: at most %d", MAX_ATTACKS);
         attack_spec *a = &s->attacks[s->nattacks++];
         a->transfer = -1;
         if (dd_attack_kind_from_name(tok, &a->kind) != DD_OK || a->kind == DD_ATTACK_TRADES_KL)
@@ -178,8 +169,7 @@ static void parse_attacks_or_die(settings *s, const char *list)
     }
 }
 
-static void parse_args(int argc, char **argv, settings *s)
-{
+static void parse_args(int argc, char **argv, settings *s) {
     memset(s, 0, sizeof *s);
     s->n = 1000;
     s->batch = 100;
@@ -202,55 +192,66 @@ static void parse_args(int argc, char **argv, settings *s)
             s->synthetic = 1;
             continue;
         }
-        if (strcmp(a, "--compare") == 0)
-            continue; /* the checkpoints follow, as positional arguments */
+        if (strcmp(a, "--compare") == 0) continue; /* the checkpoints follow, as positional arguments */
         if (strncmp(a, "--", 2) != 0) {
-            if (s->nmodels == MAX_MODELS)
-                die("at most %d checkpoints", MAX_MODELS);
+            if (s->nmodels == MAX_MODELS) die("at most %d checkpoints", MAX_MODELS);
             s->models[s->nmodels++] = a;
             continue;
         }
-        if (i + 1 >= argc)
-            die("%s needs a value (see --help)", a);
+        if (i + 1 >= argc) die("%s needs a value (see --help)", a);
         const char *v = argv[++i];
-        if (strcmp(a, "--data") == 0) s->data = v;
-        else if (strcmp(a, "--n") == 0) s->n = (int)parse_long_or_die(a, v, 1, 10000000);
-        else if (strcmp(a, "--batch") == 0) s->batch = (int)parse_long_or_die(a, v, 1, 65536);
-        else if (strcmp(a, "--threads") == 0) s->threads = (int)parse_long_or_die(a, v, 0, 1024);
-        else if (strcmp(a, "--attacks") == 0) parse_attacks_or_die(s, v);
-        else if (strcmp(a, "--eps") == 0) s->n_linf = parse_list_or_die(a, v, s->eps_linf, MAX_EPS);
-        else if (strcmp(a, "--eps-l2") == 0) s->n_l2 = parse_list_or_die(a, v, s->eps_l2, MAX_EPS);
-        else if (strcmp(a, "--queries") == 0) s->queries = (int)parse_long_or_die(a, v, 1, 1000000);
-        else if (strcmp(a, "--ead-steps") == 0) s->ead_steps = (int)parse_long_or_die(a, v, 1, 1000000);
-        else if (strcmp(a, "--cw-steps") == 0) s->cw_steps = (int)parse_long_or_die(a, v, 1, 1000000);
+        if (strcmp(a, "--data") == 0)
+            s->data = v;
+        else if (strcmp(a, "--n") == 0)
+            s->n = (int)parse_long_or_die(a, v, 1, 10000000);
+        else if (strcmp(a, "--batch") == 0)
+            s->batch = (int)parse_long_or_die(a, v, 1, 65536);
+        else if (strcmp(a, "--threads") == 0)
+            s->threads = (int)parse_long_or_die(a, v, 0, 1024);
+        else if (strcmp(a, "--attacks") == 0)
+            parse_attacks_or_die(s, v);
+        else if (strcmp(a, "--eps") == 0)
+            s->n_linf = parse_list_or_die(a, v, s->eps_linf, MAX_EPS);
+        else if (strcmp(a, "--eps-l2") == 0)
+            s->n_l2 = parse_list_or_die(a, v, s->eps_l2, MAX_EPS);
+        else if (strcmp(a, "--queries") == 0)
+            s->queries = (int)parse_long_or_die(a, v, 1, 1000000);
+        else if (strcmp(a, "--ead-steps") == 0)
+            s->ead_steps = (int)parse_long_or_die(a, v, 1, 1000000);
+        else if (strcmp(a, "--cw-steps") == 0)
+            s->cw_steps = (int)parse_long_or_die(a, v, 1, 1000000);
         else if (strcmp(a, "--transfer") == 0) {
-            if (s->ntransfer == MAX_TRANSFER)
-                die("--transfer: at most %d sources", MAX_TRANSFER);
+            if (s->ntransfer == MAX_TRANSFER) die("--transfer: at most %d sources", MAX_TRANSFER);
             s->transfer[s->ntransfer++] = v;
-        } else if (strcmp(a, "--transfer-eps") == 0) s->transfer_eps = parse_double_or_die(a, v, 0.0, 1.0);
-        else if (strcmp(a, "--pgd-steps") == 0) s->pgd_steps = (int)parse_long_or_die(a, v, 1, 100000);
-        else if (strcmp(a, "--landscape") == 0) s->land_images = (int)parse_long_or_die(a, v, 0, 65536);
-        else if (strcmp(a, "--landscape-radius") == 0) s->land_radius = parse_double_or_die(a, v, 1e-6, 1e6);
-        else if (strcmp(a, "--landscape-points") == 0) s->land_points = (int)parse_long_or_die(a, v, 3, MAX_POINTS);
-        else if (strcmp(a, "--landscape-dirs") == 0) s->land_dirs = (int)parse_long_or_die(a, v, 1, 1000);
-        else if (strcmp(a, "--out") == 0) s->out = v;
+        } else if (strcmp(a, "--transfer-eps") == 0)
+            s->transfer_eps = parse_double_or_die(a, v, 0.0, 1.0);
+        else if (strcmp(a, "--pgd-steps") == 0)
+            s->pgd_steps = (int)parse_long_or_die(a, v, 1, 100000);
+        else if (strcmp(a, "--landscape") == 0)
+            s->land_images = (int)parse_long_or_die(a, v, 0, 65536);
+        else if (strcmp(a, "--landscape-radius") == 0)
+            s->land_radius = parse_double_or_die(a, v, 1e-6, 1e6);
+        else if (strcmp(a, "--landscape-points") == 0)
+            s->land_points = (int)parse_long_or_die(a, v, 3, MAX_POINTS);
+        else if (strcmp(a, "--landscape-dirs") == 0)
+            s->land_dirs = (int)parse_long_or_die(a, v, 1, 1000);
+        else if (strcmp(a, "--out") == 0)
+            s->out = v;
         else if (strcmp(a, "--input-range") == 0) {
             if (strcmp(v, "01") != 0 && strcmp(v, "pm1") != 0 && strcmp(v, "std") != 0)
                 die("--input-range: unknown '%s' (01, pm1, std)", v);
             s->input_range = v;
-        }
-        else die("unknown option '%s' (see --help)", a);
+        } else
+            die("unknown option '%s' (see --help)", a);
     }
     if (s->nmodels == 0) {
         usage(stderr);
         die("no checkpoint given");
     }
-    if (s->land_images > s->batch)
-        s->land_images = s->batch;
+    if (s->land_images > s->batch) s->land_images = s->batch;
     /* each transfer source becomes one more row kind */
     for (int t = 0; t < s->ntransfer; t++) {
-        if (s->nattacks == MAX_ATTACKS)
-            die("--transfer: at most %d attacks and sources in all", MAX_ATTACKS);
+        if (s->nattacks == MAX_ATTACKS) die("--transfer: at most %d attacks and sources in all", MAX_ATTACKS);
         const char *eq = strchr(s->transfer[t], '=');
         if (eq == NULL || eq == s->transfer[t] || (size_t)(eq - s->transfer[t]) >= 100)
             die("--transfer: expected NAME=PATH, got '%s'", s->transfer[t]);
@@ -267,9 +268,8 @@ static void parse_args(int argc, char **argv, settings *s)
 
 /* The transfer sources' adversarials: PGD (white-box on the source) at
  * transfer_eps over the n images; adv[t] (n * per floats, malloc'd). */
-static void make_transfer_or_die(const settings *s, const float *x, const int32_t *y, int n,
-                                 size_t per, float **adv)
-{
+static void make_transfer_or_die(const settings *s, const float *x, const int32_t *y, int n, size_t per,
+                                 float **adv) {
     for (int t = 0; t < s->ntransfer; t++) {
         const char *path = strchr(s->transfer[t], '=') + 1;
         dd_model_options mo;
@@ -294,9 +294,9 @@ static void make_transfer_or_die(const settings *s, const float *x, const int32_
             int b = n - start < s->batch ? n - start : s->batch;
             dd_attack_results r;
             dd_attack_results_init(&r);
-            check_or_die(dd_attack_run(at, x + (size_t)start * per, y + start, b,
-                                       adv[t] + (size_t)start * per, &r),
-                         "transfer source attack");
+            check_or_die(
+                dd_attack_run(at, x + (size_t)start * per, y + start, b, adv[t] + (size_t)start * per, &r),
+                "transfer source attack");
         }
         dd_attack_destroy(at);
         dd_model_destroy(m);
@@ -308,29 +308,22 @@ static void make_transfer_or_die(const settings *s, const float *x, const int32_
 /* Measurements                                                               */
 /* ======================================================================== */
 
-static int cmp_double(const void *a, const void *b)
-{
+static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-static double median_of(double *v, int n)
-{
-    if (n == 0)
-        return NAN;
+static double median_of(double *v, int n) {
+    if (n == 0) return NAN;
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static void attack_options(const settings *s, const attack_spec *a, dd_attack_options *ao)
-{
+static void attack_options(const settings *s, const attack_spec *a, dd_attack_options *ao) {
     dd_attack_options_init(ao, a->kind);
-    if (s->queries > 0)
-        ao->queries = s->queries;
-    if (a->kind == DD_ATTACK_EAD && s->ead_steps > 0)
-        ao->steps = s->ead_steps;
-    if (a->kind == DD_ATTACK_CW_L2 && s->cw_steps > 0)
-        ao->steps = s->cw_steps;
+    if (s->queries > 0) ao->queries = s->queries;
+    if (a->kind == DD_ATTACK_EAD && s->ead_steps > 0) ao->steps = s->ead_steps;
+    if (a->kind == DD_ATTACK_CW_L2 && s->cw_steps > 0) ao->steps = s->cw_steps;
 }
 
 /* Robust accuracy of m under a budgeted attack at eps over the n images x. */
@@ -338,8 +331,7 @@ static void attack_options(const settings *s, const attack_spec *a, dd_attack_op
  * robust (n) receives each sample's verdict. */
 static double budgeted_or_die(const settings *s, dd_model *m, const attack_spec *a, double eps,
                               const float *x, const int32_t *y, int n, size_t per, float *xa,
-                              unsigned char *robust)
-{
+                              unsigned char *robust) {
     dd_attack_options ao;
     attack_options(s, a, &ao);
     ao.eps = (float)eps;
@@ -360,8 +352,7 @@ static double budgeted_or_die(const settings *s, dd_model *m, const attack_spec 
         r.clean_correct = clean;
         check_or_die(dd_attack_run(at, x + (size_t)start * per, y + start, b, xa, &r), a->name);
         fooled += r.num_success;
-        for (int i = 0; i < b; i++)
-            robust[start + i] = clean[i] && !succ[i];
+        for (int i = 0; i < b; i++) robust[start + i] = clean[i] && !succ[i];
     }
     free(succ);
     free(clean);
@@ -370,9 +361,8 @@ static double budgeted_or_die(const settings *s, dd_model *m, const attack_spec 
 }
 
 /* mask (n): 1 where m's eval-mode argmax (first maximum) equals the label. */
-static void clean_mask_or_die(dd_model *m, const float *x, const int32_t *y, int n, size_t per,
-                              int k, int batch, unsigned char *mask)
-{
+static void clean_mask_or_die(dd_model *m, const float *x, const int32_t *y, int n, size_t per, int k,
+                              int batch, unsigned char *mask) {
     float *z = malloc_or_die((size_t)batch * (size_t)k, sizeof *z);
     for (int start = 0; start < n; start += batch) {
         int b = n - start < batch ? n - start : batch;
@@ -381,8 +371,7 @@ static void clean_mask_or_die(dd_model *m, const float *x, const int32_t *y, int
             const float *zi = z + (size_t)i * k;
             int arg = 0;
             for (int j = 1; j < k; j++)
-                if (zi[j] > zi[arg])
-                    arg = j;
+                if (zi[j] > zi[arg]) arg = j;
             mask[start + i] = arg == y[start + i];
         }
     }
@@ -393,21 +382,17 @@ static void clean_mask_or_die(dd_model *m, const float *x, const int32_t *y, int
  * mean and std 0.5, "std" after another normalize node, "01" without one;
  * origin (C floats) receives the pixel that maps to 0 (the normalize
  * node's mean, or 0). */
-static void input_range_of(const dd_model *m, int channels, char *out, size_t size, float *origin)
-{
+static void input_range_of(const dd_model *m, int channels, char *out, size_t size, float *origin) {
     dd_node_info info;
     memset(&info, 0, sizeof info);
     info.struct_size = sizeof info;
     int nn = 0;
     check_or_die(dd_model_num_nodes(m, &nn), "dd_model_num_nodes");
-    for (int c = 0; c < channels; c++)
-        origin[c] = 0.0f;
+    for (int c = 0; c < channels; c++) origin[c] = 0.0f;
     snprintf(out, size, "01");
-    if (nn < 2)
-        return;
+    if (nn < 2) return;
     check_or_die(dd_model_node_info(m, 1, &info), "dd_model_node_info");
-    if (info.type != DD_NODE_NORMALIZE || info.inputs[0] != DD_INPUT)
-        return;
+    if (info.type != DD_NODE_NORMALIZE || info.inputs[0] != DD_INPUT) return;
     int half = 1;
     for (int c = 0; c < channels; c++) {
         origin[c] = info.mean[c];
@@ -418,9 +403,8 @@ static void input_range_of(const dd_model *m, int channels, char *out, size_t si
 
 /* A minimum-norm attack without budget: statistics of the norms it needed,
  * and the accuracy it implies at each budget of its own norm (L2 or Linf). */
-static void min_norm_or_die(const settings *s, dd_model *m, int ai, const float *x,
-                            const int32_t *y, int n, size_t per, float *xa, model_report *rep)
-{
+static void min_norm_or_die(const settings *s, dd_model *m, int ai, const float *x, const int32_t *y, int n,
+                            size_t per, float *xa, model_report *rep) {
     const attack_spec *a = &s->attacks[ai];
     dd_attack_options ao;
     attack_options(s, a, &ao);
@@ -429,8 +413,7 @@ static void min_norm_or_die(const settings *s, dd_model *m, int ai, const float 
     int32_t *succ = malloc_or_die((size_t)n, sizeof *succ);
     int32_t *clean = malloc_or_die((size_t)n, sizeof *clean);
     float *nrm[3];
-    for (int k = 0; k < 3; k++)
-        nrm[k] = malloc_or_die((size_t)n, sizeof *nrm[k]);
+    for (int k = 0; k < 3; k++) nrm[k] = malloc_or_die((size_t)n, sizeof *nrm[k]);
     double t0 = now_seconds();
     for (int start = 0; start < n; start += s->batch) {
         int b = n - start < s->batch ? n - start : s->batch;
@@ -450,8 +433,7 @@ static void min_norm_or_die(const settings *s, dd_model *m, int ai, const float 
     row->attack = ai;
     row->n = n;
     row->seconds = now_seconds() - t0;
-    for (int i = 0; i < n; i++)
-        row->correct += clean[i] != 0;
+    for (int i = 0; i < n; i++) row->correct += clean[i] != 0;
     double *v = malloc_or_die((size_t)n, sizeof *v);
     for (int k = 0; k < 3; k++) {
         int cnt = 0;
@@ -488,24 +470,19 @@ static void min_norm_or_die(const settings *s, dd_model *m, int ai, const float 
     }
     free(succ);
     free(clean);
-    for (int k = 0; k < 3; k++)
-        free(nrm[k]);
+    for (int k = 0; k < 3; k++) free(nrm[k]);
 }
 
 /* Mean cross-entropy of the n images in xb (labels y) under m. */
-static double mean_loss_or_die(dd_model *m, const float *xb, const int32_t *y, int n, int k,
-                               float *logits)
-{
+static double mean_loss_or_die(dd_model *m, const float *xb, const int32_t *y, int n, int k, float *logits) {
     check_or_die(dd_model_forward(m, xb, n, DD_EVAL, logits), "dd_model_forward");
     double sum = 0.0;
     for (int i = 0; i < n; i++) {
         const float *z = logits + (size_t)i * k;
         double mx = z[0];
-        for (int j = 1; j < k; j++)
-            mx = z[j] > mx ? z[j] : mx;
+        for (int j = 1; j < k; j++) mx = z[j] > mx ? z[j] : mx;
         double se = 0.0;
-        for (int j = 0; j < k; j++)
-            se += exp(z[j] - mx);
+        for (int j = 0; j < k; j++) se += exp(z[j] - mx);
         sum += mx + log(se) - z[y[i]];
     }
     return sum / n;
@@ -515,9 +492,8 @@ static double mean_loss_or_die(dd_model *m, const float *xb, const int32_t *y, i
  * to x, unit), t on land_points points of [-R, R]; mean over images and
  * tangential directions. Directions are drawn from a fixed seed, so every
  * model sees the same ones. */
-static void landscape_or_die(const settings *s, dd_model *m, const float *x, const int32_t *y,
-                             size_t per, int k, const float *origin, int channels, model_report *rep)
-{
+static void landscape_or_die(const settings *s, dd_model *m, const float *x, const int32_t *y, size_t per,
+                             int k, const float *origin, int channels, model_report *rep) {
     size_t plane = per / (size_t)channels;
     int ni = s->land_images, np = s->land_points;
     float *dr = malloc_or_die((size_t)ni * per, sizeof *dr);
@@ -552,20 +528,17 @@ static void landscape_or_die(const settings *s, dd_model *m, const float *x, con
                 ng += (double)g[j] * g[j];
             }
             ng = sqrt(ng) > 0 ? sqrt(ng) : 1.0;
-            for (size_t j = 0; j < per; j++)
-                g[j] = (float)(g[j] / ng);
+            for (size_t j = 0; j < per; j++) g[j] = (float)(g[j] / ng);
         }
     }
     for (int p = 0; p < np; p++) {
         double t = -s->land_radius + 2.0 * s->land_radius * p / (np - 1);
-        for (size_t j = 0; j < (size_t)ni * per; j++)
-            xb[j] = (float)(x[j] + t * dr[j]);
+        for (size_t j = 0; j < (size_t)ni * per; j++) xb[j] = (float)(x[j] + t * dr[j]);
         rep->radial[p] = mean_loss_or_die(m, xb, y, ni, k, logits);
         double acc = 0.0;
         for (int d = 0; d < s->land_dirs; d++) {
             const float *g = dt + (size_t)d * ni * per;
-            for (size_t j = 0; j < (size_t)ni * per; j++)
-                xb[j] = (float)(x[j] + t * g[j]);
+            for (size_t j = 0; j < (size_t)ni * per; j++) xb[j] = (float)(x[j] + t * g[j]);
             acc += mean_loss_or_die(m, xb, y, ni, k, logits);
         }
         rep->tangential[p] = acc / s->land_dirs;
@@ -580,8 +553,7 @@ static void landscape_or_die(const settings *s, dd_model *m, const float *x, con
 /* Report writers                                                             */
 /* ======================================================================== */
 
-static const char *eps_text(dd_norm norm, double eps, char *buf, size_t size)
-{
+static const char *eps_text(dd_norm norm, double eps, char *buf, size_t size) {
     double k = eps * 255.0;
     if (norm == DD_NORM_LINF && eps > 0 && fabs(k - floor(k + 0.5)) < 1e-6)
         snprintf(buf, size, "%.0f/255", floor(k + 0.5));
@@ -590,55 +562,43 @@ static const char *eps_text(dd_norm norm, double eps, char *buf, size_t size)
     return buf;
 }
 
-static const char *norm_name(dd_norm n)
-{
+static const char *norm_name(dd_norm n) {
     return n == DD_NORM_L2 ? "L2" : n == DD_NORM_L1 ? "L1" : n == DD_NORM_LINF ? "Linf" : "L0";
 }
 
-static FILE *open_or_die(const char *prefix, const char *suffix, char *path, size_t size)
-{
+static FILE *open_or_die(const char *prefix, const char *suffix, char *path, size_t size) {
     snprintf(path, size, "%s%s", prefix, suffix);
     FILE *f = fopen(path, "w");
-    if (f == NULL)
-        die("cannot write %s: %s", path, strerror(errno));
+    if (f == NULL) die("cannot write %s: %s", path, strerror(errno));
     return f;
 }
 
-static void close_or_die(FILE *f, const char *path)
-{
-    if (ferror(f) || fclose(f) != 0)
-        die("error writing %s", path);
+static void close_or_die(FILE *f, const char *path) {
+    if (ferror(f) || fclose(f) != 0) die("error writing %s", path);
     printf("wrote %s\n", path);
 }
 
 /* The (attack, eps) rows of the union of all reports, in the order of the
  * first report that has them (all reports run the same suite). */
-static const robust_row *find_row(const model_report *r, int attack, double eps)
-{
+static const robust_row *find_row(const model_report *r, int attack, double eps) {
     for (int i = 0; i < r->nrows; i++)
-        if (r->rows[i].attack == attack && r->rows[i].eps == eps)
-            return &r->rows[i];
+        if (r->rows[i].attack == attack && r->rows[i].eps == eps) return &r->rows[i];
     return NULL;
 }
 
 /* The robust-accuracy table (percent): over all ntest samples, or, with
  * subset (ntest flags), over the flagged ones. */
-static void write_accuracy_table(FILE *f, const settings *s, const model_report *reps, int nr,
-                                 int ntest, const unsigned char *subset)
-{
+static void write_accuracy_table(FILE *f, const settings *s, const model_report *reps, int nr, int ntest,
+                                 const unsigned char *subset) {
     char e[32], e2[32];
     int nsub = 0;
-    for (int i = 0; subset && i < ntest; i++)
-        nsub += subset[i];
+    for (int i = 0; subset && i < ntest; i++) nsub += subset[i];
     fprintf(f, "| attack | norm | eps | eps in [-1,1] |");
-    for (int m = 0; m < nr; m++)
-        fprintf(f, " %s |", reps[m].name);
+    for (int m = 0; m < nr; m++) fprintf(f, " %s |", reps[m].name);
     fprintf(f, "\n|---|---|---|---|");
-    for (int m = 0; m < nr; m++)
-        fprintf(f, "---:|");
+    for (int m = 0; m < nr; m++) fprintf(f, "---:|");
     fprintf(f, "\n| clean | - | 0 | 0 |");
-    for (int m = 0; m < nr; m++)
-        fprintf(f, " %.2f |", subset ? 100.0 : 100.0 * reps[m].clean);
+    for (int m = 0; m < nr; m++) fprintf(f, " %.2f |", subset ? 100.0 : 100.0 * reps[m].clean);
     fprintf(f, "\n");
     for (int i = 0; i < reps[0].nrows; i++) {
         const robust_row *r0 = &reps[0].rows[i];
@@ -654,8 +614,7 @@ static void write_accuracy_table(FILE *f, const settings *s, const model_report 
             double acc = r->acc;
             if (subset) {
                 int k = 0;
-                for (int j = 0; j < ntest; j++)
-                    k += subset[j] && r->robust[j];
+                for (int j = 0; j < ntest; j++) k += subset[j] && r->robust[j];
                 acc = (double)k / nsub;
             }
             fprintf(f, " %.2f |", 100.0 * acc);
@@ -665,21 +624,20 @@ static void write_accuracy_table(FILE *f, const settings *s, const model_report 
 }
 
 static void write_markdown(const settings *s, const model_report *reps, int nr, int ntest,
-                           const char *source)
-{
+                           const char *source) {
     char path[1024];
     FILE *f = open_or_die(s->out, ".md", path, sizeof path);
     fprintf(f, "# Robustness report\n\n");
-    fprintf(f, "%d test images of %s; robust accuracy in %%, a sample counts as robust when it is "
-               "classified correctly and the attack fails on it. Minimum-norm attacks "
-               "(DeepFool, EAD, CW) run without a budget; their rows give the accuracy implied "
-               "by their per-sample norms. Attacks work on [0,1] pixels; eps is given in "
-               "those units and, beside it, in [-1,1] units (twice as large), the units of "
-               "models whose first layer sees 2x - 1.\n\nWhat each model's first layer sees "
-               "(01: [0,1] pixels; pm1: 2x - 1; std: per-channel standardised):",
+    fprintf(f,
+            "%d test images of %s; robust accuracy in %%, a sample counts as robust when it is "
+            "classified correctly and the attack fails on it. Minimum-norm attacks "
+            "(DeepFool, EAD, CW) run without a budget; their rows give the accuracy implied "
+            "by their per-sample norms. Attacks work on [0,1] pixels; eps is given in "
+            "those units and, beside it, in [-1,1] units (twice as large), the units of "
+            "models whose first layer sees 2x - 1.\n\nWhat each model's first layer sees "
+            "(01: [0,1] pixels; pm1: 2x - 1; std: per-channel standardised):",
             ntest, source);
-    for (int m = 0; m < nr; m++)
-        fprintf(f, "%s%s %s", m ? ", " : " ", reps[m].name, reps[m].range);
+    for (int m = 0; m < nr; m++) fprintf(f, "%s%s %s", m ? ", " : " ", reps[m].name, reps[m].range);
     fprintf(f, ".\n\n");
     write_accuracy_table(f, s, reps, nr, ntest, NULL);
 
@@ -688,27 +646,24 @@ static void write_markdown(const settings *s, const model_report *reps, int nr, 
     int ncommon = 0;
     for (int i = 0; i < ntest; i++) {
         common[i] = 1;
-        for (int m = 0; m < nr; m++)
-            common[i] &= reps[m].clean_mask[i];
+        for (int m = 0; m < nr; m++) common[i] &= reps[m].clean_mask[i];
         ncommon += common[i];
     }
-    fprintf(f, "\n## Only the samples every model classifies correctly\n\n"
-               "The protocol of the paper under test: %d of the %d images are classified "
-               "correctly by all %d models; robust accuracy over those (clean is 100%% by "
-               "construction). It favours no model but hides clean-accuracy differences.\n\n",
+    fprintf(f,
+            "\n## Only the samples every model classifies correctly\n\n"
+            "The protocol of the paper under test: %d of the %d images are classified "
+            "correctly by all %d models; robust accuracy over those (clean is 100%% by "
+            "construction). It favours no model but hides clean-accuracy differences.\n\n",
             ncommon, ntest, nr);
-    if (ncommon > 0)
-        write_accuracy_table(f, s, reps, nr, ntest, common);
+    if (ncommon > 0) write_accuracy_table(f, s, reps, nr, ntest, common);
     free(common);
     if (reps[0].nmn > 0) {
         static const char *nn[3] = {"L2", "L1", "Linf"};
         fprintf(f, "\n## Minimum-norm attacks\n\nNorms of the perturbations that fooled "
                    "correctly classified samples (median / mean).\n\n| attack | statistic |");
-        for (int m = 0; m < nr; m++)
-            fprintf(f, " %s |", reps[m].name);
+        for (int m = 0; m < nr; m++) fprintf(f, " %s |", reps[m].name);
         fprintf(f, "\n|---|---|");
-        for (int m = 0; m < nr; m++)
-            fprintf(f, "---:|");
+        for (int m = 0; m < nr; m++) fprintf(f, "---:|");
         fprintf(f, "\n");
         for (int j = 0; j < reps[0].nmn; j++) {
             const char *an = s->attacks[reps[0].mn[j].attack].name;
@@ -726,28 +681,29 @@ static void write_markdown(const settings *s, const model_report *reps, int nr, 
     }
     if (s->land_images > 0) {
         int np = s->land_points;
-        fprintf(f, "\n## Loss landscape\n\nMean cross-entropy of %d test images at x + t d, "
-                   "|t| <= %g (L2): d = (x - o)/|x - o| (radial, from the pixel o the model's "
-                   "first layer maps to 0: 0 for 01, 0.5 for pm1, the channel means for std) "
-                   "or random unit directions orthogonal to it (tangential, %d per image). "
-                   "See %s-landscape.svg.\n\n",
+        fprintf(f,
+                "\n## Loss landscape\n\nMean cross-entropy of %d test images at x + t d, "
+                "|t| <= %g (L2): d = (x - o)/|x - o| (radial, from the pixel o the model's "
+                "first layer maps to 0: 0 for 01, 0.5 for pm1, the channel means for std) "
+                "or random unit directions orthogonal to it (tangential, %d per image). "
+                "See %s-landscape.svg.\n\n",
                 s->land_images, s->land_radius, s->land_dirs, s->out);
-        fprintf(f, "| model | loss at x | radial t=-%g | radial t=+%g | tangential t=+-%g |\n"
-                   "|---|---:|---:|---:|---:|\n", s->land_radius, s->land_radius, s->land_radius);
+        fprintf(f,
+                "| model | loss at x | radial t=-%g | radial t=+%g | tangential t=+-%g |\n"
+                "|---|---:|---:|---:|---:|\n",
+                s->land_radius, s->land_radius, s->land_radius);
         for (int m = 0; m < nr; m++)
-            fprintf(f, "| %s | %.4f | %.4f | %.4f | %.4f |\n", reps[m].name,
-                    reps[m].radial[np / 2], reps[m].radial[0], reps[m].radial[np - 1],
+            fprintf(f, "| %s | %.4f | %.4f | %.4f | %.4f |\n", reps[m].name, reps[m].radial[np / 2],
+                    reps[m].radial[0], reps[m].radial[np - 1],
                     0.5 * (reps[m].tangential[0] + reps[m].tangential[np - 1]));
     }
     fprintf(f, "\nCheckpoints:");
-    for (int m = 0; m < nr; m++)
-        fprintf(f, "%s`%s`", m ? ", " : " ", reps[m].path);
+    for (int m = 0; m < nr; m++) fprintf(f, "%s`%s`", m ? ", " : " ", reps[m].path);
     fprintf(f, ".\n");
     close_or_die(f, path);
 }
 
-static void json_string(FILE *f, const char *s)
-{
+static void json_string(FILE *f, const char *s) {
     fputc('"', f);
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
@@ -762,17 +718,14 @@ static void json_string(FILE *f, const char *s)
 }
 
 /* JSON has no NaN: a missing statistic is null. */
-static void json_number(FILE *f, double v)
-{
+static void json_number(FILE *f, double v) {
     if (isfinite(v))
         fprintf(f, "%.6g", v);
     else
         fprintf(f, "null");
 }
 
-static void write_json(const settings *s, const model_report *reps, int nr, int ntest,
-                       const char *source)
-{
+static void write_json(const settings *s, const model_report *reps, int nr, int ntest, const char *source) {
     char path[1024];
     FILE *f = open_or_die(s->out, ".json", path, sizeof path);
     fprintf(f, "{\n  \"data\": ");
@@ -787,8 +740,8 @@ static void write_json(const settings *s, const model_report *reps, int nr, int 
         fprintf(f, ",\n      \"robust\": [");
         for (int i = 0; i < r->nrows; i++) {
             const attack_spec *a = &s->attacks[r->rows[i].attack];
-            fprintf(f, "%s\n        {\"attack\": \"%s\", \"norm\": \"%s\", \"eps\": ", i ? "," : "",
-                    a->name, norm_name(a->norm));
+            fprintf(f, "%s\n        {\"attack\": \"%s\", \"norm\": \"%s\", \"eps\": ", i ? "," : "", a->name,
+                    norm_name(a->norm));
             json_number(f, r->rows[i].eps);
             fprintf(f, ", \"eps_pm1\": ");
             json_number(f, 2.0 * r->rows[i].eps);
@@ -800,8 +753,8 @@ static void write_json(const settings *s, const model_report *reps, int nr, int 
         fprintf(f, "\n      ],\n      \"min_norm\": [");
         for (int j = 0; j < r->nmn; j++) {
             const min_norm_row *mn = &r->mn[j];
-            fprintf(f, "%s\n        {\"attack\": \"%s\", \"images\": %d, \"fooled\": %d",
-                    j ? "," : "", s->attacks[mn->attack].name, mn->n, mn->fooled);
+            fprintf(f, "%s\n        {\"attack\": \"%s\", \"images\": %d, \"fooled\": %d", j ? "," : "",
+                    s->attacks[mn->attack].name, mn->n, mn->fooled);
             static const char *nn[3] = {"l2", "l1", "linf"};
             for (int k = 0; k < 3; k++) {
                 fprintf(f, ", \"median_%s\": ", nn[k]);
@@ -835,8 +788,7 @@ static void write_json(const settings *s, const model_report *reps, int nr, int 
     close_or_die(f, path);
 }
 
-static void write_csv(const settings *s, const model_report *reps, int nr)
-{
+static void write_csv(const settings *s, const model_report *reps, int nr) {
     char path[1024];
     FILE *f = open_or_die(s->out, ".csv", path, sizeof path);
     fprintf(f, "model,attack,norm,eps,accuracy,fooled,median_l2,mean_l2,median_l1,mean_l1,"
@@ -853,8 +805,8 @@ static void write_csv(const settings *s, const model_report *reps, int nr)
             const min_norm_row *mn = &r->mn[j];
             const attack_spec *a = &s->attacks[mn->attack];
             fprintf(f, "%s,%s,%s,inf,,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.3f\n", r->name, a->name,
-                    norm_name(a->norm), mn->fooled, mn->median[0], mn->mean[0], mn->median[1],
-                    mn->mean[1], mn->median[2], mn->mean[2], mn->seconds);
+                    norm_name(a->norm), mn->fooled, mn->median[0], mn->mean[0], mn->median[1], mn->mean[1],
+                    mn->median[2], mn->mean[2], mn->seconds);
         }
     }
     close_or_die(f, path);
@@ -862,13 +814,16 @@ static void write_csv(const settings *s, const model_report *reps, int nr)
 
 /* ---- SVG line charts ---- */
 
-static void xml_text(FILE *f, const char *s)
-{
+static void xml_text(FILE *f, const char *s) {
     for (; *s; s++) {
-        if (*s == '<') fputs("&lt;", f);
-        else if (*s == '>') fputs("&gt;", f);
-        else if (*s == '&') fputs("&amp;", f);
-        else fputc(*s, f);
+        if (*s == '<')
+            fputs("&lt;", f);
+        else if (*s == '>')
+            fputs("&gt;", f);
+        else if (*s == '&')
+            fputs("&amp;", f);
+        else
+            fputc(*s, f);
     }
 }
 
@@ -881,83 +836,89 @@ typedef struct series {
 
 /* A round tick spacing (1, 2 or 5 times a power of ten) giving about
  * `target` intervals over range. */
-static double nice_step(double range, int target)
-{
+static double nice_step(double range, int target) {
     double raw = range / target, mag = pow(10.0, floor(log10(raw))), f = raw / mag;
     return (f < 1.5 ? 1.0 : f < 3.0 ? 2.0 : f < 7.0 ? 5.0 : 10.0) * mag;
 }
 
 /* Line chart of ns series; y_from_zero: the y axis starts at 0. */
-static void write_svg(const char *path, const char *title, const char *xlabel,
-                      const char *ylabel, const series *sr, int ns, int y_from_zero)
-{
+static void write_svg(const char *path, const char *title, const char *xlabel, const char *ylabel,
+                      const series *sr, int ns, int y_from_zero) {
     static const char *palette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
                                     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
     const double W = 760, H = 440, L = 70, R = 240, T = 40, B = 60;
     double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
     for (int i = 0; i < ns; i++)
         for (int p = 0; p < sr[i].n; p++) {
-            if (!isfinite(sr[i].y[p]))
-                continue;
+            if (!isfinite(sr[i].y[p])) continue;
             x0 = fmin(x0, sr[i].x[p]);
             x1 = fmax(x1, sr[i].x[p]);
             y0 = fmin(y0, sr[i].y[p]);
             y1 = fmax(y1, sr[i].y[p]);
         }
-    if (y_from_zero)
-        y0 = 0.0;
-    if (!(x1 > x0)) { x0 -= 1; x1 += 1; }
-    if (!(y1 > y0)) { y0 -= 1; y1 += 1; }
+    if (y_from_zero) y0 = 0.0;
+    if (!(x1 > x0)) {
+        x0 -= 1;
+        x1 += 1;
+    }
+    if (!(y1 > y0)) {
+        y0 -= 1;
+        y1 += 1;
+    }
     double xs = nice_step(x1 - x0, 5), ys = nice_step(y1 - y0, 5);
     x0 = floor(x0 / xs + 1e-9) * xs;
     x1 = ceil(x1 / xs - 1e-9) * xs;
     y0 = floor(y0 / ys + 1e-9) * ys;
     y1 = ceil(y1 / ys - 1e-9) * ys;
     FILE *f = fopen(path, "w");
-    if (f == NULL)
-        die("cannot write %s: %s", path, strerror(errno));
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-               "font-family=\"sans-serif\" font-size=\"12\">\n"
-               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-               "<text x=\"%.0f\" y=\"24\" font-size=\"15\">%s</text>\n", W, H, L, title);
+    if (f == NULL) die("cannot write %s: %s", path, strerror(errno));
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n"
+            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+            "<text x=\"%.0f\" y=\"24\" font-size=\"15\">%s</text>\n",
+            W, H, L, title);
     double pw = W - L - R, ph = H - T - B;
-#define PX(v) (L + ((v) - x0) / (x1 - x0) * pw)
-#define PY(v) (T + ph - ((v) - y0) / (y1 - y0) * ph)
-    fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
-               "stroke=\"black\"/>\n", L, T, pw, ph);
+#define PX(v) (L + ((v)-x0) / (x1 - x0) * pw)
+#define PY(v) (T + ph - ((v)-y0) / (y1 - y0) * ph)
+    fprintf(f,
+            "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
+            "stroke=\"black\"/>\n",
+            L, T, pw, ph);
     for (double xv = x0; xv <= x1 + 0.5 * xs; xv += xs) {
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n",
-                PX(xv), T, PX(xv), T + ph);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.4g</text>\n", PX(xv),
-                T + ph + 16, fabs(xv) < 1e-9 * xs ? 0.0 : xv);
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", PX(xv), T,
+                PX(xv), T + ph);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.4g</text>\n", PX(xv), T + ph + 16,
+                fabs(xv) < 1e-9 * xs ? 0.0 : xv);
     }
     for (double yv = y0; yv <= y1 + 0.5 * ys; yv += ys) {
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L,
-                PY(yv), L + pw, PY(yv));
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.4g</text>\n", L - 6,
-                PY(yv) + 4, fabs(yv) < 1e-9 * ys ? 0.0 : yv);
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L, PY(yv),
+                L + pw, PY(yv));
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.4g</text>\n", L - 6, PY(yv) + 4,
+                fabs(yv) < 1e-9 * ys ? 0.0 : yv);
     }
-    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", L + pw / 2,
-            H - 18, xlabel);
-    fprintf(f, "<text transform=\"translate(18 %.1f) rotate(-90)\" text-anchor=\"middle\">%s"
-               "</text>\n", T + ph / 2, ylabel);
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", L + pw / 2, H - 18, xlabel);
+    fprintf(f,
+            "<text transform=\"translate(18 %.1f) rotate(-90)\" text-anchor=\"middle\">%s"
+            "</text>\n",
+            T + ph / 2, ylabel);
     for (int i = 0; i < ns; i++) {
         const char *col = palette[sr[i].color % 10];
         fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"", col,
                 sr[i].dashed ? " stroke-dasharray=\"6 4\"" : "");
         for (int p = 0; p < sr[i].n; p++)
-            if (isfinite(sr[i].y[p]))
-                fprintf(f, "%.1f,%.1f ", PX(sr[i].x[p]), PY(sr[i].y[p]));
+            if (isfinite(sr[i].y[p])) fprintf(f, "%.1f,%.1f ", PX(sr[i].x[p]), PY(sr[i].y[p]));
         fprintf(f, "\"/>\n");
         if (sr[i].n <= 12) /* few points: mark them */
             for (int p = 0; p < sr[i].n; p++)
                 if (isfinite(sr[i].y[p]))
-                    fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n",
-                            PX(sr[i].x[p]), PY(sr[i].y[p]), col);
+                    fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", PX(sr[i].x[p]),
+                            PY(sr[i].y[p]), col);
         double ly = T + 10 + 18 * i;
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
-                   "stroke-width=\"2\"%s/>\n", L + pw + 12, ly, L + pw + 40, ly, col,
-                sr[i].dashed ? " stroke-dasharray=\"6 4\"" : "");
+        fprintf(f,
+                "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+                "stroke-width=\"2\"%s/>\n",
+                L + pw + 12, ly, L + pw + 40, ly, col, sr[i].dashed ? " stroke-dasharray=\"6 4\"" : "");
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">", L + pw + 46, ly + 4);
         xml_text(f, sr[i].label);
         fprintf(f, "</text>\n");
@@ -965,20 +926,17 @@ static void write_svg(const char *path, const char *title, const char *xlabel,
 #undef PX
 #undef PY
     fprintf(f, "</svg>\n");
-    if (ferror(f) || fclose(f) != 0)
-        die("error writing %s", path);
+    if (ferror(f) || fclose(f) != 0) die("error writing %s", path);
     printf("wrote %s\n", path);
 }
 
 /* Accuracy against eps for the attacks of one norm (clean accuracy at 0). */
-static void write_accuracy_svg(const settings *s, const model_report *reps, int nr, dd_norm norm)
-{
+static void write_accuracy_svg(const settings *s, const model_report *reps, int nr, dd_norm norm) {
     series *sr = malloc_or_die((size_t)MAX_MODELS * MAX_ATTACKS, sizeof *sr);
     int ns = 0;
     for (int ai = 0; ai < s->nattacks; ai++) {
         const attack_spec *a = &s->attacks[ai];
-        if (a->norm != norm)
-            continue;
+        if (a->norm != norm) continue;
         for (int m = 0; m < nr; m++) {
             series *q = &sr[ns];
             memset(q, 0, sizeof *q);
@@ -987,27 +945,25 @@ static void write_accuracy_svg(const settings *s, const model_report *reps, int 
             q->y[q->n++] = 100.0 * reps[m].clean;
             for (int i = 0; i < reps[m].nrows && q->n < MAX_POINTS; i++)
                 if (reps[m].rows[i].attack == ai) {
-                    q->x[q->n] = norm == DD_NORM_LINF ? 255.0 * reps[m].rows[i].eps
-                                                      : reps[m].rows[i].eps;
+                    q->x[q->n] = norm == DD_NORM_LINF ? 255.0 * reps[m].rows[i].eps : reps[m].rows[i].eps;
                     q->y[q->n++] = 100.0 * reps[m].rows[i].acc;
                 }
             q->color = ai;
             q->dashed = m % 2;
-            if (q->n > 1)
-                ns++;
+            if (q->n > 1) ns++;
         }
     }
     if (ns > 0) {
         char path[1024];
         snprintf(path, sizeof path, "%s-accuracy-%s.svg", s->out, norm == DD_NORM_LINF ? "linf" : "l2");
-        write_svg(path, norm == DD_NORM_LINF ? "Robust accuracy, Linf attacks" : "Robust accuracy, L2 attacks",
+        write_svg(path,
+                  norm == DD_NORM_LINF ? "Robust accuracy, Linf attacks" : "Robust accuracy, L2 attacks",
                   norm == DD_NORM_LINF ? "eps (x/255)" : "eps (L2)", "accuracy (%)", sr, ns, 1);
     }
     free(sr);
 }
 
-static void write_landscape_svg(const settings *s, const model_report *reps, int nr)
-{
+static void write_landscape_svg(const settings *s, const model_report *reps, int nr) {
     series *sr = malloc_or_die((size_t)2 * MAX_MODELS, sizeof *sr);
     int ns = 0;
     for (int m = 0; m < nr; m++)
@@ -1034,8 +990,7 @@ static void write_landscape_svg(const settings *s, const model_report *reps, int
 /* main                                                                       */
 /* ======================================================================== */
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     settings s;
     parse_args(argc, argv, &s);
     if (!can_write_next_to(s.out)) /* before any attack runs */
@@ -1062,14 +1017,12 @@ int main(int argc, char **argv)
     int32_t *y = malloc_or_die((size_t)n, sizeof *y);
     check_or_die(dd_dataset_get_range(test, 0, n, x, y), "dd_dataset_get_range");
     float *xa = malloc_or_die((size_t)s.batch * per, sizeof *xa);
-    if (s.land_images > n)
-        s.land_images = n;
+    if (s.land_images > n) s.land_images = n;
 
     float *tadv[MAX_TRANSFER] = {NULL};
     make_transfer_or_die(&s, x, y, n, per, tadv);
     model_report *reps = calloc((size_t)s.nmodels, sizeof *reps);
-    if (reps == NULL)
-        die("out of memory");
+    if (reps == NULL) die("out of memory");
     for (int mi = 0; mi < s.nmodels; mi++) {
         model_report *rep = &reps[mi];
         /* NAME=PATH names the column; otherwise the file's stem does */
@@ -1083,8 +1036,7 @@ int main(int argc, char **argv)
             const char *base = strrchr(rep->path, '/');
             snprintf(rep->name, sizeof rep->name, "%s", base ? base + 1 : rep->path);
             char *dot = strstr(rep->name, ".safetensors");
-            if (dot != NULL)
-                *dot = '\0';
+            if (dot != NULL) *dot = '\0';
         }
 
         dd_model_options mo;
@@ -1096,13 +1048,12 @@ int main(int argc, char **argv)
         check_or_die(dd_model_input_shape(m, &mc, &mh, &mw), "dd_model_input_shape");
         check_or_die(dd_model_num_classes(m, &mk), "dd_model_num_classes");
         if (mc != C || mh != H || mw != W || mk < K)
-            die("%s takes %dx%dx%d images and %d classes; the test set has %dx%dx%d and %d",
-                rep->path, mc, mh, mw, mk, C, H, W, K);
+            die("%s takes %dx%dx%d images and %d classes; the test set has %dx%dx%d and %d", rep->path, mc,
+                mh, mw, mk, C, H, W, K);
         /* Attacks need no GFA tangent buffers; hooks only cost memory here. */
         check_or_die(dd_gfa_clear(m), "dd_gfa_clear");
         float origin[64];
-        if (C > 64)
-            die("at most 64 channels");
+        if (C > 64) die("at most 64 channels");
         input_range_of(m, C, rep->range, sizeof rep->range, origin);
         if (s.input_range != NULL && strcmp(s.input_range, rep->range) != 0)
             die("%s: its first layer sees '%s' inputs, not --input-range %s", rep->path, rep->range,
@@ -1112,8 +1063,7 @@ int main(int argc, char **argv)
         rep->clean_mask = malloc_or_die((size_t)n, 1);
         clean_mask_or_die(m, x, y, n, per, mk, s.batch, rep->clean_mask);
         long nc = 0;
-        for (int i = 0; i < n; i++)
-            nc += rep->clean_mask[i];
+        for (int i = 0; i < n; i++) nc += rep->clean_mask[i];
         rep->clean = (double)nc / n;
         printf("clean accuracy %.2f%%\n", 100.0 * rep->clean);
         for (int ai = 0; ai < s.nattacks; ai++) {
@@ -1138,8 +1088,8 @@ int main(int argc, char **argv)
             if (a->min_norm) {
                 min_norm_or_die(&s, m, ai, x, y, n, per, xa, rep);
                 const min_norm_row *r = &rep->mn[rep->nmn - 1];
-                printf("%-16s fooled %d, median L2 %.4g, L1 %.4g, Linf %.4g  (%.1f s)\n", a->name,
-                       r->fooled, r->median[0], r->median[1], r->median[2], r->seconds);
+                printf("%-16s fooled %d, median L2 %.4g, L1 %.4g, Linf %.4g  (%.1f s)\n", a->name, r->fooled,
+                       r->median[0], r->median[1], r->median[2], r->seconds);
                 continue;
             }
             const double *eps = a->norm == DD_NORM_L2 ? s.eps_l2 : s.eps_linf;
@@ -1157,8 +1107,7 @@ int main(int argc, char **argv)
                        eps_text(a->norm, eps[e], et, sizeof et), 100.0 * r->acc, r->seconds);
             }
         }
-        if (s.land_images > 0)
-            landscape_or_die(&s, m, x, y, per, mk, origin, C, rep);
+        if (s.land_images > 0) landscape_or_die(&s, m, x, y, per, mk, origin, C, rep);
         fflush(stdout);
         dd_model_destroy(m);
     }
@@ -1168,16 +1117,13 @@ int main(int argc, char **argv)
     write_csv(&s, reps, s.nmodels);
     write_accuracy_svg(&s, reps, s.nmodels, DD_NORM_LINF);
     write_accuracy_svg(&s, reps, s.nmodels, DD_NORM_L2);
-    if (s.land_images > 0)
-        write_landscape_svg(&s, reps, s.nmodels);
+    if (s.land_images > 0) write_landscape_svg(&s, reps, s.nmodels);
 
     for (int mi = 0; mi < s.nmodels; mi++) {
         free(reps[mi].clean_mask);
-        for (int i = 0; i < reps[mi].nrows; i++)
-            free(reps[mi].rows[i].robust);
+        for (int i = 0; i < reps[mi].nrows; i++) free(reps[mi].rows[i].robust);
     }
-    for (int t = 0; t < s.ntransfer; t++)
-        free(tadv[t]);
+    for (int t = 0; t < s.ntransfer; t++) free(tadv[t]);
     free(reps);
     free(x);
     free(y);

@@ -14,8 +14,7 @@
 #define BATCH 64
 #define EPOCHS 3
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     const char *dir = argc > 1 && strcmp(argv[1], "-") != 0 ? argv[1] : NULL;
     const char *out = argc > 2 ? argv[2] : "quickstart.safetensors";
 
@@ -45,7 +44,7 @@ int main(int argc, char **argv)
     dd_batch_iter *it = NULL;
     check_or_die(dd_batch_iter_create(&it, train, BATCH, NULL), "dd_batch_iter_create");
     float *x = malloc_or_die((size_t)BATCH * c * h * w, sizeof *x); /* (BATCH, C, H, W) */
-    int32_t *y = malloc_or_die(BATCH, sizeof *y);                     /* (BATCH) */
+    int32_t *y = malloc_or_die(BATCH, sizeof *y);                   /* (BATCH) */
 
     for (int epoch = 0; epoch < EPOCHS; epoch++) {
         check_or_die(dd_batch_iter_reset(it, epoch), "dd_batch_iter_reset");
@@ -54,8 +53,7 @@ int main(int argc, char **argv)
         int n = 0;
         for (;;) {
             check_or_die(dd_batch_iter_next(it, x, y, NULL, &n), "dd_batch_iter_next");
-            if (n == 0)
-                break;
+            if (n == 0) break;
             dd_step_stats s;
             dd_step_stats_init(&s);
             check_or_die(dd_model_zero_grad(m), "dd_model_zero_grad");
@@ -65,12 +63,10 @@ int main(int argc, char **argv)
             loss += s.loss * n;
             correct += s.correct;
             seen += n;
-            for (int t = 0; t < s.num_hooks; t++)
-                align += s.hook_align[t] * n / s.num_hooks;
+            for (int t = 0; t < s.num_hooks; t++) align += s.hook_align[t] * n / s.num_hooks;
         }
-        printf("epoch %d: loss %.4f  train acc %.2f%%  GFA alignment %.3f  test acc %.2f%%\n",
-               epoch + 1, loss / seen, 100.0 * correct / seen, align / seen,
-               100.0 * accuracy_or_die(m, test, 0));
+        printf("epoch %d: loss %.4f  train acc %.2f%%  GFA alignment %.3f  test acc %.2f%%\n", epoch + 1,
+               loss / seen, 100.0 * correct / seen, align / seen, 100.0 * accuracy_or_die(m, test, 0));
     }
     check_or_die(dd_model_save(m, out), out);
     printf("saved %s\n", out);

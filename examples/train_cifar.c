@@ -38,39 +38,39 @@
 /* ======================================================================== */
 
 typedef struct config {
-    char data[1024];          /* dataset directory; "" = DEFAULT_DATA_DIR */
-    int synthetic;            /* > 0: this many synthetic training samples instead of files */
-    char arch[32];            /* "" = cnn-cw for 3-channel data, mlp otherwise */
+    char data[1024]; /* dataset directory; "" = DEFAULT_DATA_DIR */
+    int synthetic;   /* > 0: this many synthetic training samples instead of files */
+    char arch[32];   /* "" = cnn-cw for 3-channel data, mlp otherwise */
     char defense[32];
     double gfa_lambda;
     char gfa_mode[16];
-    char gfa_hooks[512];      /* dd_gfa_hook_spec text: first|deep|all|NAME[:LAMBDA],... */
-    char loss[8];             /* ce|mse */
-    char input_range[8];      /* std|01|pm1: what the first layer sees */
-    int epochs;               /* 0 = by data: 3 for 1-channel data, 10 otherwise */
+    char gfa_hooks[512]; /* dd_gfa_hook_spec text: first|deep|all|NAME[:LAMBDA],... */
+    char loss[8];        /* ce|mse */
+    char input_range[8]; /* std|01|pm1: what the first layer sees */
+    int epochs;          /* 0 = by data: 3 for 1-channel data, 10 otherwise */
     int batch;
-    double lr;                /* 0 = by optimizer: SGD 0.01, Adam/AdamW 1e-3 */
+    double lr; /* 0 = by optimizer: SGD 0.01, Adam/AdamW 1e-3 */
     char schedule[16];
-    char optimizer[16];       /* "" = adam for 1-channel data, sgd otherwise */
-    double weight_decay;      /* < 0 = the optimizer's default */
-    double warmup;            /* cosine: fraction of the steps spent warming up */
+    char optimizer[16];  /* "" = adam for 1-channel data, sgd otherwise */
+    double weight_decay; /* < 0 = the optimizer's default */
+    double warmup;       /* cosine: fraction of the steps spent warming up */
     long seed;
-    int threads;              /* 0 = OpenMP's default */
+    int threads; /* 0 = OpenMP's default */
     char out[1024];
     char resume[1024];
     long train_limit, test_limit;
     int eval_n;
     double eval_eps;
-    int augment;              /* -1 auto (on for 3-channel data), 0 off, 1 on */
-    double train_eps;         /* PGD-AT / TRADES budget (Linf) */
+    int augment;      /* -1 auto (on for 3-channel data), 0 off, 1 on */
+    double train_eps; /* PGD-AT / TRADES budget (Linf) */
     int train_steps;
-    double train_step_size;   /* 0 = 2.5 * eps / steps (Madry) */
-    int eps_ramp;             /* PGD-AT/TRADES: epochs over which eps grows linearly to train_eps */
-    char metrics[1024];       /* per-epoch CSV log ("" = none) */
+    double train_step_size; /* 0 = 2.5 * eps / steps (Madry) */
+    int eps_ramp;           /* PGD-AT/TRADES: epochs over which eps grows linearly to train_eps */
+    char metrics[1024];     /* per-epoch CSV log ("" = none) */
     double trades_beta;
-    int stop_after;           /* stop after this many epochs (0 = run to the end) */
-    int log_every;            /* plain log: batches between lines (0 = about 10 per epoch) */
-    int progress;             /* -1 auto, 0 plain lines, 1 progress bar */
+    int stop_after; /* stop after this many epochs (0 = run to the end) */
+    int log_every;  /* plain log: batches between lines (0 = about 10 per epoch) */
+    int progress;   /* -1 auto, 0 plain lines, 1 progress bar */
 } config;
 
 typedef enum { T_STR, T_INT, T_LONG, T_DBL } opt_type;
@@ -79,8 +79,8 @@ typedef struct opt_def {
     const char *name;
     opt_type type;
     size_t off;
-    size_t size;              /* T_STR: buffer size */
-    int saved;                /* 1: part of the training configuration kept in the sidecar */
+    size_t size; /* T_STR: buffer size */
+    int saved;   /* 1: part of the training configuration kept in the sidecar */
     double lo, hi;
     const char *help;
 } opt_def;
@@ -88,14 +88,19 @@ typedef struct opt_def {
 #define O(field) offsetof(config, field), sizeof(((config *)0)->field)
 static const opt_def opt_table[] = {
     {"data", T_STR, O(data), 1, 0, 0, "DIR: CIFAR-10 binary or IDX directory (default " DEFAULT_DATA_DIR ")"},
-    {"synthetic", T_INT, O(synthetic), 1, 0, 1e7, "N: N synthetic 3x16x16 training images instead of files (tests)"},
-    {"arch", T_STR, O(arch), 1, 0, 0, "cnn-cw|resnet20|preact-resnet18|mlp (default cnn-cw; mlp for 1-channel data)"},
+    {"synthetic", T_INT, O(synthetic), 1, 0, 1e7,
+     "N: N synthetic 3x16x16 training images instead of files (tests)"},
+    {"arch", T_STR, O(arch), 1, 0, 0,
+     "cnn-cw|resnet20|preact-resnet18|mlp (default cnn-cw; mlp for 1-channel data)"},
     {"defense", T_STR, O(defense), 1, 0, 0, "none|pgd-at|trades|gfa|pgd-at+gfa|trades+gfa (default gfa)"},
     {"gfa-lambda", T_DBL, O(gfa_lambda), 1, 0, 1e6, "X: weight of every GFA hook (default 0.02)"},
     {"gfa-mode", T_STR, O(gfa_mode), 1, 0, 0, "sin2|cos|tangent (default sin2)"},
-    {"gfa-hooks", T_STR, O(gfa_hooks), 1, 0, 0, "SPEC: first|deep|all, or NAME[:LAMBDA],... (default deep; see gfa.h)"},
-    {"loss", T_STR, O(loss), 1, 0, 0, "ce|mse: cross-entropy, or MSE of softmax probabilities vs one-hot (default ce)"},
-    {"input-range", T_STR, O(input_range), 1, 0, 0, "std|01|pm1: first layer sees CIFAR-standardised, [0,1] or 2x-1 pixels (default std)"},
+    {"gfa-hooks", T_STR, O(gfa_hooks), 1, 0, 0,
+     "SPEC: first|deep|all, or NAME[:LAMBDA],... (default deep; see gfa.h)"},
+    {"loss", T_STR, O(loss), 1, 0, 0,
+     "ce|mse: cross-entropy, or MSE of softmax probabilities vs one-hot (default ce)"},
+    {"input-range", T_STR, O(input_range), 1, 0, 0,
+     "std|01|pm1: first layer sees CIFAR-standardised, [0,1] or 2x-1 pixels (default std)"},
     {"epochs", T_INT, O(epochs), 1, 1, 100000, "N (default 3 for 1-channel data, 10 otherwise)"},
     {"batch", T_INT, O(batch), 1, 1, 65536, "N: batch size (default 128)"},
     {"lr", T_DBL, O(lr), 1, 0, 1e3, "X: base learning rate (default SGD 0.01, Adam/AdamW 1e-3)"},
@@ -103,28 +108,36 @@ static const opt_def opt_table[] = {
     {"optimizer", T_STR, O(optimizer), 1, 0, 0, "sgd|adam|adamw (default sgd; adam for 1-channel data)"},
     {"weight-decay", T_DBL, O(weight_decay), 1, 0, 1, "X (default: SGD 5e-4, Adam 0, AdamW 1e-2)"},
     {"warmup", T_DBL, O(warmup), 1, 0, 1, "F: cosine warm-up, fraction of all steps (default 0)"},
-    {"seed", T_LONG, O(seed), 1, 0, 2147483647.0, "N: seed of initialisation, shuffling, augmentation, attacks (default 1)"},
+    {"seed", T_LONG, O(seed), 1, 0, 2147483647.0,
+     "N: seed of initialisation, shuffling, augmentation, attacks (default 1)"},
     {"threads", T_INT, O(threads), 1, 0, 1024, "N: OpenMP threads (default: OpenMP's default)"},
     {"out", T_STR, O(out), 0, 0, 0, "PATH: checkpoint written every epoch (default model.safetensors)"},
     {"resume", T_STR, O(resume), 0, 0, 0, "PATH: continue the run saved at PATH (and PATH.state)"},
-    {"train-limit", T_LONG, O(train_limit), 1, 0, 2147483647.0, "N: train on the first N images only (0 or more than the data: all)"},
-    {"test-limit", T_LONG, O(test_limit), 1, 0, 2147483647.0, "N: test on the first N images only (0 or more than the data: all)"},
-    {"eval-n", T_INT, O(eval_n), 1, 0, 1e7, "N: test images for the robustness check (default 1000; 0 = skip)"},
+    {"train-limit", T_LONG, O(train_limit), 1, 0, 2147483647.0,
+     "N: train on the first N images only (0 or more than the data: all)"},
+    {"test-limit", T_LONG, O(test_limit), 1, 0, 2147483647.0,
+     "N: test on the first N images only (0 or more than the data: all)"},
+    {"eval-n", T_INT, O(eval_n), 1, 0, 1e7,
+     "N: test images for the robustness check (default 1000; 0 = skip)"},
     {"eval-eps", T_DBL, O(eval_eps), 0, 0, 1, "X: Linf budget of the robustness check (default 8/255)"},
     {"train-eps", T_DBL, O(train_eps), 1, 0, 1, "X: PGD-AT/TRADES Linf budget (default 8/255)"},
     {"train-steps", T_INT, O(train_steps), 1, 1, 1000, "N: PGD-AT/TRADES attack steps (default 10)"},
-    {"train-step-size", T_DBL, O(train_step_size), 1, 0, 1, "X: attack step (default 2.5*eps/steps; TRADES 2.26*eps/steps)"},
+    {"train-step-size", T_DBL, O(train_step_size), 1, 0, 1,
+     "X: attack step (default 2.5*eps/steps; TRADES 2.26*eps/steps)"},
     {"trades-beta", T_DBL, O(trades_beta), 1, 0, 1e3, "X: TRADES KL weight (default 6)"},
-    {"eps-ramp", T_INT, O(eps_ramp), 1, 0, 100000, "N: PGD-AT/TRADES eps grows linearly over the first N epochs (default 0: none)"},
-    {"metrics", T_STR, O(metrics), 1, 0, 0, "PATH: append one CSV line per epoch (loss, accuracy, alignment per hook)"},
-    {"stop-after", T_INT, O(stop_after), 0, 1, 100000, "N: stop after epoch N as if interrupted (for --resume)"},
-    {"log-every", T_INT, O(log_every), 0, 1, 1e9, "N: batches between plain log lines (default ~10 per epoch)"},
+    {"eps-ramp", T_INT, O(eps_ramp), 1, 0, 100000,
+     "N: PGD-AT/TRADES eps grows linearly over the first N epochs (default 0: none)"},
+    {"metrics", T_STR, O(metrics), 1, 0, 0,
+     "PATH: append one CSV line per epoch (loss, accuracy, alignment per hook)"},
+    {"stop-after", T_INT, O(stop_after), 0, 1, 100000,
+     "N: stop after epoch N as if interrupted (for --resume)"},
+    {"log-every", T_INT, O(log_every), 0, 1, 1e9,
+     "N: batches between plain log lines (default ~10 per epoch)"},
 };
 #undef O
 #define NUM_OPTS ((int)(sizeof opt_table / sizeof opt_table[0]))
 
-static void config_defaults(config *c)
-{
+static void config_defaults(config *c) {
     memset(c, 0, sizeof *c);
     snprintf(c->defense, sizeof c->defense, "gfa");
     c->gfa_lambda = 0.02;
@@ -146,13 +159,12 @@ static void config_defaults(config *c)
     c->progress = -1;
 }
 
-static void usage(FILE *f)
-{
+static void usage(FILE *f) {
     fprintf(f, "usage: train_cifar [options]\n"
                "Trains a classifier with GFA / PGD-AT / TRADES and reports its robustness.\n\n");
-    for (int i = 0; i < NUM_OPTS; i++)
-        fprintf(f, "  --%-16s %s\n", opt_table[i].name, opt_table[i].help);
-    fprintf(f, "  --%-16s %s\n", "augment", "random crop (4 px) + horizontal flip (default: on for 3-channel image files)");
+    for (int i = 0; i < NUM_OPTS; i++) fprintf(f, "  --%-16s %s\n", opt_table[i].name, opt_table[i].help);
+    fprintf(f, "  --%-16s %s\n", "augment",
+            "random crop (4 px) + horizontal flip (default: on for 3-channel image files)");
     fprintf(f, "  --%-16s %s\n", "no-augment", "no augmentation");
     fprintf(f, "  --%-16s %s\n", "progress", "force the progress bar");
     fprintf(f, "  --%-16s %s\n", "no-progress", "force plain log lines");
@@ -160,15 +172,13 @@ static void usage(FILE *f)
 }
 
 /* Sets option d from text s (validated). */
-static void set_option(config *c, const opt_def *d, const char *s)
-{
+static void set_option(config *c, const opt_def *d, const char *s) {
     char *p = (char *)c + d->off;
     char flag[64];
     snprintf(flag, sizeof flag, "--%s", d->name);
     switch (d->type) {
     case T_STR:
-        if (strlen(s) >= d->size)
-            die("%s: value too long", flag);
+        if (strlen(s) >= d->size) die("%s: value too long", flag);
         memcpy(p, s, strlen(s) + 1);
         break;
     case T_INT: {
@@ -191,58 +201,73 @@ static void set_option(config *c, const opt_def *d, const char *s)
 
 /* Text of option d's value (for the sidecar and the run header). Doubles
  * use %.17g so that the value read back is the same double. */
-static const char *option_text(const config *c, const opt_def *d, char *buf, size_t size)
-{
+static const char *option_text(const config *c, const opt_def *d, char *buf, size_t size) {
     const char *p = (const char *)c + d->off;
     int iv;
     long lv;
     double dv;
     switch (d->type) {
-    case T_STR: snprintf(buf, size, "%s", p); break;
-    case T_INT: memcpy(&iv, p, sizeof iv); snprintf(buf, size, "%d", iv); break;
-    case T_LONG: memcpy(&lv, p, sizeof lv); snprintf(buf, size, "%ld", lv); break;
-    case T_DBL: memcpy(&dv, p, sizeof dv); snprintf(buf, size, "%.17g", dv); break;
+    case T_STR:
+        snprintf(buf, size, "%s", p);
+        break;
+    case T_INT:
+        memcpy(&iv, p, sizeof iv);
+        snprintf(buf, size, "%d", iv);
+        break;
+    case T_LONG:
+        memcpy(&lv, p, sizeof lv);
+        snprintf(buf, size, "%ld", lv);
+        break;
+    case T_DBL:
+        memcpy(&dv, p, sizeof dv);
+        snprintf(buf, size, "%.17g", dv);
+        break;
     }
     return buf;
 }
 
 /* Parses argv into c; given[i] = 1 for each option of the table on the
  * command line. */
-static void parse_args(int argc, char **argv, config *c, int *given)
-{
+static void parse_args(int argc, char **argv, config *c, int *given) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             exit(0);
         }
-        if (strcmp(a, "--augment") == 0) { c->augment = 1; continue; }
-        if (strcmp(a, "--no-augment") == 0) { c->augment = 0; continue; }
-        if (strcmp(a, "--progress") == 0) { c->progress = 1; continue; }
-        if (strcmp(a, "--no-progress") == 0) { c->progress = 0; continue; }
-        if (strncmp(a, "--", 2) != 0)
-            die("unexpected argument '%s' (see --help)", a);
+        if (strcmp(a, "--augment") == 0) {
+            c->augment = 1;
+            continue;
+        }
+        if (strcmp(a, "--no-augment") == 0) {
+            c->augment = 0;
+            continue;
+        }
+        if (strcmp(a, "--progress") == 0) {
+            c->progress = 1;
+            continue;
+        }
+        if (strcmp(a, "--no-progress") == 0) {
+            c->progress = 0;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0) die("unexpected argument '%s' (see --help)", a);
         const char *name = a + 2, *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
         int k = -1;
         for (int j = 0; j < NUM_OPTS; j++)
-            if (strlen(opt_table[j].name) == len && strncmp(opt_table[j].name, name, len) == 0)
-                k = j;
-        if (k < 0)
-            die("unknown option '%s' (see --help)", a);
+            if (strlen(opt_table[j].name) == len && strncmp(opt_table[j].name, name, len) == 0) k = j;
+        if (k < 0) die("unknown option '%s' (see --help)", a);
         const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (val == NULL)
-            die("%s needs a value", a);
+        if (val == NULL) die("%s needs a value", a);
         set_option(c, &opt_table[k], val);
         given[k] = 1;
     }
 }
 
-static int given_option(const int *given, const char *name)
-{
+static int given_option(const int *given, const char *name) {
     for (int i = 0; i < NUM_OPTS; i++)
-        if (strcmp(opt_table[i].name, name) == 0)
-            return given[i];
+        if (strcmp(opt_table[i].name, name) == 0) return given[i];
     return 0;
 }
 
@@ -258,16 +283,13 @@ typedef struct plan {
 } plan;
 
 /* Fills the data-dependent defaults and checks the names. */
-static plan resolve(config *c, int channels)
-{
+static plan resolve(config *c, int channels) {
     plan p;
     memset(&p, 0, sizeof p);
-    if (c->arch[0] == '\0')
-        snprintf(c->arch, sizeof c->arch, "%s", channels == 3 ? "cnn-cw" : "mlp");
+    if (c->arch[0] == '\0') snprintf(c->arch, sizeof c->arch, "%s", channels == 3 ? "cnn-cw" : "mlp");
     if (c->optimizer[0] == '\0')
         snprintf(c->optimizer, sizeof c->optimizer, "%s", channels == 3 ? "sgd" : "adam");
-    if (c->epochs == 0)
-        c->epochs = channels == 3 ? 10 : 3;
+    if (c->epochs == 0) c->epochs = channels == 3 ? 10 : 3;
     if (c->augment < 0) /* crops and flips suit natural images, not digits or synthetic bars */
         c->augment = channels == 3 && c->synthetic == 0;
 
@@ -284,39 +306,53 @@ static plan resolve(config *c, int channels)
         p.base = BASE_TRADES;
     else
         die("--defense: unknown '%s' (none, pgd-at, trades, gfa, pgd-at+gfa, trades+gfa)", d);
-    if (strcmp(d, "none+gfa") == 0)
-        die("--defense: say 'gfa' for GFA alone");
+    if (strcmp(d, "none+gfa") == 0) die("--defense: say 'gfa' for GFA alone");
 
-    if (strcmp(c->gfa_mode, "sin2") == 0) p.gfa_mode = DD_GFA_SIN2;
-    else if (strcmp(c->gfa_mode, "tangent") == 0) p.gfa_mode = DD_GFA_TANGENT;
-    else if (strcmp(c->gfa_mode, "cos") == 0) p.gfa_mode = DD_GFA_COS;
-    else die("--gfa-mode: unknown '%s' (sin2, cos, tangent)", c->gfa_mode);
+    if (strcmp(c->gfa_mode, "sin2") == 0)
+        p.gfa_mode = DD_GFA_SIN2;
+    else if (strcmp(c->gfa_mode, "tangent") == 0)
+        p.gfa_mode = DD_GFA_TANGENT;
+    else if (strcmp(c->gfa_mode, "cos") == 0)
+        p.gfa_mode = DD_GFA_COS;
+    else
+        die("--gfa-mode: unknown '%s' (sin2, cos, tangent)", c->gfa_mode);
 
-    if (strcmp(c->loss, "ce") == 0) p.loss = DD_LOSS_CE;
-    else if (strcmp(c->loss, "mse") == 0) p.loss = DD_LOSS_MSE;
-    else die("--loss: unknown '%s' (ce, mse)", c->loss);
+    if (strcmp(c->loss, "ce") == 0)
+        p.loss = DD_LOSS_CE;
+    else if (strcmp(c->loss, "mse") == 0)
+        p.loss = DD_LOSS_MSE;
+    else
+        die("--loss: unknown '%s' (ce, mse)", c->loss);
     if (strcmp(c->input_range, "std") != 0 && strcmp(c->input_range, "01") != 0 &&
         strcmp(c->input_range, "pm1") != 0)
         die("--input-range: unknown '%s' (std, 01, pm1)", c->input_range);
 
-    if (strcmp(c->optimizer, "sgd") == 0) p.optim = DD_OPTIM_SGD;
-    else if (strcmp(c->optimizer, "adam") == 0) p.optim = DD_OPTIM_ADAM;
-    else if (strcmp(c->optimizer, "adamw") == 0) p.optim = DD_OPTIM_ADAMW;
-    else die("--optimizer: unknown '%s' (sgd, adam, adamw)", c->optimizer);
-    if (c->lr == 0.0)
-        c->lr = p.optim == DD_OPTIM_SGD ? 0.01 : 1e-3;
+    if (strcmp(c->optimizer, "sgd") == 0)
+        p.optim = DD_OPTIM_SGD;
+    else if (strcmp(c->optimizer, "adam") == 0)
+        p.optim = DD_OPTIM_ADAM;
+    else if (strcmp(c->optimizer, "adamw") == 0)
+        p.optim = DD_OPTIM_ADAMW;
+    else
+        die("--optimizer: unknown '%s' (sgd, adam, adamw)", c->optimizer);
+    if (c->lr == 0.0) c->lr = p.optim == DD_OPTIM_SGD ? 0.01 : 1e-3;
 
-    if (strcmp(c->schedule, "cosine") == 0) p.sched = DD_SCHED_COSINE;
-    else if (strcmp(c->schedule, "step") == 0) p.sched = DD_SCHED_STEP;
-    else if (strcmp(c->schedule, "onecycle") == 0) p.sched = DD_SCHED_ONE_CYCLE;
-    else if (strcmp(c->schedule, "constant") == 0) p.sched = DD_SCHED_CONSTANT;
-    else die("--schedule: unknown '%s' (cosine, step, onecycle, constant)", c->schedule);
+    if (strcmp(c->schedule, "cosine") == 0)
+        p.sched = DD_SCHED_COSINE;
+    else if (strcmp(c->schedule, "step") == 0)
+        p.sched = DD_SCHED_STEP;
+    else if (strcmp(c->schedule, "onecycle") == 0)
+        p.sched = DD_SCHED_ONE_CYCLE;
+    else if (strcmp(c->schedule, "constant") == 0)
+        p.sched = DD_SCHED_CONSTANT;
+    else
+        die("--schedule: unknown '%s' (cosine, step, onecycle, constant)", c->schedule);
 
     /* Madry's PGD step 2.5 eps / steps; TRADES' reference ratio is 0.007
      * per step for eps 0.031 over 10 steps (2.26 eps / steps). */
     if (c->train_step_size == 0.0)
-        c->train_step_size = (p.base == BASE_TRADES ? 0.007 / 0.031 * 10.0 : 2.5) * c->train_eps /
-                             c->train_steps;
+        c->train_step_size =
+            (p.base == BASE_TRADES ? 0.007 / 0.031 * 10.0 : 2.5) * c->train_eps / c->train_steps;
     return p;
 }
 
@@ -337,8 +373,7 @@ static plan resolve(config *c, int channels)
  * mismatched pair instead of silently continuing from the wrong epoch.
  */
 
-static uint64_t weights_fingerprint_or_die(const dd_model *m)
-{
+static uint64_t weights_fingerprint_or_die(const dd_model *m) {
     int np = 0;
     check_or_die(dd_model_num_params(m, &np), "dd_model_num_params");
     uint64_t h = 1469598103934665603ULL; /* FNV-1a 64-bit offset basis */
@@ -360,9 +395,8 @@ static uint64_t weights_fingerprint_or_die(const dd_model *m)
 
 /* Writes path atomically: "<path>.tmp" (a fixed name, so an interrupted
  * write leaves nothing that accumulates), fsync, rename. */
-static void save_state_or_die(const char *path, const config *c, int epochs_done,
-                              const dd_model *m, const dd_optimizer *opt)
-{
+static void save_state_or_die(const char *path, const config *c, int epochs_done, const dd_model *m,
+                              const dd_optimizer *opt) {
     size_t bytes = 0;
     check_or_die(dd_optimizer_state_size(opt, &bytes), "dd_optimizer_state_size");
     unsigned char *blob = malloc_or_die(bytes, 1);
@@ -371,8 +405,7 @@ static void save_state_or_die(const char *path, const config *c, int epochs_done
     char tmp[1300];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "wb");
-    if (f == NULL)
-        die("cannot write %s: %s", tmp, strerror(errno));
+    if (f == NULL) die("cannot write %s: %s", tmp, strerror(errno));
     fprintf(f, "%s\nepochs_done %d\nweights_fnv %016llx\n", STATE_MAGIC, epochs_done,
             (unsigned long long)weights_fingerprint_or_die(m));
     char val[1100];
@@ -402,20 +435,17 @@ typedef struct saved_state {
  * on the command line (given[]); a given option that differs from the
  * saved one is kept with a warning (the run then differs from an
  * uninterrupted one). */
-static saved_state load_state_or_die(const char *path, config *c, const int *given)
-{
+static saved_state load_state_or_die(const char *path, config *c, const int *given) {
     saved_state st;
     memset(&st, 0, sizeof st);
     FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        die("cannot open %s (the state saved beside the checkpoint): %s", path, strerror(errno));
+    if (f == NULL) die("cannot open %s (the state saved beside the checkpoint): %s", path, strerror(errno));
     char line[2200];
     int lineno = 0, ended = 0;
     while (!ended && fgets(line, sizeof line, f) != NULL) {
         lineno++;
         size_t len = strlen(line);
-        if (len == 0 || line[len - 1] != '\n')
-            die("%s:%d: line too long or truncated", path, lineno);
+        if (len == 0 || line[len - 1] != '\n') die("%s:%d: line too long or truncated", path, lineno);
         line[len - 1] = '\0';
         if (lineno == 1) {
             if (strcmp(line, STATE_MAGIC) != 0)
@@ -427,8 +457,7 @@ static saved_state load_state_or_die(const char *path, config *c, const int *giv
             ended = 1;
             continue;
         }
-        if (sp == NULL)
-            die("%s:%d: malformed line '%s'", path, lineno, line);
+        if (sp == NULL) die("%s:%d: malformed line '%s'", path, lineno, line);
         *sp = '\0';
         const char *key = line, *val = sp + 1;
         if (strcmp(key, "epochs_done") == 0) {
@@ -440,17 +469,14 @@ static saved_state load_state_or_die(const char *path, config *c, const int *giv
         } else if (strcmp(key, "opt.augment") == 0) {
             int v = (int)parse_long_or_die(path, val, 0, 1);
             if (c->augment >= 0 && c->augment != v)
-                fprintf(stderr, "warning: --%saugment differs from the saved run\n",
-                        c->augment ? "" : "no-");
+                fprintf(stderr, "warning: --%saugment differs from the saved run\n", c->augment ? "" : "no-");
             else
                 c->augment = v;
         } else if (strncmp(key, "opt.", 4) == 0) {
             int k = -1;
             for (int j = 0; j < NUM_OPTS; j++)
-                if (strcmp(opt_table[j].name, key + 4) == 0)
-                    k = j;
-            if (k < 0 || !opt_table[k].saved)
-                die("%s:%d: unknown option '%s'", path, lineno, key + 4);
+                if (strcmp(opt_table[j].name, key + 4) == 0) k = j;
+            if (k < 0 || !opt_table[k].saved) die("%s:%d: unknown option '%s'", path, lineno, key + 4);
             char cur[1100];
             if (!given[k]) {
                 set_option(c, &opt_table[k], val);
@@ -462,16 +488,16 @@ static saved_state load_state_or_die(const char *path, config *c, const int *giv
                     "network (leave --%s out)",
                     opt_table[k].name, cur, path, opt_table[k].name, val, opt_table[k].name);
             } else if (strcmp(option_text(c, &opt_table[k], cur, sizeof cur), val) != 0) {
-                fprintf(stderr, "warning: --%s %s differs from the saved run's %s: the result "
-                                "will differ from an uninterrupted run\n",
+                fprintf(stderr,
+                        "warning: --%s %s differs from the saved run's %s: the result "
+                        "will differ from an uninterrupted run\n",
                         opt_table[k].name, cur, val);
             }
         } else {
             die("%s:%d: unknown key '%s'", path, lineno, key);
         }
     }
-    if (!ended)
-        die("%s: truncated (no 'end' line)", path);
+    if (!ended) die("%s: truncated (no 'end' line)", path);
     st.blob = malloc_or_die(st.blob_size, 1);
     if (fread(st.blob, 1, st.blob_size, f) != st.blob_size || fgetc(f) != EOF)
         die("%s: the optimizer state is truncated or followed by extra bytes", path);
@@ -484,29 +510,27 @@ static saved_state load_state_or_die(const char *path, config *c, const int *giv
 /* ======================================================================== */
 
 typedef struct meter {
-    int tty;                  /* 1: one updating line; 0: log lines */
+    int tty; /* 1: one updating line; 0: log lines */
     int log_every;
-    double t_start;           /* when this process started training */
-    long steps_total;         /* steps of the whole run */
-    long steps_at_start;      /* steps already done when this process started */
+    double t_start;      /* when this process started training */
+    long steps_total;    /* steps of the whole run */
+    long steps_at_start; /* steps already done when this process started */
     double last_draw;
     /* running sums over the current epoch */
     double loss_sum, reg_sum, align_sum;
-    double hook_align[DD_MAX_HOOKS];  /* per hook, sample-weighted */
+    double hook_align[DD_MAX_HOOKS]; /* per hook, sample-weighted */
     dd_node hook_node[DD_MAX_HOOKS];
     long correct, seen, batches;
     int hooks;
 } meter;
 
-static void meter_epoch_start(meter *mt)
-{
+static void meter_epoch_start(meter *mt) {
     mt->loss_sum = mt->reg_sum = mt->align_sum = 0.0;
     memset(mt->hook_align, 0, sizeof mt->hook_align);
     mt->correct = mt->seen = mt->batches = 0;
 }
 
-static void meter_add(meter *mt, const dd_step_stats *s)
-{
+static void meter_add(meter *mt, const dd_step_stats *s) {
     mt->loss_sum += s->loss * s->batch;
     mt->correct += s->correct;
     mt->seen += s->batch;
@@ -526,17 +550,14 @@ static void meter_add(meter *mt, const dd_step_stats *s)
 }
 
 /* Throughput and ETA of the whole run, from this process's own steps. */
-static void meter_rates(const meter *mt, long step, int batch, double *img_s, double *eta)
-{
+static void meter_rates(const meter *mt, long step, int batch, double *img_s, double *eta) {
     double el = now_seconds() - mt->t_start;
     long done = step - mt->steps_at_start;
     *img_s = el > 0 ? (double)done * batch / el : 0.0;
     *eta = done > 0 ? el / (double)done * (double)(mt->steps_total - step) : 0.0;
 }
 
-static void meter_show(meter *mt, int epoch, int epochs, int b, int nb, long step, int batch,
-                       float lr)
-{
+static void meter_show(meter *mt, int epoch, int epochs, int b, int nb, long step, int batch, float lr) {
     double now = now_seconds();
     int last = b == nb;
     if (mt->tty) {
@@ -553,20 +574,18 @@ static void meter_show(meter *mt, int epoch, int epochs, int b, int nb, long ste
     char etab[32], bar[24];
     double seen = mt->seen > 0 ? (double)mt->seen : 1.0;
     char align[48] = "";
-    if (mt->hooks > 0)
-        snprintf(align, sizeof align, "  align %.3f", mt->align_sum / seen);
+    if (mt->hooks > 0) snprintf(align, sizeof align, "  align %.3f", mt->align_sum / seen);
     if (mt->tty) {
         int width = 20, fill = nb > 0 ? b * width / nb : 0;
-        for (int i = 0; i < width; i++)
-            bar[i] = i < fill ? '#' : '.';
+        for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
         bar[width] = '\0';
-        printf("\repoch %d/%d [%s] %d/%d  %.0f img/s  ETA %s  loss %.4f  acc %.2f%%%s\033[K",
-               epoch + 1, epochs, bar, b, nb, img_s, format_duration(eta, etab, sizeof etab),
-               mt->loss_sum / seen, 100.0 * (double)mt->correct / seen, align);
+        printf("\repoch %d/%d [%s] %d/%d  %.0f img/s  ETA %s  loss %.4f  acc %.2f%%%s\033[K", epoch + 1,
+               epochs, bar, b, nb, img_s, format_duration(eta, etab, sizeof etab), mt->loss_sum / seen,
+               100.0 * (double)mt->correct / seen, align);
     } else {
-        printf("epoch %d/%d  batch %d/%d  loss %.4f  acc %.2f%%%s  lr %.5g  %.0f img/s  ETA %s\n",
-               epoch + 1, epochs, b, nb, mt->loss_sum / seen, 100.0 * (double)mt->correct / seen,
-               align, (double)lr, img_s, format_duration(eta, etab, sizeof etab));
+        printf("epoch %d/%d  batch %d/%d  loss %.4f  acc %.2f%%%s  lr %.5g  %.0f img/s  ETA %s\n", epoch + 1,
+               epochs, b, nb, mt->loss_sum / seen, 100.0 * (double)mt->correct / seen, align, (double)lr,
+               img_s, format_duration(eta, etab, sizeof etab));
     }
     fflush(stdout);
 }
@@ -577,11 +596,9 @@ static void meter_show(meter *mt, int epoch, int epochs, int b, int nb, long ste
  * |cos| over hooks and per hook (columns named after the hooked tensor's
  * node). A resumed run appends to the same file. */
 static void write_metrics_or_die(const char *path, const dd_model *m, const meter *mt, int epoch,
-                                 double test_acc, float lr, double seconds)
-{
+                                 double test_acc, float lr, double seconds) {
     FILE *f = fopen(path, "a");
-    if (f == NULL)
-        die("cannot append to %s: %s", path, strerror(errno));
+    if (f == NULL) die("cannot append to %s: %s", path, strerror(errno));
     double seen = mt->seen > 0 ? (double)mt->seen : 1.0;
     if (ftell(f) == 0) {
         fprintf(f, "epoch,train_loss,train_acc,test_acc,lr,seconds,img_s,reg,align_mean");
@@ -598,19 +615,16 @@ static void write_metrics_or_die(const char *path, const dd_model *m, const mete
             (double)mt->correct / seen, test_acc, (double)lr, seconds,
             (double)mt->seen / (seconds > 0 ? seconds : 1.0), mt->reg_sum / seen,
             mt->hooks > 0 ? mt->align_sum / seen : 0.0);
-    for (int t = 0; t < mt->hooks; t++)
-        fprintf(f, ",%.6f", mt->hook_align[t] / seen);
+    for (int t = 0; t < mt->hooks; t++) fprintf(f, ",%.6f", mt->hook_align[t] / seen);
     fprintf(f, "\n");
-    if (fclose(f) != 0)
-        die("cannot write %s: %s", path, strerror(errno));
+    if (fclose(f) != 0) die("cannot write %s: %s", path, strerror(errno));
 }
 
 /* Test hook (tests/examples/run_examples.sh): with TRAIN_CIFAR_CRASH_AT=k
  * in the environment the process dies (_exit, as a kill would) at point k
  * of the first end-of-epoch save: 1 after the new state is written, 2
  * after the checkpoint, 3 after the state is renamed into place. */
-static void test_crash_point(int k)
-{
+static void test_crash_point(int k) {
     const char *e = getenv("TRAIN_CIFAR_CRASH_AT");
     if (e != NULL && atoi(e) == k) {
         fflush(stdout);
@@ -627,25 +641,24 @@ typedef struct trainer {
     plan p;
     dd_model *m;
     dd_optimizer *opt;
-    dd_attack *attack;        /* PGD-AT / TRADES inner attack, or NULL */
+    dd_attack *attack; /* PGD-AT / TRADES inner attack, or NULL */
     dd_lr_schedule sched;
-    float *x;                 /* (batch, C, H, W) */
-    int32_t *y;               /* (batch) */
+    float *x;   /* (batch, C, H, W) */
+    int32_t *y; /* (batch) */
 } trainer;
 
 /* The inner attack of adversarial training, reseeded every epoch so that
  * random starts differ between epochs yet a resumed run draws the same. */
-static void make_attack_or_die(trainer *t, int epoch)
-{
+static void make_attack_or_die(trainer *t, int epoch) {
     dd_attack_destroy(t->attack);
     t->attack = NULL;
-    if (t->p.base == BASE_NONE)
-        return;
+    if (t->p.base == BASE_NONE) return;
     dd_attack_options ao;
     dd_attack_options_init(&ao, t->p.base == BASE_PGD ? DD_ATTACK_PGD_LINF : DD_ATTACK_TRADES_KL);
     /* the ramp scales eps and the step together (the same number of steps
      * covers the smaller ball) */
-    double ramp = t->c->eps_ramp > 0 && epoch + 1 < t->c->eps_ramp ? (double)(epoch + 1) / t->c->eps_ramp : 1.0;
+    double ramp =
+        t->c->eps_ramp > 0 && epoch + 1 < t->c->eps_ramp ? (double)(epoch + 1) / t->c->eps_ramp : 1.0;
     ao.eps = (float)(t->c->train_eps * ramp);
     ao.steps = t->c->train_steps;
     ao.step_size = (float)(t->c->train_step_size * ramp);
@@ -654,8 +667,7 @@ static void make_attack_or_die(trainer *t, int epoch)
 }
 
 /* One optimisation step on the batch (x, y) of n samples. */
-static void train_step_or_die(trainer *t, int n, dd_step_stats *stats)
-{
+static void train_step_or_die(trainer *t, int n, dd_step_stats *stats) {
     switch (t->p.base) {
     case BASE_NONE:
         check_or_die(dd_model_zero_grad(t->m), "dd_model_zero_grad");
@@ -668,15 +680,14 @@ static void train_step_or_die(trainer *t, int n, dd_step_stats *stats)
                      "dd_attack_train_step");
         break;
     case BASE_TRADES:
-        check_or_die(dd_attack_trades_step(t->attack, t->opt, t->x, t->y, n,
-                                           (float)t->c->trades_beta, NULL, stats),
-                     "dd_attack_trades_step");
+        check_or_die(
+            dd_attack_trades_step(t->attack, t->opt, t->x, t->y, n, (float)t->c->trades_beta, NULL, stats),
+            "dd_attack_trades_step");
         break;
     }
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     config cfg;
     int given[NUM_OPTS];
     memset(given, 0, sizeof given);
@@ -699,8 +710,7 @@ int main(int argc, char **argv)
     char state_path[1100];
     if (cfg.resume[0] != '\0') {
         snprintf(state_path, sizeof state_path, "%s.state", cfg.resume);
-        if (!given_option(given, "out"))
-            snprintf(cfg.out, sizeof cfg.out, "%s", cfg.resume);
+        if (!given_option(given, "out")) snprintf(cfg.out, sizeof cfg.out, "%s", cfg.resume);
         st = load_state_or_die(state_path, &cfg, given);
     }
 
@@ -718,7 +728,8 @@ int main(int argc, char **argv)
             if (stat(DEFAULT_DATA_DIR, &sb) != 0)
                 die("no --data given and %s does not exist: install Debian's "
                     "dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or pass "
-                    "--data DIR (CIFAR-10 binary or IDX files)", DEFAULT_DATA_DIR);
+                    "--data DIR (CIFAR-10 binary or IDX files)",
+                    DEFAULT_DATA_DIR);
             snprintf(cfg.data, sizeof cfg.data, "%s", DEFAULT_DATA_DIR);
         }
         source = cfg.data;
@@ -736,12 +747,10 @@ int main(int argc, char **argv)
     check_or_die(dd_dataset_info(test, &ntest, NULL, NULL, NULL, NULL), "dd_dataset_info");
     plan p = resolve(&cfg, C);
     /* Where the results go must be writable now, not after the first epoch. */
-    if (!can_write_next_to(cfg.out))
-        die("cannot write next to --out %s: %s", cfg.out, strerror(errno));
+    if (!can_write_next_to(cfg.out)) die("cannot write next to --out %s: %s", cfg.out, strerror(errno));
     if (cfg.metrics[0] != '\0') {
         FILE *f = fopen(cfg.metrics, "a");
-        if (f == NULL)
-            die("cannot append to --metrics %s: %s", cfg.metrics, strerror(errno));
+        if (f == NULL) die("cannot append to --metrics %s: %s", cfg.metrics, strerror(errno));
         fclose(f);
     }
 
@@ -766,8 +775,8 @@ int main(int argc, char **argv)
             snprintf(next_path, sizeof next_path, "%s.next", state_path);
             struct stat sb;
             if (stat(next_path, &sb) != 0)
-                die("%s does not hold the weights %s was saved with, and there is no %s",
-                    cfg.resume, state_path, next_path);
+                die("%s does not hold the weights %s was saved with, and there is no %s", cfg.resume,
+                    state_path, next_path);
             free(st.blob);
             st = load_state_or_die(next_path, &cfg, given);
             if (weights_fingerprint_or_die(m) != st.weights_fnv)
@@ -781,11 +790,9 @@ int main(int argc, char **argv)
         /* std: CIFAR-10's per-channel statistics; pm1: x -> (x - 0.5) / 0.5 =
          * 2x - 1; 01: no normalize node (the first conv sees [0,1] pixels) */
         float half[64];
-        for (int c = 0; c < 64; c++)
-            half[c] = 0.5f;
+        for (int c = 0; c < 64; c++) half[c] = 0.5f;
         int pm1 = strcmp(cfg.input_range, "pm1") == 0, raw = strcmp(cfg.input_range, "01") == 0;
-        if (pm1 && C > 64)
-            die("--input-range pm1: at most 64 channels");
+        if (pm1 && C > 64) die("--input-range pm1: at most 64 channels");
         check_or_die(dd_zoo_create(&m, cfg.arch, C, H, W, K, !raw, pm1 ? half : NULL, pm1 ? half : NULL,
                                    cfg.batch, &mo),
                      "dd_zoo_create");
@@ -801,8 +808,7 @@ int main(int argc, char **argv)
     dd_optimizer_options oo;
     dd_optimizer_options_init(&oo, p.optim);
     oo.lr = (float)cfg.lr;
-    if (cfg.weight_decay >= 0.0)
-        oo.weight_decay = (float)cfg.weight_decay;
+    if (cfg.weight_decay >= 0.0) oo.weight_decay = (float)cfg.weight_decay;
     cfg.weight_decay = oo.weight_decay; /* the resolved value goes into the sidecar */
     dd_optimizer *opt = NULL;
     check_or_die(dd_optimizer_create(&opt, m, &oo), "dd_optimizer_create");
@@ -835,17 +841,15 @@ int main(int argc, char **argv)
     t.opt = opt;
     long total_steps = (long)cfg.epochs * nb;
     dd_lr_schedule_init(&t.sched, p.sched, (float)cfg.lr, total_steps);
-    if (p.sched == DD_SCHED_COSINE)
-        t.sched.warmup_steps = (int64_t)(cfg.warmup * (double)total_steps);
-    if (p.sched == DD_SCHED_STEP && t.sched.step_size < 1)
-        t.sched.step_size = 1;
+    if (p.sched == DD_SCHED_COSINE) t.sched.warmup_steps = (int64_t)(cfg.warmup * (double)total_steps);
+    if (p.sched == DD_SCHED_STEP && t.sched.step_size < 1) t.sched.step_size = 1;
     size_t per = (size_t)C * H * W;
     t.x = malloc_or_die((size_t)cfg.batch * per, sizeof *t.x);
     t.y = malloc_or_die((size_t)cfg.batch, sizeof *t.y);
 
     /* ---- header ---- */
-    printf("deepdefense %s: %s, %d train / %d test images of %dx%dx%d, %d classes\n",
-           dd_version_string(), source, ntrain, ntest, C, H, W, K);
+    printf("deepdefense %s: %s, %d train / %d test images of %dx%dx%d, %d classes\n", dd_version_string(),
+           source, ntrain, ntest, C, H, W, K);
     printf("arch %s, defense %s", cfg.arch, cfg.defense);
     if (p.gfa) {
         int nh = 0;
@@ -853,18 +857,19 @@ int main(int argc, char **argv)
         printf(" (hooks %s: %d, lambda %g, %s)", cfg.gfa_hooks, nh, cfg.gfa_lambda, cfg.gfa_mode);
     }
     if (p.base == BASE_PGD)
-        printf(" (eps %.4g, %d steps of %.4g%s)", cfg.train_eps, cfg.train_steps,
-               cfg.train_step_size, cfg.eps_ramp > 0 ? ", eps ramped" : "");
+        printf(" (eps %.4g, %d steps of %.4g%s)", cfg.train_eps, cfg.train_steps, cfg.train_step_size,
+               cfg.eps_ramp > 0 ? ", eps ramped" : "");
     if (p.base == BASE_TRADES)
-        printf(" (eps %.4g, %d steps of %.4g, beta %g)", cfg.train_eps, cfg.train_steps,
-               cfg.train_step_size, cfg.trades_beta);
-    printf("\nloss %s, input range %s, %s lr %g %s, weight decay %g, %d epochs x %d batches of %d, augment %s, "
-           "seed %ld, threads %d\n",
-           cfg.loss, cfg.input_range, cfg.optimizer, cfg.lr, cfg.schedule, (double)oo.weight_decay, cfg.epochs, nb,
-           cfg.batch, cfg.augment ? "crop+flip" : "off", cfg.seed, cfg.threads);
+        printf(" (eps %.4g, %d steps of %.4g, beta %g)", cfg.train_eps, cfg.train_steps, cfg.train_step_size,
+               cfg.trades_beta);
+    printf(
+        "\nloss %s, input range %s, %s lr %g %s, weight decay %g, %d epochs x %d batches of %d, augment %s, "
+        "seed %ld, threads %d\n",
+        cfg.loss, cfg.input_range, cfg.optimizer, cfg.lr, cfg.schedule, (double)oo.weight_decay, cfg.epochs,
+        nb, cfg.batch, cfg.augment ? "crop+flip" : "off", cfg.seed, cfg.threads);
     if (st.epochs_done >= cfg.epochs)
-        printf("the run in %s is already complete (%d of %d epochs): nothing to train\n",
-               cfg.resume, st.epochs_done, cfg.epochs);
+        printf("the run in %s is already complete (%d of %d epochs): nothing to train\n", cfg.resume,
+               st.epochs_done, cfg.epochs);
     else if (st.epochs_done > 0)
         printf("resuming %s after epoch %d\n", cfg.resume, st.epochs_done);
     fflush(stdout);
@@ -891,8 +896,7 @@ int main(int argc, char **argv)
         for (int b = 1;; b++) {
             int n = 0;
             check_or_die(dd_batch_iter_next(it, t.x, t.y, NULL, &n), "dd_batch_iter_next");
-            if (n == 0)
-                break;
+            if (n == 0) break;
             long step = (long)epoch * nb + (b - 1);
             check_or_die(dd_lr_schedule_eval(&t.sched, step, &lr), "dd_lr_schedule_eval");
             check_or_die(dd_optimizer_set_lr(opt, lr), "dd_optimizer_set_lr");
@@ -916,19 +920,17 @@ int main(int argc, char **argv)
         if (rename(state_next, state_out) != 0)
             die("cannot rename %s to %s: %s", state_next, state_out, strerror(errno));
         test_crash_point(3);
-        if (cfg.metrics[0] != '\0')
-            write_metrics_or_die(cfg.metrics, m, &mt, epoch, test_acc, lr, train_s);
+        if (cfg.metrics[0] != '\0') write_metrics_or_die(cfg.metrics, m, &mt, epoch, test_acc, lr, train_s);
 
         double seen = mt.seen > 0 ? (double)mt.seen : 1.0;
         char align[64] = "", dur[32];
         if (mt.hooks > 0)
-            snprintf(align, sizeof align, "  align %.3f  reg %.4f", mt.align_sum / seen,
-                     mt.reg_sum / seen);
+            snprintf(align, sizeof align, "  align %.3f  reg %.4f", mt.align_sum / seen, mt.reg_sum / seen);
         printf("%sepoch %d/%d  loss %.4f  %sacc %.2f%%%s  test acc %.2f%%  lr %.3g  %s  "
                "(%.0f img/s)  saved %s\n",
                mt.tty ? "\r\033[K" : "", epoch + 1, cfg.epochs, mt.loss_sum / seen,
-               p.base == BASE_PGD ? "adv " : "", 100.0 * (double)mt.correct / seen, align,
-               100.0 * test_acc, (double)lr, format_duration(train_s, dur, sizeof dur),
+               p.base == BASE_PGD ? "adv " : "", 100.0 * (double)mt.correct / seen, align, 100.0 * test_acc,
+               (double)lr, format_duration(train_s, dur, sizeof dur),
                (double)mt.seen / (train_s > 0 ? train_s : 1.0), cfg.out);
         fflush(stdout);
     }
@@ -936,13 +938,12 @@ int main(int argc, char **argv)
     t.attack = NULL;
 
     if (last_epoch < cfg.epochs) {
-        printf("stopped after epoch %d of %d (--stop-after); continue with --resume %s\n",
-               last_epoch, cfg.epochs, cfg.out);
+        printf("stopped after epoch %d of %d (--stop-after); continue with --resume %s\n", last_epoch,
+               cfg.epochs, cfg.out);
     } else {
         /* ---- the report ---- */
         char dur[32];
-        if (test_acc < 0.0)
-            test_acc = accuracy_or_die(m, test, 0);
+        if (test_acc < 0.0) test_acc = accuracy_or_die(m, test, 0);
         printf("\nclean test accuracy: %.2f%% (%d images)\n", 100.0 * test_acc, ntest);
         int ne = cfg.eval_n < ntest ? cfg.eval_n : ntest;
         if (ne > 0) {
@@ -950,7 +951,8 @@ int main(int argc, char **argv)
             double fgsm = robust_accuracy_or_die(m, test, ne, DD_ATTACK_FGSM, (float)cfg.eval_eps);
             double pgd = robust_accuracy_or_die(m, test, ne, DD_ATTACK_PGD_LINF, (float)cfg.eval_eps);
             printf("robust accuracy at eps %.4g (Linf, %d test images): FGSM %.2f%%, PGD-10 %.2f%% "
-                   "(%s)\n", cfg.eval_eps, ne, 100.0 * fgsm, 100.0 * pgd,
+                   "(%s)\n",
+                   cfg.eval_eps, ne, 100.0 * fgsm, 100.0 * pgd,
                    format_duration(now_seconds() - r0, dur, sizeof dur));
         }
         printf("total training time %s; model saved to %s\n",

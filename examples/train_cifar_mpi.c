@@ -31,8 +31,7 @@ typedef struct options {
 
 static int g_rank;
 
-static void usage(void)
-{
+static void usage(void) {
     if (g_rank == 0)
         printf("usage: mpirun -np N train_cifar_mpi [options]\n"
                "  --data DIR         CIFAR-10 binary or IDX directory\n"
@@ -50,11 +49,9 @@ static void usage(void)
 
 /* Collective: stops every rank when any rank's s is not DD_OK; the ranks
  * that failed print their own message. */
-static void sync_or_exit(dd_mpi *d, dd_status s, const char *what)
-{
+static void sync_or_exit(dd_mpi *d, dd_status s, const char *what) {
     dd_status a = dd_mpi_agree(d, s);
-    if (a == DD_OK)
-        return;
+    if (a == DD_OK) return;
     if (s != DD_OK)
         fprintf(stderr, "rank %d: error: %s: %s: %s\n", g_rank, what, dd_status_string(s), dd_last_error());
     else if (g_rank == 0)
@@ -65,13 +62,12 @@ static void sync_or_exit(dd_mpi *d, dd_status s, const char *what)
 }
 
 /* The first failure of a sequence of calls: later calls are skipped. */
-#define TRY(st, call)                                                                              \
-    do {                                                                                           \
-        if ((st) == DD_OK) (st) = (call);                                                          \
+#define TRY(st, call)                     \
+    do {                                  \
+        if ((st) == DD_OK) (st) = (call); \
     } while (0)
 
-static void parse(int argc, char **argv, options *o)
-{
+static void parse(int argc, char **argv, options *o) {
     memset(o, 0, sizeof *o);
     o->arch = "cnn-cw";
     o->defense = "gfa";
@@ -92,36 +88,50 @@ static void parse(int argc, char **argv, options *o)
             MPI_Finalize();
             exit(0);
         }
-        if (i + 1 >= argc)
-            die("%s needs a value (see --help)", a);
+        if (i + 1 >= argc) die("%s needs a value (see --help)", a);
         const char *v = argv[++i];
-        if (strcmp(a, "--data") == 0) o->data = v;
-        else if (strcmp(a, "--synthetic") == 0) o->synthetic = (int)parse_long_or_die(a, v, 1, 10000000);
-        else if (strcmp(a, "--arch") == 0) o->arch = v;
-        else if (strcmp(a, "--defense") == 0) o->defense = v;
-        else if (strcmp(a, "--gfa-hooks") == 0) o->hooks = v;
-        else if (strcmp(a, "--gfa-lambda") == 0) o->lambda = parse_double_or_die(a, v, 0, 1e6);
-        else if (strcmp(a, "--gfa-mode") == 0) o->gfa_mode = v;
-        else if (strcmp(a, "--loss") == 0) o->loss = v;
-        else if (strcmp(a, "--epochs") == 0) o->epochs = (int)parse_long_or_die(a, v, 1, 100000);
-        else if (strcmp(a, "--batch") == 0) o->batch = (int)parse_long_or_die(a, v, 1, 65536);
-        else if (strcmp(a, "--threads") == 0) o->threads = (int)parse_long_or_die(a, v, 1, 1024);
-        else if (strcmp(a, "--lr") == 0) o->lr = parse_double_or_die(a, v, 1e-9, 1e3);
-        else if (strcmp(a, "--seed") == 0) o->seed = parse_long_or_die(a, v, 0, 2147483647L);
-        else if (strcmp(a, "--train-limit") == 0) o->train_limit = parse_long_or_die(a, v, 1, 2147483647L);
-        else if (strcmp(a, "--test-limit") == 0) o->test_limit = parse_long_or_die(a, v, 1, 2147483647L);
-        else if (strcmp(a, "--out") == 0) o->out = v;
-        else die("unknown option '%s' (see --help)", a);
+        if (strcmp(a, "--data") == 0)
+            o->data = v;
+        else if (strcmp(a, "--synthetic") == 0)
+            o->synthetic = (int)parse_long_or_die(a, v, 1, 10000000);
+        else if (strcmp(a, "--arch") == 0)
+            o->arch = v;
+        else if (strcmp(a, "--defense") == 0)
+            o->defense = v;
+        else if (strcmp(a, "--gfa-hooks") == 0)
+            o->hooks = v;
+        else if (strcmp(a, "--gfa-lambda") == 0)
+            o->lambda = parse_double_or_die(a, v, 0, 1e6);
+        else if (strcmp(a, "--gfa-mode") == 0)
+            o->gfa_mode = v;
+        else if (strcmp(a, "--loss") == 0)
+            o->loss = v;
+        else if (strcmp(a, "--epochs") == 0)
+            o->epochs = (int)parse_long_or_die(a, v, 1, 100000);
+        else if (strcmp(a, "--batch") == 0)
+            o->batch = (int)parse_long_or_die(a, v, 1, 65536);
+        else if (strcmp(a, "--threads") == 0)
+            o->threads = (int)parse_long_or_die(a, v, 1, 1024);
+        else if (strcmp(a, "--lr") == 0)
+            o->lr = parse_double_or_die(a, v, 1e-9, 1e3);
+        else if (strcmp(a, "--seed") == 0)
+            o->seed = parse_long_or_die(a, v, 0, 2147483647L);
+        else if (strcmp(a, "--train-limit") == 0)
+            o->train_limit = parse_long_or_die(a, v, 1, 2147483647L);
+        else if (strcmp(a, "--test-limit") == 0)
+            o->test_limit = parse_long_or_die(a, v, 1, 2147483647L);
+        else if (strcmp(a, "--out") == 0)
+            o->out = v;
+        else
+            die("unknown option '%s' (see --help)", a);
     }
-    if (!o->data && !o->synthetic)
-        die("--data DIR or --synthetic N is required (see --help)");
+    if (!o->data && !o->synthetic) die("--data DIR or --synthetic N is required (see --help)");
     if (strcmp(o->defense, "none") && strcmp(o->defense, "gfa") && strcmp(o->defense, "pgd-at") &&
         strcmp(o->defense, "pgd-at+gfa"))
         die("--defense: unknown '%s' (none, gfa, pgd-at, pgd-at+gfa)", o->defense);
 }
 
-static dd_status open_data(const options *o, dd_dataset **train, dd_dataset **test)
-{
+static dd_status open_data(const options *o, dd_dataset **train, dd_dataset **test) {
     if (o->synthetic) {
         /* train_cifar's synthetic sets (the same seeds) */
         *train = synthetic_dataset_or_die(o->synthetic, 3, 16, 16, 10, (uint64_t)o->seed);
@@ -146,8 +156,7 @@ static dd_status open_data(const options *o, dd_dataset **train, dd_dataset **te
     return s;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     int provided = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
@@ -171,8 +180,9 @@ int main(int argc, char **argv)
     dd_model *m = NULL;
     TRY(s, dd_zoo_create(&m, o.arch, C, H, W, K, 1, NULL, NULL, o.batch, &mo));
     int gfa = strstr(o.defense, "gfa") != NULL, pgd = strncmp(o.defense, "pgd-at", 6) == 0;
-    dd_gfa_mode gm = strcmp(o.gfa_mode, "cos") == 0 ? DD_GFA_COS
-                     : strcmp(o.gfa_mode, "tangent") == 0 ? DD_GFA_TANGENT : DD_GFA_SIN2;
+    dd_gfa_mode gm = strcmp(o.gfa_mode, "cos") == 0       ? DD_GFA_COS
+                     : strcmp(o.gfa_mode, "tangent") == 0 ? DD_GFA_TANGENT
+                                                          : DD_GFA_SIN2;
     TRY(s, dd_model_set_loss(m, strcmp(o.loss, "mse") == 0 ? DD_LOSS_MSE : DD_LOSS_CE));
     if (gfa) {
         TRY(s, dd_gfa_set_mode(m, gm));
@@ -187,7 +197,7 @@ int main(int argc, char **argv)
     if (pgd) {
         dd_attack_options ao;
         dd_attack_options_init(&ao, DD_ATTACK_PGD_LINF);
-        ao.step_size = 2.5f * ao.eps / (float)ao.steps; /* Madry */
+        ao.step_size = 2.5f * ao.eps / (float)ao.steps;         /* Madry */
         ao.seed = (uint64_t)o.seed * 1000003u + (uint64_t)rank; /* its own random starts */
         TRY(s, dd_attack_create(&attack, m, &ao));
     }
@@ -256,15 +266,15 @@ int main(int argc, char **argv)
         }
         sync_or_exit(d, s, o.out);
         if (rank == 0) {
-            printf("epoch %d/%d  loss %.4f  %sacc %.2f%%  test acc %.2f%%  %.1f s (%.0f img/s over %d ranks)  "
-                   "saved %s\n",
-                   epoch + 1, o.epochs, sums[0] / sums[2], pgd ? "adv " : "", 100.0 * sums[1] / sums[2],
-                   100.0 * acc, now_seconds() - te, sums[2] / (now_seconds() - te), size, o.out);
+            printf(
+                "epoch %d/%d  loss %.4f  %sacc %.2f%%  test acc %.2f%%  %.1f s (%.0f img/s over %d ranks)  "
+                "saved %s\n",
+                epoch + 1, o.epochs, sums[0] / sums[2], pgd ? "adv " : "", 100.0 * sums[1] / sums[2],
+                100.0 * acc, now_seconds() - te, sums[2] / (now_seconds() - te), size, o.out);
             fflush(stdout);
         }
     }
-    if (rank == 0)
-        printf("total training time %.1f s; model saved to %s\n", now_seconds() - t0, o.out);
+    if (rank == 0) printf("total training time %.1f s; model saved to %s\n", now_seconds() - t0, o.out);
     free(x);
     free(xadv);
     free(y);

@@ -129,8 +129,7 @@ START_TEST(sizes_outside_the_range_refused) {
 
     m = plain_model();
     dd_node_info ni;
-    ck_assert_int_eq(dd_model_node_info_sized(m, 0, &ni, DD_NODE_INFO_SIZE_V1 - 1),
-                     DD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dd_model_node_info_sized(m, 0, &ni, DD_NODE_INFO_SIZE_V1 - 1), DD_ERR_INVALID_ARGUMENT);
     ck_assert_int_eq(dd_model_node_info_sized(m, 0, &ni, sizeof ni + 1), DD_ERR_INVALID_ARGUMENT);
     dd_param_info pi;
     ck_assert_int_eq(dd_model_param_info_sized(m, 0, &pi, DD_PARAM_INFO_SIZE_V1 - 1),
@@ -207,11 +206,9 @@ START_TEST(training_structs_cut) {
     for (int cut = 0; cut < 2; cut++) {
         dd_model *m = plain_model();
         dd_optimizer_options *oo = cut ? cut_struct(DD_OPTIMIZER_OPTIONS_SIZE_V1) : malloc(sizeof *oo);
-        dd_optimizer_options_init_sized(oo, cut ? DD_OPTIMIZER_OPTIONS_SIZE_V1 : sizeof *oo,
-                                        DD_OPTIM_SGD);
+        dd_optimizer_options_init_sized(oo, cut ? DD_OPTIMIZER_OPTIONS_SIZE_V1 : sizeof *oo, DD_OPTIM_SGD);
         dd_lr_schedule *s = cut ? cut_struct(DD_LR_SCHEDULE_SIZE_V1) : malloc(sizeof *s);
-        dd_lr_schedule_init_sized(s, cut ? DD_LR_SCHEDULE_SIZE_V1 : sizeof *s, DD_SCHED_COSINE, 0.1f,
-                                  10);
+        dd_lr_schedule_init_sized(s, cut ? DD_LR_SCHEDULE_SIZE_V1 : sizeof *s, DD_SCHED_COSINE, 0.1f, 10);
         dd_step_stats *st = cut ? cut_struct(DD_STEP_STATS_SIZE_V1) : malloc(sizeof *st);
         dd_step_stats_init_sized(st, cut ? DD_STEP_STATS_SIZE_V1 : sizeof *st);
         dd_optimizer *opt = NULL;

@@ -78,8 +78,8 @@ static dd_model *reference_model(int max_batch) { return affine_model(2, 1, 2, 2
 static dd_attack *make_attack(dd_model *m, const dd_attack_options *o) {
     dd_attack *a = NULL;
     dd_status s = dd_attack_create(&a, m, o);
-    ck_assert_msg(s == DD_OK, "dd_attack_create(%s): %s: %s", dd_attack_kind_name(o->kind), dd_status_string(s),
-                  dd_last_error());
+    ck_assert_msg(s == DD_OK, "dd_attack_create(%s): %s: %s", dd_attack_kind_name(o->kind),
+                  dd_status_string(s), dd_last_error());
     return a;
 }
 
@@ -258,17 +258,24 @@ END_TEST
 
 START_TEST(test_square_schedule) {
     /* O12: 32x32, 5000 queries, p_init 0.8. */
-    struct { int from; double p; int s; } aa[] = {{0, 0.8, 29}, {11, 0.4, 20}, {51, 0.2, 14}, {201, 0.1, 10},
-                                                  {501, 0.05, 7}, {1001, 0.025, 5}, {2001, 0.0125, 4},
-                                                  {4001, 0.00625, 3}};
+    struct {
+        int from;
+        double p;
+        int s;
+    } aa[] = {{0, 0.8, 29},   {11, 0.4, 20},    {51, 0.2, 14},     {201, 0.1, 10},
+              {501, 0.05, 7}, {1001, 0.025, 5}, {2001, 0.0125, 4}, {4001, 0.00625, 3}};
     for (int i = 0; i < 8; i++) {
         ck_assert(fabs(dd__square_p(aa[i].from, 5000, 0.8, 0) - aa[i].p) < 1e-12);
         if (aa[i].from > 0) ck_assert(fabs(dd__square_p(aa[i].from - 1, 5000, 0.8, 0) - 2 * aa[i].p) < 1e-12);
         ck_assert_int_eq(dd__square_side(aa[i].p, 32, 32, 0), aa[i].s);
     }
-    struct { int from; double p; int s; } ta[] = {{0, 0.8, 29}, {6, 0.4, 20}, {26, 0.2, 14}, {101, 0.1, 10},
-                                                  {251, 0.05, 7}, {501, 0.025, 5}, {1001, 0.0125, 4},
-                                                  {2001, 0.00625, 3}, {3001, 0.003125, 2}, {4001, 0.0015625, 1}};
+    struct {
+        int from;
+        double p;
+        int s;
+    } ta[] = {{0, 0.8, 29},        {6, 0.4, 20},        {26, 0.2, 14},     {101, 0.1, 10},
+              {251, 0.05, 7},      {501, 0.025, 5},     {1001, 0.0125, 4}, {2001, 0.00625, 3},
+              {3001, 0.003125, 2}, {4001, 0.0015625, 1}};
     for (int i = 0; i < 10; i++) {
         ck_assert(fabs(dd__square_p(ta[i].from, 5000, 0.8, 1) - ta[i].p) < 1e-12);
         if (ta[i].from > 0) ck_assert(fabs(dd__square_p(ta[i].from - 1, 5000, 0.8, 1) - 2 * ta[i].p) < 1e-12);
@@ -509,7 +516,8 @@ START_TEST(test_apgd_oracle) {
         ck_assert_int_eq(dd_attack_set_eps(a, l2 ? 0.25f : 26.0f / 255.0f), DD_OK);
         ck_assert_int_eq(run_ref(a, xa), 1);
         if (!l2) {
-            for (int j = 0; j < 3; j++) ck_assert_float_eq_tol(xa[j] - 0.5f, REF_SIGNW[j] * 26.0f / 255.0f, 1e-7);
+            for (int j = 0; j < 3; j++)
+                ck_assert_float_eq_tol(xa[j] - 0.5f, REF_SIGNW[j] * 26.0f / 255.0f, 1e-7);
             ck_assert(fabsf(xa[3] - 0.5f) <= 26.0f / 255.0f + 1e-7f);
         } else {
             double n2 = 0.0;
@@ -632,8 +640,8 @@ START_TEST(test_autoattack_exact) {
     float b[4] = {0, -1, -1e3f, -1e3f};
     dd_model *m = affine_model(4, 1, 2, 2, Wm, b, 8);
     /* m0 = 0.05, 0.1, 0.2, 0.3 (x1 = 0.95 .. 0.7) and -0.1 (clean mistake). */
-    float x[20] = {0.95f, 0.5f, 0.5f, 0.5f, 0.9f, 0.5f, 0.5f, 0.5f, 0.8f, 0.5f, 0.5f, 0.5f,
-                   0.7f, 0.5f, 0.5f, 0.5f, 0.9f, 0.4f, 0.5f, 0.5f};
+    float x[20] = {0.95f, 0.5f, 0.5f, 0.5f, 0.9f, 0.5f, 0.5f, 0.5f, 0.8f, 0.5f,
+                   0.5f,  0.5f, 0.7f, 0.5f, 0.5f, 0.5f, 0.9f, 0.4f, 0.5f, 0.5f};
     int32_t y[5] = {0, 0, 0, 0, 0};
     const float eps = 8.0f / 255.0f; /* eps ||w||_1 = 0.157 */
     dd_attack_options o;
@@ -710,20 +718,28 @@ static void relu_inputs(dd_model *m, float *x, int32_t *y) {
 static void cheap(dd_attack_options *o) {
     /* Small budgets keep the suite fast; the algorithms are unchanged. */
     switch (o->kind) {
-    case DD_ATTACK_APGD_CE_LINF: case DD_ATTACK_APGD_CE_L2: case DD_ATTACK_APGD_DLR_LINF:
-    case DD_ATTACK_APGD_DLR_L2: case DD_ATTACK_APGD_T_LINF: case DD_ATTACK_APGD_T_L2:
-    case DD_ATTACK_FAB_T_LINF: case DD_ATTACK_FAB_T_L2:
+    case DD_ATTACK_APGD_CE_LINF:
+    case DD_ATTACK_APGD_CE_L2:
+    case DD_ATTACK_APGD_DLR_LINF:
+    case DD_ATTACK_APGD_DLR_L2:
+    case DD_ATTACK_APGD_T_LINF:
+    case DD_ATTACK_APGD_T_L2:
+    case DD_ATTACK_FAB_T_LINF:
+    case DD_ATTACK_FAB_T_L2:
         o->steps = 20;
         o->num_targets = 3;
         break;
-    case DD_ATTACK_EAD: case DD_ATTACK_CW_L2:
+    case DD_ATTACK_EAD:
+    case DD_ATTACK_CW_L2:
         o->steps = 30;
         o->binary_steps = 4;
         break;
-    case DD_ATTACK_SQUARE_LINF: case DD_ATTACK_SQUARE_L2:
+    case DD_ATTACK_SQUARE_LINF:
+    case DD_ATTACK_SQUARE_L2:
         o->queries = 300;
         break;
-    case DD_ATTACK_AUTOATTACK_LINF: case DD_ATTACK_AUTOATTACK_L2:
+    case DD_ATTACK_AUTOATTACK_LINF:
+    case DD_ATTACK_AUTOATTACK_L2:
         o->steps = 10;
         o->num_targets = 2;
         o->queries = 100;
@@ -768,8 +784,8 @@ START_TEST(test_invariants) {
         tnorms(xa + i * d, x + i * d, d, nv);
         for (size_t j = 0; j < d; j++) ck_assert(xa[i * d + j] >= 0.0f && xa[i * d + j] <= 1.0f);
         double used = norm == DD_NORM_L2 ? nv[2] : (norm == DD_NORM_L1 ? nv[1] : nv[3]);
-        ck_assert_msg(used <= o.eps * (1 + 1e-5) + 1e-7, "%s sample %d: norm %g > eps %g", dd_attack_kind_name(kind),
-                      i, used, o.eps);
+        ck_assert_msg(used <= o.eps * (1 + 1e-5) + 1e-7, "%s sample %d: norm %g > eps %g",
+                      dd_attack_kind_name(kind), i, used, o.eps);
         int p = dd__argmax(z + i * NK, NK);
         ck_assert_int_eq(pred[i], p);
         ck_assert_int_eq(succ[i], p != y[i]); /* success only where the model is fooled */
@@ -939,8 +955,10 @@ START_TEST(test_trades_gradient) {
     ck_assert_int_eq(dd_model_zero_grad(m), DD_OK);
     ck_assert_int_eq(dd_model_backward_trades(m, xn, xa, y, n, beta, &st), DD_OK);
     size_t cw, cb;
-    float *gw = grad_copy(m, param_index(m, "fc.weight"), &cw), *gb = grad_copy(m, param_index(m, "fc.bias"), &cb);
-    for (int k = 0; k < 12; k++) ck_assert_msg(fabs(gw[k] - dW[k]) < 1e-5, "dW[%d] %g vs %g", k, gw[k], dW[k]);
+    float *gw = grad_copy(m, param_index(m, "fc.weight"), &cw),
+          *gb = grad_copy(m, param_index(m, "fc.bias"), &cb);
+    for (int k = 0; k < 12; k++)
+        ck_assert_msg(fabs(gw[k] - dW[k]) < 1e-5, "dW[%d] %g vs %g", k, gw[k], dW[k]);
     for (int k = 0; k < 3; k++) ck_assert_msg(fabs(gb[k] - db[k]) < 1e-5, "db[%d] %g vs %g", k, gb[k], db[k]);
     ck_assert(fabs(st.loss - ce / n) < 1e-5);
     ck_assert(fabs(st.objective - (ce + beta * klsum) / n) < 1e-5);
@@ -1006,7 +1024,8 @@ START_TEST(test_trades_hooks_and_step) {
             scale = fmax(scale, fabs(hook_ce));
         }
     ck_assert_msg(scale > 1e-6, "the hooks changed nothing (scale %g)", scale);
-    ck_assert_msg(diff <= 1e-4 * fmax(scale, 1e-3), "hook contributions differ by %g (scale %g)", diff, scale);
+    ck_assert_msg(diff <= 1e-4 * fmax(scale, 1e-3), "hook contributions differ by %g (scale %g)", diff,
+                  scale);
     for (int pass = 0; pass < 4; pass++)
         for (int p = 0; p < np; p++) free(g[pass][p]);
     ck_assert_int_eq(dd_gfa_clear(m), DD_OK);
@@ -1057,9 +1076,9 @@ START_TEST(test_oom_and_no_alloc) {
     float x[NB * IC * IH * IW], xa[NB * IC * IH * IW];
     int32_t y[NB];
     relu_inputs(m, x, y);
-    const dd_attack_kind kinds[] = {DD_ATTACK_PGD_LINF, DD_ATTACK_APGD_T_L2, DD_ATTACK_DEEPFOOL_L2, DD_ATTACK_EAD,
-                                    DD_ATTACK_CW_L2, DD_ATTACK_SQUARE_L2, DD_ATTACK_FAB_T_LINF,
-                                    DD_ATTACK_AUTOATTACK_LINF};
+    const dd_attack_kind kinds[] = {DD_ATTACK_PGD_LINF,   DD_ATTACK_APGD_T_L2,      DD_ATTACK_DEEPFOOL_L2,
+                                    DD_ATTACK_EAD,        DD_ATTACK_CW_L2,          DD_ATTACK_SQUARE_L2,
+                                    DD_ATTACK_FAB_T_LINF, DD_ATTACK_AUTOATTACK_LINF};
     for (size_t q = 0; q < sizeof kinds / sizeof kinds[0]; q++) {
         dd_attack_options o;
         dd_attack_options_init(&o, kinds[q]);
@@ -1073,7 +1092,8 @@ START_TEST(test_oom_and_no_alloc) {
         dd__alloc_fail_after(0); /* every allocation from here on fails */
         dd_status rs = dd_attack_run(a, x, y, NB, xa, NULL);
         dd__alloc_fail_after(-1);
-        ck_assert_msg(rs == DD_OK, "%s allocated in a warm run: %s", dd_attack_kind_name(kinds[q]), dd_last_error());
+        ck_assert_msg(rs == DD_OK, "%s allocated in a warm run: %s", dd_attack_kind_name(kinds[q]),
+                      dd_last_error());
         dd_attack_destroy(a);
         for (long k = 0; k < count; k++) {
             a = (dd_attack *)&a;

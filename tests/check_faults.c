@@ -42,15 +42,14 @@
 
 typedef struct snap {
     size_t nparam, ngrad;
-    float *params;            /* every parameter tensor, concatenated */
-    float *grads;             /* every gradient (0 for running statistics) */
-    unsigned char *opt;       /* optimizer state blob (NULL without optimizer) */
+    float *params;      /* every parameter tensor, concatenated */
+    float *grads;       /* every gradient (0 for running statistics) */
+    unsigned char *opt; /* optimizer state blob (NULL without optimizer) */
     size_t opt_bytes;
     int64_t steps;
 } snap;
 
-static size_t total_floats(const dd_model *m)
-{
+static size_t total_floats(const dd_model *m) {
     int np = 0;
     OK(dd_model_num_params(m, &np));
     size_t total = 0;
@@ -63,8 +62,7 @@ static size_t total_floats(const dd_model *m)
     return total;
 }
 
-static void snap_take(const dd_model *m, const dd_optimizer *opt, snap *s)
-{
+static void snap_take(const dd_model *m, const dd_optimizer *opt, snap *s) {
     memset(s, 0, sizeof *s);
     size_t total = total_floats(m);
     s->nparam = s->ngrad = total;
@@ -91,8 +89,7 @@ static void snap_take(const dd_model *m, const dd_optimizer *opt, snap *s)
     }
 }
 
-static void snap_free(snap *s)
-{
+static void snap_free(snap *s) {
     free(s->params);
     free(s->grads);
     free(s->opt);
@@ -100,38 +97,35 @@ static void snap_free(snap *s)
 }
 
 /* Bitwise equality of everything a snapshot holds (grads only if asked). */
-static void snap_assert_same(const snap *a, const snap *b, int grads, const char *what)
-{
+static void snap_assert_same(const snap *a, const snap *b, int grads, const char *what) {
     ck_assert_uint_eq(a->nparam, b->nparam);
     for (size_t i = 0; i < a->nparam; i++)
         ck_assert_msg(memcmp(&a->params[i], &b->params[i], sizeof(float)) == 0,
-                      "%s: parameter float %zu changed from %g to %g", what, i,
-                      (double)a->params[i], (double)b->params[i]);
+                      "%s: parameter float %zu changed from %g to %g", what, i, (double)a->params[i],
+                      (double)b->params[i]);
     for (size_t i = 0; grads && i < a->ngrad; i++)
         ck_assert_msg(memcmp(&a->grads[i], &b->grads[i], sizeof(float)) == 0,
-                      "%s: gradient float %zu changed from %g to %g", what, i,
-                      (double)a->grads[i], (double)b->grads[i]);
+                      "%s: gradient float %zu changed from %g to %g", what, i, (double)a->grads[i],
+                      (double)b->grads[i]);
     ck_assert_uint_eq(a->opt_bytes, b->opt_bytes);
-    if (a->opt)
-        ck_assert_msg(memcmp(a->opt, b->opt, a->opt_bytes) == 0, "%s: optimizer state changed",
-                      what);
+    if (a->opt) ck_assert_msg(memcmp(a->opt, b->opt, a->opt_bytes) == 0, "%s: optimizer state changed", what);
     ck_assert_msg(a->steps == b->steps, "%s: optimizer step count changed", what);
 }
 
-static void assert_params_finite(const dd_model *m, const char *what)
-{
+static void assert_params_finite(const dd_model *m, const char *what) {
     snap s;
     snap_take(m, NULL, &s);
     for (size_t i = 0; i < s.nparam; i++)
-        ck_assert_msg(isfinite(s.params[i]), "%s: parameter float %zu is %g after a step that "
-                      "reported success", what, i, (double)s.params[i]);
+        ck_assert_msg(isfinite(s.params[i]),
+                      "%s: parameter float %zu is %g after a step that "
+                      "reported success",
+                      what, i, (double)s.params[i]);
     snap_free(&s);
 }
 
 /* ---- models and data --------------------------------------------------- */
 
-static dd_model *new_model(int c, int h, int w, int k)
-{
+static dd_model *new_model(int c, int h, int w, int k) {
     dd_model_options o;
     dd_model_options_init(&o);
     o.num_threads = 1;
@@ -143,8 +137,7 @@ static dd_model *new_model(int c, int h, int w, int k)
 
 /* (N, 1, 6, 6) -> conv 3x3x3 pad 1 -> [batchnorm] -> relu -> maxpool 2 ->
  * flatten -> linear 3. */
-static dd_model *small_cnn(int bn)
-{
+static dd_model *small_cnn(int bn) {
     dd_model *m = new_model(1, 6, 6, 3);
     dd_conv2d_options co;
     dd_conv2d_options_init(&co);
@@ -169,8 +162,7 @@ static dd_model *small_cnn(int bn)
 
 /* (N, 1, 2, 2) -> flatten -> linear 4 (param 0 weight, 1 bias) -> relu ->
  * linear 2 (param 2 weight, 3 bias). */
-static dd_model *small_mlp(void)
-{
+static dd_model *small_mlp(void) {
     dd_model *m = new_model(1, 2, 2, 2);
     dd_node f, l1, r, l2;
     OK(dd_model_add_flatten(m, DD_INPUT, NULL, &f));
@@ -182,38 +174,31 @@ static dd_model *small_mlp(void)
 }
 
 static uint64_t lcg_state = 12345;
-static float frand(void)
-{
+static float frand(void) {
     lcg_state = lcg_state * 6364136223846793005ULL + 1442695040888963407ULL;
     return (float)((lcg_state >> 40) & 0xffffff) / 16777216.0f;
 }
 
-static void fill_batch(float *x, size_t count, int32_t *labels, int n, int k)
-{
-    for (size_t i = 0; i < count; i++)
-        x[i] = frand();
-    for (int i = 0; i < n; i++)
-        labels[i] = (int32_t)(frand() * (float)k) % k;
+static void fill_batch(float *x, size_t count, int32_t *labels, int n, int k) {
+    for (size_t i = 0; i < count; i++) x[i] = frand();
+    for (int i = 0; i < n; i++) labels[i] = (int32_t)(frand() * (float)k) % k;
 }
 
 /* Sets every element of parameter `index` to v. */
-static void param_fill(dd_model *m, int index, float v)
-{
+static void param_fill(dd_model *m, int index, float v) {
     dd_param_info pi;
     pi.struct_size = sizeof pi;
     OK(dd_model_param_info(m, index, &pi));
     float *buf = malloc(pi.count * sizeof *buf);
     ck_assert_ptr_nonnull(buf);
-    for (size_t i = 0; i < pi.count; i++)
-        buf[i] = v;
+    for (size_t i = 0; i < pi.count; i++) buf[i] = v;
     OK(dd_model_param_write(m, index, buf, pi.count));
     free(buf);
 }
 
 /* One ordinary training step, so that gradients and the optimizer state are
  * non-zero before a fault is provoked. */
-static void normal_step(dd_model *m, dd_optimizer *opt, int n)
-{
+static void normal_step(dd_model *m, dd_optimizer *opt, int n) {
     int c, h, w, k;
     OK(dd_model_input_shape(m, &c, &h, &w));
     OK(dd_model_num_classes(m, &k));
@@ -225,8 +210,7 @@ static void normal_step(dd_model *m, dd_optimizer *opt, int n)
     OK(dd_model_zero_grad(m));
     OK(dd_model_forward(m, x, n, DD_TRAIN, NULL));
     OK(dd_model_backward(m, y, NULL));
-    if (opt)
-        OK(dd_optimizer_step(opt));
+    if (opt) OK(dd_optimizer_step(opt));
     /* leave a second, un-applied gradient accumulated */
     OK(dd_model_forward(m, x, n, DD_TRAIN, NULL));
     OK(dd_model_backward(m, y, NULL));
@@ -234,12 +218,10 @@ static void normal_step(dd_model *m, dd_optimizer *opt, int n)
     free(y);
 }
 
-static dd_optimizer *new_optimizer(dd_model *m, dd_optimizer_kind kind, float lr)
-{
+static dd_optimizer *new_optimizer(dd_model *m, dd_optimizer_kind kind, float lr) {
     dd_optimizer_options oo;
     dd_optimizer_options_init(&oo, kind);
-    if (lr > 0.0f)
-        oo.lr = lr;
+    if (lr > 0.0f) oo.lr = lr;
     dd_optimizer *opt = NULL;
     OK(dd_optimizer_create(&opt, m, &oo));
     return opt;
@@ -249,8 +231,7 @@ static const float bad_values[3] = {NAN, INFINITY, -INFINITY};
 
 /* ---- host inputs ------------------------------------------------------- */
 
-START_TEST(test_forward_nonfinite_input)
-{
+START_TEST(test_forward_nonfinite_input) {
     dd_model *m = small_cnn(1);
     dd_optimizer *opt = new_optimizer(m, DD_OPTIM_SGD, 0.0f);
     normal_step(m, opt, 4);
@@ -266,14 +247,12 @@ START_TEST(test_forward_nonfinite_input)
             for (int w = 0; w < 3; w++) {
                 float keep = x[where[w]];
                 x[where[w]] = bad_values[b];
-                for (int i = 0; i < N * 3; i++)
-                    logits[i] = 42.0f;
+                for (int i = 0; i < N * 3; i++) logits[i] = 42.0f;
                 dd_status s = dd_model_forward(m, x, N, mode ? DD_TRAIN : DD_EVAL, logits);
-                ck_assert_msg(s == DD_ERR_NUMERIC, "mode %d value %g at %zu: %s", mode,
-                              (double)bad_values[b], where[w], dd_status_string(s));
+                ck_assert_msg(s == DD_ERR_NUMERIC, "mode %d value %g at %zu: %s", mode, (double)bad_values[b],
+                              where[w], dd_status_string(s));
                 ck_assert_int_gt((int)strlen(dd_last_error()), 0);
-                for (int i = 0; i < N * 3; i++)
-                    ck_assert(logits[i] == 42.0f); /* nothing written */
+                for (int i = 0; i < N * 3; i++) ck_assert(logits[i] == 42.0f); /* nothing written */
                 x[where[w]] = keep;
                 snap_take(m, opt, &after);
                 snap_assert_same(&before, &after, 1, "forward on NaN/Inf input");
@@ -287,8 +266,7 @@ START_TEST(test_forward_nonfinite_input)
 }
 END_TEST
 
-START_TEST(test_other_nonfinite_inputs)
-{
+START_TEST(test_other_nonfinite_inputs) {
     dd_model *m = small_cnn(0);
     enum { N = 2, IN = N * 36 };
     float x[IN], dlogits[N * 3], dx[IN];
@@ -299,15 +277,12 @@ START_TEST(test_other_nonfinite_inputs)
     snap before, after;
     snap_take(m, NULL, &before);
     for (int b = 0; b < 3; b++) {
-        for (int i = 0; i < N * 3; i++)
-            dlogits[i] = 0.25f;
+        for (int i = 0; i < N * 3; i++) dlogits[i] = 0.25f;
         dlogits[N * 3 - 1 - b] = bad_values[b];
         ck_assert_int_eq(dd_model_backward_logits(m, dlogits, NULL), DD_ERR_NUMERIC);
-        for (int i = 0; i < IN; i++)
-            dx[i] = 7.0f;
+        for (int i = 0; i < IN; i++) dx[i] = 7.0f;
         ck_assert_int_eq(dd_model_input_grad(m, dlogits, dx), DD_ERR_NUMERIC);
-        for (int i = 0; i < IN; i++)
-            ck_assert(dx[i] == 7.0f);
+        for (int i = 0; i < IN; i++) ck_assert(dx[i] == 7.0f);
         snap_take(m, NULL, &after);
         snap_assert_same(&before, &after, 1, "backward_logits / input_grad on NaN/Inf");
         snap_free(&after);
@@ -329,8 +304,7 @@ START_TEST(test_other_nonfinite_inputs)
         /* datasets refuse NaN/Inf pixels */
         dd_dataset *ds = (dd_dataset *)&ds;
         float px[IN];
-        for (int i = 0; i < IN; i++)
-            px[i] = 0.5f;
+        for (int i = 0; i < IN; i++) px[i] = 0.5f;
         px[b] = bad_values[b];
         ck_assert_int_eq(dd_dataset_from_memory(&ds, px, y, N, 1, 6, 6, 3), DD_ERR_NUMERIC);
         ck_assert_ptr_null(ds);
@@ -342,14 +316,12 @@ START_TEST(test_other_nonfinite_inputs)
         dd_attack *a = NULL;
         OK(dd_attack_create(&a, m, &ao));
         float adv[IN];
-        for (int i = 0; i < IN; i++)
-            adv[i] = 3.0f;
+        for (int i = 0; i < IN; i++) adv[i] = 3.0f;
         float xb[IN];
         memcpy(xb, x, sizeof xb);
         xb[IN / 2] = bad_values[b];
         ck_assert_int_eq(dd_attack_run(a, xb, y, N, adv, NULL), DD_ERR_NUMERIC);
-        for (int i = 0; i < IN; i++)
-            ck_assert(adv[i] == 3.0f);
+        for (int i = 0; i < IN; i++) ck_assert(adv[i] == 3.0f);
         dd_attack_destroy(a);
         snap_take(m, NULL, &after);
         snap_assert_same(&before, &after, 1, "attack on NaN/Inf");
@@ -362,8 +334,7 @@ END_TEST
 
 /* ---- faults arising in training (_i: 0 plain, 1 GFA SIN2, 2 GFA TANGENT) */
 
-static void set_hooks(dd_model *m, int variant)
-{
+static void set_hooks(dd_model *m, int variant) {
     if (variant == 1)
         OK(dd_gfa_hook_defaults(m, 0.1f, DD_GFA_SIN2));
     else if (variant == 2)
@@ -372,8 +343,7 @@ static void set_hooks(dd_model *m, int variant)
 
 static const char *variant_name[3] = {"plain", "GFA sin2", "GFA tangent"};
 
-START_TEST(test_logits_overflow)
-{
+START_TEST(test_logits_overflow) {
     dd_model *m = small_mlp();
     set_hooks(m, _i);
     dd_optimizer *opt = new_optimizer(m, DD_OPTIM_ADAM, 0.0f);
@@ -389,8 +359,8 @@ START_TEST(test_logits_overflow)
     snap_take(m, opt, &before);
     for (int mode = 0; mode < 2; mode++) {
         dd_status s = dd_model_forward(m, x, N, mode ? DD_TRAIN : DD_EVAL, logits);
-        ck_assert_msg(s == DD_ERR_NUMERIC, "%s: forward with overflowing logits: %s",
-                      variant_name[_i], dd_status_string(s));
+        ck_assert_msg(s == DD_ERR_NUMERIC, "%s: forward with overflowing logits: %s", variant_name[_i],
+                      dd_status_string(s));
         /* no forward pass to differentiate: backward refuses, changes nothing */
         ck_assert_int_eq(dd_model_backward(m, y, NULL), DD_ERR_STATE);
         snap_take(m, opt, &after);
@@ -403,8 +373,7 @@ START_TEST(test_logits_overflow)
 }
 END_TEST
 
-START_TEST(test_gradient_overflow)
-{
+START_TEST(test_gradient_overflow) {
     dd_model *m = small_mlp();
     set_hooks(m, _i);
     dd_optimizer *opt = new_optimizer(m, DD_OPTIM_SGD, 0.0f);
@@ -422,21 +391,18 @@ START_TEST(test_gradient_overflow)
     enum { N = 16 };
     float x[N * 4], logits[N * 2];
     int32_t y[N];
-    for (int i = 0; i < N * 4; i++)
-        x[i] = 4.0f;
-    for (int i = 0; i < N; i++)
-        y[i] = 0;
+    for (int i = 0; i < N * 4; i++) x[i] = 4.0f;
+    for (int i = 0; i < N; i++) y[i] = 0;
     snap before, after;
     snap_take(m, opt, &before);
     OK(dd_model_forward(m, x, N, DD_TRAIN, logits));
     for (int n = 0; n < N; n++)
-        ck_assert(logits[2 * n] == 0.0f && isfinite(logits[2 * n + 1]) &&
-                  logits[2 * n + 1] > 6e9f);
+        ck_assert(logits[2 * n] == 0.0f && isfinite(logits[2 * n + 1]) && logits[2 * n + 1] > 6e9f);
     dd_step_stats st;
     dd_step_stats_init(&st);
     dd_status s = dd_model_backward(m, y, &st);
-    ck_assert_msg(s == DD_ERR_NUMERIC, "%s: backward with a gradient of 4e38: %s",
-                  variant_name[_i], dd_status_string(s));
+    ck_assert_msg(s == DD_ERR_NUMERIC, "%s: backward with a gradient of 4e38: %s", variant_name[_i],
+                  dd_status_string(s));
     ck_assert_int_gt((int)strlen(dd_last_error()), 0);
     snap_take(m, opt, &after);
     snap_assert_same(&before, &after, 1, variant_name[_i]);
@@ -451,8 +417,7 @@ END_TEST
 
 /* A run made to diverge by an absurd learning rate. _i: variant as above,
  * learning rate 1e30 on a model with batch norm; _i + 3: FLT_MAX without. */
-START_TEST(test_divergence)
-{
+START_TEST(test_divergence) {
     int variant = _i % 3, bn = _i < 3;
     float lr = _i < 3 ? 1e30f : FLT_MAX;
     dd_model *m = small_cnn(bn);
@@ -479,13 +444,12 @@ START_TEST(test_divergence)
         }
         if (s == DD_OK) {
             char what[128];
-            snprintf(what, sizeof what, "%s, lr %g, %s, step %d", variant_name[variant],
-                     (double)lr, bn ? "batch norm" : "no batch norm", step);
+            snprintf(what, sizeof what, "%s, lr %g, %s, step %d", variant_name[variant], (double)lr,
+                     bn ? "batch norm" : "no batch norm", step);
             assert_params_finite(m, what);
         } else {
-            ck_assert_msg(s == DD_ERR_NUMERIC, "%s step %d: %s returned %s (%s)",
-                          variant_name[variant], step, where, dd_status_string(s),
-                          dd_last_error());
+            ck_assert_msg(s == DD_ERR_NUMERIC, "%s step %d: %s returned %s (%s)", variant_name[variant], step,
+                          where, dd_status_string(s), dd_last_error());
             snap_take(m, opt, &after);
             /* zero_grad ran; a refused backward leaves the zero gradients */
             char what[160];
@@ -497,8 +461,8 @@ START_TEST(test_divergence)
         }
         snap_free(&before);
     }
-    ck_assert_msg(refused, "%s: lr %g never produced a non-finite value in 8 steps",
-                  variant_name[variant], (double)lr);
+    ck_assert_msg(refused, "%s: lr %g never produced a non-finite value in 8 steps", variant_name[variant],
+                  (double)lr);
     dd_optimizer_destroy(opt);
     dd_model_destroy(m);
 }
@@ -506,8 +470,7 @@ END_TEST
 
 /* The optimizer's own guard: a NaN/Inf in any gradient -> DD_ERR_NUMERIC,
  * parameters, moments and step count untouched. _i: optimizer kind. */
-START_TEST(test_optimizer_nonfinite_gradient)
-{
+START_TEST(test_optimizer_nonfinite_gradient) {
     const dd_optimizer_kind kinds[3] = {DD_OPTIM_SGD, DD_OPTIM_ADAM, DD_OPTIM_ADAMW};
     dd_model *m = small_cnn(1);
     dd_optimizer *opt = new_optimizer(m, kinds[_i], 0.0f);
@@ -517,8 +480,7 @@ START_TEST(test_optimizer_nonfinite_gradient)
         for (int which = 0; which < 2; which++) {
             int idx = -1;
             for (int i = 0; i < m->nparams; i++)
-                if (m->params[i].trainable && (idx < 0 || which == 0))
-                    idx = i;
+                if (m->params[i].trainable && (idx < 0 || which == 0)) idx = i;
             dd__param *p = &m->params[idx];
             size_t j = which == 0 ? p->count - 1 : 0;
             float keep = p->grad[j];
@@ -539,8 +501,7 @@ START_TEST(test_optimizer_nonfinite_gradient)
 }
 END_TEST
 
-int main(void)
-{
+int main(void) {
     Suite *s = suite_create("faults");
     TCase *tc = tcase_create("numeric");
     tcase_set_timeout(tc, 120);

@@ -40,8 +40,7 @@
 
 typedef int (*fuzz_fn)(const uint8_t *data, size_t size);
 
-static unsigned char *read_file(const char *path, size_t *size)
-{
+static unsigned char *read_file(const char *path, size_t *size) {
     FILE *f = fopen(path, "rb");
     ck_assert_msg(f != NULL, "cannot open %s", path);
     size_t cap = 4096, len = 0;
@@ -54,8 +53,7 @@ static unsigned char *read_file(const char *path, size_t *size)
             ck_assert_ptr_nonnull(buf);
         }
         size_t r = fread(buf + len, 1, cap - len, f);
-        if (r == 0)
-            break;
+        if (r == 0) break;
         len += r;
     }
     ck_assert(!ferror(f));
@@ -65,8 +63,7 @@ static unsigned char *read_file(const char *path, size_t *size)
 }
 
 /* Runs fn on one file in a child process; the child's fate names the file. */
-static void replay_file(fuzz_fn fn, const char *path)
-{
+static void replay_file(fuzz_fn fn, const char *path) {
     size_t size;
     unsigned char *data = read_file(path, &size);
     fflush(NULL);
@@ -88,25 +85,21 @@ static void replay_file(fuzz_fn fn, const char *path)
 
 /* Replays every regular file of <source>/tests/fuzz/<kind>/<target>; returns
  * how many (0 if the directory does not exist). */
-static int replay_dir(fuzz_fn fn, const char *kind, const char *target)
-{
+static int replay_dir(fuzz_fn fn, const char *kind, const char *target) {
     const char *src = getenv("DD_SOURCE_DIR");
     ck_assert_msg(src != NULL, "DD_SOURCE_DIR is not set (run through ctest)");
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/tests/fuzz/%s/%s", src, kind, target);
     DIR *d = opendir(dir);
-    if (d == NULL)
-        return 0;
+    if (d == NULL) return 0;
     int count = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
+        if (e->d_name[0] == '.') continue;
         char path[8192];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         struct stat sb;
-        if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
-            continue;
+        if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
         replay_file(fn, path);
         count++;
     }
@@ -114,36 +107,25 @@ static int replay_dir(fuzz_fn fn, const char *kind, const char *target)
     return count;
 }
 
-static void replay_target(fuzz_fn fn, const char *target)
-{
+static void replay_target(fuzz_fn fn, const char *target) {
     int seeds = replay_dir(fn, "corpus", target);
     ck_assert_msg(seeds > 0, "no seeds in tests/fuzz/corpus/%s", target);
     replay_dir(fn, "regress", target);
 }
 
-START_TEST(test_replay_safetensors)
-{
-    replay_target(fuzz_safetensors_one, "safetensors");
-}
+START_TEST(test_replay_safetensors) { replay_target(fuzz_safetensors_one, "safetensors"); }
 END_TEST
 
-START_TEST(test_replay_cifar)
-{
-    replay_target(fuzz_cifar_one, "cifar");
-}
+START_TEST(test_replay_cifar) { replay_target(fuzz_cifar_one, "cifar"); }
 END_TEST
 
-START_TEST(test_replay_idx)
-{
-    replay_target(fuzz_idx_one, "idx");
-}
+START_TEST(test_replay_idx) { replay_target(fuzz_idx_one, "idx"); }
 END_TEST
 
 /* Inputs every parser must refuse (empty, a bare gzip header with a broken
  * stream) go through each target without tripping its checks, so a replay
  * failure means a broken library contract, not an over-strict target. */
-START_TEST(test_targets_accept_garbage)
-{
+START_TEST(test_targets_accept_garbage) {
     static const uint8_t junk[] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff};
     ck_assert_int_eq(fuzz_safetensors_one(junk, 0), 0);
     ck_assert_int_eq(fuzz_safetensors_one(junk, sizeof junk), 0);
@@ -154,8 +136,7 @@ START_TEST(test_targets_accept_garbage)
 }
 END_TEST
 
-int main(void)
-{
+int main(void) {
     Suite *s = suite_create("fuzz");
     TCase *tc = tcase_create("replay");
     tcase_set_timeout(tc, 300);

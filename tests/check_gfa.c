@@ -34,8 +34,8 @@
 
 typedef struct {
     dd_model *m;
-    dd_node mid;      /* a middle tensor (the residual sum) for single hooks */
-    dd_node bn_in;    /* a batch-norm output */
+    dd_node mid;   /* a middle tensor (the residual sum) for single hooks */
+    dd_node bn_in; /* a batch-norm output */
 } graph;
 
 static dd_node conv(dd_model *m, dd_node in, int oc, int k, int s, int p) {
@@ -60,22 +60,22 @@ static graph build_graph(uint64_t seed) {
     const float mean[3] = {0.4f, 0.5f, 0.6f}, sd[3] = {0.25f, 0.3f, 0.2f};
     dd_node x, a, b, c, d, e, f, h, z;
     OK(dd_model_add_normalize(g.m, DD_INPUT, mean, sd, 3, "norm", &x));
-    a = conv(g.m, x, 6, 3, 1, 1);                         /* 6x8x8 */
+    a = conv(g.m, x, 6, 3, 1, 1); /* 6x8x8 */
     dd_batchnorm_options bo;
     dd_batchnorm_options_init(&bo);
     OK(dd_model_add_batchnorm(g.m, a, &bo, &b));
     g.bn_in = b;
     OK(dd_model_add_relu(g.m, b, NULL, &c));
     d = conv(g.m, c, 6, 3, 1, 1);
-    OK(dd_model_add_add(g.m, d, c, NULL, &e));          /* residual */
+    OK(dd_model_add_add(g.m, d, c, NULL, &e)); /* residual */
     g.mid = e;
     dd_node er;
-    OK(dd_model_add_relu(g.m, e, NULL, &er));           /* add -> relu -> maxpool: the
+    OK(dd_model_add_relu(g.m, e, NULL, &er)); /* add -> relu -> maxpool: the
                                                          * backward fusions of passes.c */
     dd_pool_options po;
     dd_pool_options_init(&po);
-    OK(dd_model_add_maxpool(g.m, er, &po, &f));         /* 6x4x4 */
-    f = conv(g.m, f, 5, 3, 2, 1);                         /* 5x2x2, stride 2 */
+    OK(dd_model_add_maxpool(g.m, er, &po, &f)); /* 6x4x4 */
+    f = conv(g.m, f, 5, 3, 2, 1);               /* 5x2x2, stride 2 */
     dd_node r;
     OK(dd_model_add_relu(g.m, f, NULL, &r));
     dd_pool_options ap;
@@ -83,12 +83,12 @@ static graph build_graph(uint64_t seed) {
     ap.kernel_h = ap.kernel_w = 3;
     ap.stride_h = ap.stride_w = 1;
     ap.pad_h = ap.pad_w = 1;
-    OK(dd_model_add_avgpool(g.m, r, &ap, &h));           /* 5x2x2 */
+    OK(dd_model_add_avgpool(g.m, r, &ap, &h)); /* 5x2x2 */
     dd_node gp, fl, l1, cat;
-    OK(dd_model_add_global_avgpool(g.m, h, NULL, &gp));   /* 5 */
-    OK(dd_model_add_flatten(g.m, h, NULL, &fl));          /* 20 */
+    OK(dd_model_add_global_avgpool(g.m, h, NULL, &gp)); /* 5 */
+    OK(dd_model_add_flatten(g.m, h, NULL, &fl));        /* 20 */
     OK(dd_model_add_linear(g.m, fl, 5, 1, NULL, &l1));
-    OK(dd_model_add_add(g.m, l1, gp, NULL, &cat));        /* 2-D residual */
+    OK(dd_model_add_add(g.m, l1, gp, NULL, &cat)); /* 2-D residual */
     OK(dd_model_add_relu(g.m, cat, NULL, &cat));
     OK(dd_model_add_linear(g.m, cat, K, 1, "head", &z));
     OK(dd_model_build(g.m, z, MAXB));
@@ -155,10 +155,10 @@ static double check_against_ref(graph *g, int n, dd_mode mode, uint64_t seed) {
     for (int t = 0; t < hooks.count; t++) {
         ck_assert_int_eq(st.hook_node[t], hooks.node[t]);
         /* float reductions of up to 400 products: 1e-4 of the scale is ample */
-        ck_assert_msg(fabs(st.hook_reg[t] - reg[t]) <= 1e-4 * fmax(1e-2, fabs(reg[t])),
-                      "hook %d: R %g vs %g", t, st.hook_reg[t], reg[t]);
-        ck_assert_msg(fabs(st.hook_align[t] - align[t]) <= 1e-4,
-                      "hook %d: alignment %g vs %g", t, st.hook_align[t], align[t]);
+        ck_assert_msg(fabs(st.hook_reg[t] - reg[t]) <= 1e-4 * fmax(1e-2, fabs(reg[t])), "hook %d: R %g vs %g",
+                      t, st.hook_reg[t], reg[t]);
+        ck_assert_msg(fabs(st.hook_align[t] - align[t]) <= 1e-4, "hook %d: alignment %g vs %g", t,
+                      st.hook_align[t], align[t]);
     }
 
     ref_rng rng;
@@ -185,8 +185,8 @@ static double check_against_ref(graph *g, int n, dd_mode mode, uint64_t seed) {
         double scale = fmax(fabs(fd), 0.1 * sqrt(gn) / sqrt((double)np));
         double rel = fabs(an - fd) / fmax(scale, 1e-8);
         if (rel > worst) worst = rel;
-        ck_assert_msg(rel < 1e-3, "direction %d: analytic %.8g, finite difference %.8g (h %g): rel %.3g",
-                      dir, an, fd, h, rel);
+        ck_assert_msg(rel < 1e-3, "direction %d: analytic %.8g, finite difference %.8g (h %g): rel %.3g", dir,
+                      an, fd, h, rel);
     }
     free(grad);
     free(d);
@@ -444,8 +444,8 @@ static void blocked_case(dd_mode mode, uint64_t seed) {
             err = fmax(err, fabs(gj[off + i] - gl[off + i] - rg[off + i]));
             sc = fmax(sc, fabs(rg[off + i]));
         }
-        ck_assert_msg(err <= 1e-3 * sc, "%s, param %d: regulariser part off by %.3e", mode == DD_TRAIN ?
-                      "train" : "eval", p, err / sc);
+        ck_assert_msg(err <= 1e-3 * sc, "%s, param %d: regulariser part off by %.3e",
+                      mode == DD_TRAIN ? "train" : "eval", p, err / sc);
         off += cnt;
     }
     free(gj);
@@ -495,7 +495,8 @@ START_TEST(schedule_text) {
     ck_assert_uint_eq(need, need2);
     ck_assert_uint_eq(strlen(text) + 1, need);
     if (getenv("DD_TEST_VERBOSE")) printf("%s", text);
-    const char *p2 = strstr(text, "GFA pass 2"), *p3 = strstr(text, "GFA pass 3"), *p4 = strstr(text, "GFA pass 4");
+    const char *p2 = strstr(text, "GFA pass 2"), *p3 = strstr(text, "GFA pass 3"),
+               *p4 = strstr(text, "GFA pass 4");
     ck_assert_msg(p2 && p3 && p4 && p2 < p3 && p3 < p4, "passes missing:\n%s", text);
     const char *mask = strstr(p2, "backward + mask of");
     ck_assert_msg(mask && mask < p3, "pass 2 fuses no ReLU into a max pool:\n%s", text);
@@ -622,8 +623,9 @@ START_TEST(presets_and_spec) {
     ck_assert(lam[0] == 0.25f);
 
     /* bad specs: a status, a message, and the hooks as they were */
-    static const char *const bad[] = {"", "nosuch", "conv1:", "conv1:abc", "conv1:-1", "conv1:nan",
-                                      "conv1:1e999", "conv1:0.1,", ",conv1", "conv1:0.1:2", "deep:inf"};
+    static const char *const bad[] = {"",         "nosuch",      "conv1:",      "conv1:abc",
+                                      "conv1:-1", "conv1:nan",   "conv1:1e999", "conv1:0.1,",
+                                      ",conv1",   "conv1:0.1:2", "deep:inf"};
     for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
         ck_assert_msg(dd_gfa_hook_spec(m, bad[b], 0.1f) == DD_ERR_INVALID_ARGUMENT, "spec '%s'", bad[b]);
         ck_assert_msg(strlen(dd_last_error()) > 0, "spec '%s': no message", bad[b]);
@@ -711,7 +713,8 @@ START_TEST(pm1_matches_manual) {
     ck_assert_msg(dz <= 1e-5 * fmax(zmax, 1.0), "logits differ by %g (scale %g)", dz, zmax);
     ck_assert_msg(fabs(sa.hook_align[0] - sb.hook_align[0]) <= 1e-5, "alignment %g vs %g", sa.hook_align[0],
                   sb.hook_align[0]);
-    ck_assert_msg(fabs(sa.hook_reg[0] - sb.hook_reg[0]) <= 1e-5, "R %g vs %g", sa.hook_reg[0], sb.hook_reg[0]);
+    ck_assert_msg(fabs(sa.hook_reg[0] - sb.hook_reg[0]) <= 1e-5, "R %g vs %g", sa.hook_reg[0],
+                  sb.hook_reg[0]);
     free(x);
     free(x2);
     dd_model_destroy(pm);
@@ -874,8 +877,8 @@ START_TEST(training_raises_alignment) {
             last_align += al / window;
         }
     }
-    fprintf(stderr, "check_gfa training: loss %.3f -> %.3f, mean |cos| %.4f -> %.4f\n", first_loss,
-            last_loss, first_align, last_align);
+    fprintf(stderr, "check_gfa training: loss %.3f -> %.3f, mean |cos| %.4f -> %.4f\n", first_loss, last_loss,
+            first_align, last_align);
     ck_assert_msg(last_loss < 0.5 * first_loss, "loss %.3f -> %.3f", first_loss, last_loss);
     ck_assert_msg(last_align > 2.0 * first_align, "alignment %.4f -> %.4f", first_align, last_align);
     free(xb);

@@ -53,7 +53,7 @@
 typedef struct {
     dd_model *m;
     int nparams;
-    size_t ntrain;   /* trainable floats */
+    size_t ntrain; /* trainable floats */
 } model;
 
 static dd_param_info pinfo(const dd_model *m, int i) {
@@ -252,8 +252,9 @@ static void reference_case_loss(const char *arch, dd_mode mode, dd_gfa_mode gmod
         free(pg);
         free(plain);
     }
-    if (verbose()) printf("%s %s: regulariser part, lib vs double reference\n", arch,
-                          mode == DD_TRAIN ? "train" : "eval");
+    if (verbose())
+        printf("%s %s: regulariser part, lib vs double reference\n", arch,
+               mode == DD_TRAIN ? "train" : "eval");
     double e = tensor_err(&mm, lib, ref, NULL, 1e-3, &worst, verbose());
     printf("%s %s %s: GFA term vs double reference, worst tensor %s %.3e\n", arch,
            mode == DD_TRAIN ? "train" : "eval", what, worst, e);
@@ -261,7 +262,10 @@ static void reference_case_loss(const char *arch, dd_mode mode, dd_gfa_mode gmod
                   e, worst);
     ref_model_destroy(r);
     dd_model_destroy(mm.m);
-    free(x); free(xd); free(lib); free(ref);
+    free(x);
+    free(xd);
+    free(lib);
+    free(ref);
 }
 
 START_TEST(cnn_cw_train) { reference_case("cnn-cw", DD_TRAIN); }
@@ -353,8 +357,8 @@ static void invariance_case(const char *arch, dd_mode mode) {
         const char *what;
         int threads, fuse;
         dd_conv_algo algo;
-    } cfg[3] = {{"unfused", 2, 0, DD_CONV_AUTO}, {"1 thread", 1, 1, DD_CONV_AUTO},
-                {"direct", 2, 1, DD_CONV_DIRECT}};
+    } cfg[3] = {
+        {"unfused", 2, 0, DD_CONV_AUTO}, {"1 thread", 1, 1, DD_CONV_AUTO}, {"direct", 2, 1, DD_CONV_DIRECT}};
     for (int c = 0; c < 3; c++) {
         model o = make(arch, cfg[c].threads, cfg[c].fuse, cfg[c].algo, B);
         copy_params(&base, &o);
@@ -373,8 +377,8 @@ static void invariance_case(const char *arch, dd_mode mode) {
          * on an AVX2 machine, which runs no Winograd). 1e-2 there; O(1) is
          * what a wrong path gives. */
         double t = cfg[c].algo == DD_CONV_DIRECT && tol < 1e-2 ? 1e-2 : tol;
-        ck_assert_msg(eg <= t && ep <= t && ex <= t, "%s %s: %s changes the gradients: %.2e %.2e %.2e",
-                      arch, mode == DD_TRAIN ? "train" : "eval", cfg[c].what, eg, ep, ex);
+        ck_assert_msg(eg <= t && ep <= t && ex <= t, "%s %s: %s changes the gradients: %.2e %.2e %.2e", arch,
+                      mode == DD_TRAIN ? "train" : "eval", cfg[c].what, eg, ep, ex);
         free_results(&ro);
         dd_model_destroy(o.m);
     }

@@ -36,8 +36,8 @@
 
 #include "internal.h"
 
-#define NC 5        /* classes of the test model */
-#define BATCH 4     /* its max_batch */
+#define NC 5    /* classes of the test model */
+#define BATCH 4 /* its max_batch */
 #define IMG (3 * 8 * 8)
 
 /* ======================================================================== */
@@ -49,23 +49,19 @@
  * fails or crashes in its forked child). */
 static char tmpdir[256];
 
-static void make_tmpdir(void)
-{
+static void make_tmpdir(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/dd_check_io_XXXXXX");
-    if (!mkdtemp(tmpdir))   /* the tests then fail on their first file */
+    if (!mkdtemp(tmpdir)) /* the tests then fail on their first file */
         snprintf(tmpdir, sizeof tmpdir, "/nonexistent/dd_check_io");
 }
 
-static void remove_tmpdir(void)
-{
+static void remove_tmpdir(void) {
     DIR *d = opendir(tmpdir);
-    if (!d)
-        return;
+    if (!d) return;
     struct dirent *e;
     char p[600];
     while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
         snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
         unlink(p);
     }
@@ -73,8 +69,7 @@ static void remove_tmpdir(void)
     rmdir(tmpdir);
 }
 
-static const char *tpath(const char *name)
-{
+static const char *tpath(const char *name) {
     static char buf[4][600];
     static int k;
     k = (k + 1) % 4;
@@ -82,8 +77,7 @@ static const char *tpath(const char *name)
     return buf[k];
 }
 
-static unsigned char *read_all(const char *path, size_t *len)
-{
+static unsigned char *read_all(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     ck_assert_msg(f != NULL, "cannot open %s", path);
     fseek(f, 0, SEEK_END);
@@ -97,30 +91,26 @@ static unsigned char *read_all(const char *path, size_t *len)
     return buf;
 }
 
-static void write_all(const char *path, const void *data, size_t len)
-{
+static void write_all(const char *path, const void *data, size_t len) {
     FILE *f = fopen(path, "wb");
     ck_assert_ptr_nonnull(f);
-    if (len)
-        ck_assert_uint_eq(fwrite(data, 1, len, f), len);
+    if (len) ck_assert_uint_eq(fwrite(data, 1, len, f), len);
     ck_assert_int_eq(fclose(f), 0);
 }
 
 /* Number of entries of tmpdir whose name starts with prefix. */
-static int count_prefixed(const char *prefix)
-{
+static int count_prefixed(const char *prefix) {
     DIR *d = opendir(tmpdir);
     ck_assert_ptr_nonnull(d);
     int n = 0;
     struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    while ((e = readdir(d)) != NULL) n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
     closedir(d);
     return n;
 }
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static double urand(void)   /* xorshift64*, [0, 1) */
+static double urand(void) /* xorshift64*, [0, 1) */
 {
     rng_state ^= rng_state >> 12;
     rng_state ^= rng_state << 25;
@@ -128,33 +118,26 @@ static double urand(void)   /* xorshift64*, [0, 1) */
     return (double)((rng_state * 0x2545f4914f6cdd1dull) >> 11) / 9007199254740992.0;
 }
 
-static void put_f32le(unsigned char *p, float f)
-{
+static void put_f32le(unsigned char *p, float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
-    for (int b = 0; b < 4; b++)
-        p[b] = (unsigned char)(u >> (8 * b));
+    for (int b = 0; b < 4; b++) p[b] = (unsigned char)(u >> (8 * b));
 }
 
-static uint64_t get_u64le(const unsigned char *p)
-{
+static uint64_t get_u64le(const unsigned char *p) {
     uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
     return v;
 }
 
-static void put_u64le(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
+static void put_u64le(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
 }
 
-#define OK(expr)                                                                   \
-    do {                                                                           \
-        dd_status s_ = (expr);                                                     \
-        ck_assert_msg(s_ == DD_OK, "%s: %s (%s)", #expr, dd_status_string(s_),     \
-                      dd_last_error());                                            \
+#define OK(expr)                                                                                 \
+    do {                                                                                         \
+        dd_status s_ = (expr);                                                                   \
+        ck_assert_msg(s_ == DD_OK, "%s: %s (%s)", #expr, dd_status_string(s_), dd_last_error()); \
     } while (0)
 
 /* ======================================================================== */
@@ -164,8 +147,7 @@ static void put_u64le(unsigned char *p, uint64_t v)
 /* input(3,8,8) -> normalize -> conv1 3x3 p1 (16) -> bn1 -> relu -> maxpool 2
  * -> [conv2 3x3 p1 no bias] -> add (residual) -> avgpool 2 -> flatten -> fc1
  * and add -> global avgpool -> fc2 (no bias); logits = fc1 + fc2. */
-static dd_model *build_model(uint64_t seed)
-{
+static dd_model *build_model(uint64_t seed) {
     dd_model_options o;
     dd_model_options_init(&o);
     o.seed = seed;
@@ -208,17 +190,14 @@ static dd_model *build_model(uint64_t seed)
     return m;
 }
 
-static void random_images(float *x, int n)
-{
-    for (int i = 0; i < n * IMG; i++)
-        x[i] = (float)urand();
+static void random_images(float *x, int n) {
+    for (int i = 0; i < n * IMG; i++) x[i] = (float)urand();
 }
 
 /* Random trainable weights (so the file, not the seed, explains a match)
  * and two training-mode passes (so the running statistics are not their
  * initial values). */
-static void randomise(dd_model *m)
-{
+static void randomise(dd_model *m) {
     int np;
     OK(dd_model_num_params(m, &np));
     for (int i = 0; i < np; i++) {
@@ -226,11 +205,9 @@ static void randomise(dd_model *m)
         memset(&pi, 0, sizeof pi);
         pi.struct_size = sizeof pi;
         OK(dd_model_param_info(m, i, &pi));
-        if (!pi.trainable)
-            continue;
+        if (!pi.trainable) continue;
         float *v = malloc(pi.count * sizeof *v);
-        for (size_t j = 0; j < pi.count; j++)
-            v[j] = (float)(urand() - 0.5);
+        for (size_t j = 0; j < pi.count; j++) v[j] = (float)(urand() - 0.5);
         OK(dd_model_param_write(m, i, v, pi.count));
         free(v);
     }
@@ -251,8 +228,7 @@ typedef struct snap {
     float *data[64];
 } snap;
 
-static void snap_take(const dd_model *m, snap *s)
-{
+static void snap_take(const dd_model *m, snap *s) {
     memset(s, 0, sizeof *s);
     OK(dd_model_num_params(m, &s->n));
     ck_assert_int_le(s->n, 64);
@@ -270,29 +246,24 @@ static void snap_take(const dd_model *m, snap *s)
     }
 }
 
-static void snap_free(snap *s)
-{
-    for (int i = 0; i < s->n; i++)
-        free(s->data[i]);
+static void snap_free(snap *s) {
+    for (int i = 0; i < s->n; i++) free(s->data[i]);
     s->n = 0;
 }
 
-static void snap_assert_equal(const snap *a, const snap *b)
-{
+static void snap_assert_equal(const snap *a, const snap *b) {
     ck_assert_int_eq(a->n, b->n);
     for (int i = 0; i < a->n; i++) {
         ck_assert_str_eq(a->name[i], b->name[i]);
         ck_assert_int_eq(a->ndims[i], b->ndims[i]);
-        for (int d = 0; d < a->ndims[i]; d++)
-            ck_assert_int_eq(a->dims[i][d], b->dims[i][d]);
+        for (int d = 0; d < a->ndims[i]; d++) ck_assert_int_eq(a->dims[i][d], b->dims[i][d]);
         ck_assert_uint_eq(a->count[i], b->count[i]);
         ck_assert_msg(memcmp(a->data[i], b->data[i], a->count[i] * sizeof(float)) == 0,
                       "parameter %s differs", a->name[i]);
     }
 }
 
-static void eval_logits(dd_model *m, const float *x, int n, float *logits)
-{
+static void eval_logits(dd_model *m, const float *x, int n, float *logits) {
     OK(dd_model_forward(m, x, n, DD_EVAL, logits));
 }
 
@@ -301,10 +272,10 @@ static void eval_logits(dd_model *m, const float *x, int n, float *logits)
 /* ======================================================================== */
 
 typedef struct jv {
-    char type;            /* 'o' object, 'a' array, 's' string, 'n' number, 'b' bool, 'z' null */
-    char *str;            /* string value, or number text */
+    char type; /* 'o' object, 'a' array, 's' string, 'n' number, 'b' bool, 'z' null */
+    char *str; /* string value, or number text */
     double num;
-    int n;                /* items of an object or array */
+    int n; /* items of an object or array */
     char **keys;
     struct jv **items;
 } jv;
@@ -314,13 +285,10 @@ typedef struct jp {
     int err;
 } jp;
 
-static void jv_free(jv *v)
-{
-    if (!v)
-        return;
+static void jv_free(jv *v) {
+    if (!v) return;
     for (int i = 0; i < v->n; i++) {
-        if (v->keys)
-            free(v->keys[i]);
+        if (v->keys) free(v->keys[i]);
         jv_free(v->items[i]);
     }
     free(v->keys);
@@ -329,14 +297,11 @@ static void jv_free(jv *v)
     free(v);
 }
 
-static void jp_ws(jp *j)
-{
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\n' || *j->p == '\r' || *j->p == '\t'))
-        j->p++;
+static void jp_ws(jp *j) {
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\n' || *j->p == '\r' || *j->p == '\t')) j->p++;
 }
 
-static char *jp_string(jp *j)
-{
+static char *jp_string(jp *j) {
     if (j->p >= j->end || *j->p != '"') {
         j->err = 1;
         return NULL;
@@ -347,15 +312,24 @@ static char *jp_string(jp *j)
     while (j->p < j->end && *j->p != '"') {
         unsigned c = (unsigned char)*j->p++;
         if (c == '\\') {
-            if (j->p >= j->end)
-                break;
+            if (j->p >= j->end) break;
             char e = *j->p++;
             switch (e) {
-            case 'n': c = '\n'; break;
-            case 't': c = '\t'; break;
-            case 'r': c = '\r'; break;
-            case 'b': c = '\b'; break;
-            case 'f': c = '\f'; break;
+            case 'n':
+                c = '\n';
+                break;
+            case 't':
+                c = '\t';
+                break;
+            case 'r':
+                c = '\r';
+                break;
+            case 'b':
+                c = '\b';
+                break;
+            case 'f':
+                c = '\f';
+                break;
             case 'u': {
                 if (j->end - j->p < 4) {
                     j->err = 1;
@@ -364,15 +338,16 @@ static char *jp_string(jp *j)
                 char hex[5] = {j->p[0], j->p[1], j->p[2], j->p[3], 0};
                 c = (unsigned)strtoul(hex, NULL, 16);
                 j->p += 4;
-                if (c >= 0x80)   /* only ASCII is expected in our headers */
+                if (c >= 0x80) /* only ASCII is expected in our headers */
                     j->err = 1;
                 break;
             }
-            default: c = (unsigned char)e; break;
+            default:
+                c = (unsigned char)e;
+                break;
             }
         }
-        if (n + 2 > cap)
-            s = realloc(s, cap *= 2);
+        if (n + 2 > cap) s = realloc(s, cap *= 2);
         s[n++] = (char)c;
     }
     if (j->p >= j->end)
@@ -385,18 +360,14 @@ static char *jp_string(jp *j)
 
 static jv *jp_value(jp *j, int depth);
 
-static void jv_push(jv *v, char *key, jv *item)
-{
+static void jv_push(jv *v, char *key, jv *item) {
     v->items = realloc(v->items, (size_t)(v->n + 1) * sizeof *v->items);
-    if (v->type == 'o')
-        v->keys = realloc(v->keys, (size_t)(v->n + 1) * sizeof *v->keys);
-    if (v->type == 'o')
-        v->keys[v->n] = key;
+    if (v->type == 'o') v->keys = realloc(v->keys, (size_t)(v->n + 1) * sizeof *v->keys);
+    if (v->type == 'o') v->keys[v->n] = key;
     v->items[v->n++] = item;
 }
 
-static jv *jp_value(jp *j, int depth)
-{
+static jv *jp_value(jp *j, int depth) {
     jp_ws(j);
     if (j->p >= j->end || depth > 64) {
         j->err = 1;
@@ -449,8 +420,7 @@ static jv *jp_value(jp *j, int depth)
     } else if (c == '-' || (c >= '0' && c <= '9')) {
         v->type = 'n';
         const char *s = j->p;
-        while (j->p < j->end && strchr("+-0123456789.eE", *j->p))
-            j->p++;
+        while (j->p < j->end && strchr("+-0123456789.eE", *j->p)) j->p++;
         v->str = strndup(s, (size_t)(j->p - s));
         v->num = strtod(v->str, NULL);
     } else if (j->end - j->p >= 4 && memcmp(j->p, "true", 4) == 0) {
@@ -466,8 +436,7 @@ static jv *jp_value(jp *j, int depth)
 }
 
 /* Parses text[0, len) as one JSON value followed only by whitespace. */
-static jv *jv_parse(const char *text, size_t len)
-{
+static jv *jv_parse(const char *text, size_t len) {
     jp j = {text, text + len, 0};
     jv *v = jp_value(&j, 0);
     jp_ws(&j);
@@ -478,21 +447,16 @@ static jv *jv_parse(const char *text, size_t len)
     return v;
 }
 
-static jv *jv_get(const jv *o, const char *key)
-{
-    if (!o || o->type != 'o')
-        return NULL;
+static jv *jv_get(const jv *o, const char *key) {
+    if (!o || o->type != 'o') return NULL;
     for (int i = 0; i < o->n; i++)
-        if (strcmp(o->keys[i], key) == 0)
-            return o->items[i];
+        if (strcmp(o->keys[i], key) == 0) return o->items[i];
     return NULL;
 }
 
 /* Integer value of a number without fraction or exponent, else -1. */
-static long long jv_int(const jv *v)
-{
-    if (!v || v->type != 'n' || strpbrk(v->str, ".eE"))
-        return -1;
+static long long jv_int(const jv *v) {
+    if (!v || v->type != 'n' || strpbrk(v->str, ".eE")) return -1;
     return strtoll(v->str, NULL, 10);
 }
 
@@ -500,8 +464,7 @@ static long long jv_int(const jv *v)
 /* Round trip and format                                                     */
 /* ======================================================================== */
 
-START_TEST(test_round_trip)
-{
+START_TEST(test_round_trip) {
     dd_model *a = build_model(7);
     randomise(a);
     const char *f1 = tpath("a.safetensors"), *f2 = tpath("b.safetensors");
@@ -526,8 +489,7 @@ START_TEST(test_round_trip)
         ck_assert_int_eq(ia.type, ib.type);
         ck_assert_str_eq(ia.name, ib.name);
         ck_assert_int_eq(ia.num_inputs, ib.num_inputs);
-        for (int k = 0; k < ia.num_inputs; k++)
-            ck_assert_int_eq(ia.inputs[k], ib.inputs[k]);
+        for (int k = 0; k < ia.num_inputs; k++) ck_assert_int_eq(ia.inputs[k], ib.inputs[k]);
         ck_assert_int_eq(ia.channels, ib.channels);
         ck_assert_int_eq(ia.height, ib.height);
         ck_assert_int_eq(ia.width, ib.width);
@@ -583,8 +545,7 @@ START_TEST(test_round_trip)
 }
 END_TEST
 
-START_TEST(test_load_ex_options)
-{
+START_TEST(test_load_ex_options) {
     dd_model *a = build_model(3);
     randomise(a);
     const char *f = tpath("m.safetensors");
@@ -601,7 +562,7 @@ START_TEST(test_load_ex_options)
     random_images(x, 2);
     eval_logits(a, x, 2, la);
     eval_logits(b, x, 2, lb);
-    for (int i = 0; i < 2 * NC; i++)   /* other thread count: not bitwise */
+    for (int i = 0; i < 2 * NC; i++) /* other thread count: not bitwise */
         ck_assert_float_eq_tol(la[i], lb[i], 1e-5f * (1.0f + fabsf(la[i])));
     ck_assert_int_eq(dd_model_forward(b, x, 3, DD_EVAL, NULL), DD_ERR_INVALID_ARGUMENT);
     dd_model *c = (dd_model *)&c;
@@ -618,8 +579,7 @@ START_TEST(test_load_ex_options)
 END_TEST
 
 /* The file as safetensors specifies it, read without the library. */
-START_TEST(test_format_independent_parser)
-{
+START_TEST(test_format_independent_parser) {
     dd_model *m = build_model(5);
     randomise(m);
     const char *f = tpath("m.safetensors");
@@ -631,7 +591,7 @@ START_TEST(test_format_independent_parser)
     ck_assert_uint_eq(n % 8, 0);
     ck_assert_uint_le(8 + n, len);
     ck_assert_int_eq(buf[8], '{');
-    jv *h = jv_parse((const char *)buf + 8, (size_t)n);   /* trailing padding is whitespace */
+    jv *h = jv_parse((const char *)buf + 8, (size_t)n); /* trailing padding is whitespace */
     ck_assert_msg(h != NULL, "header does not parse");
     ck_assert_int_eq(h->type, 'o');
 
@@ -639,7 +599,7 @@ START_TEST(test_format_independent_parser)
     ck_assert_ptr_nonnull(meta);
     ck_assert_int_eq(meta->type, 'o');
     for (int i = 0; i < meta->n; i++)
-        ck_assert_int_eq(meta->items[i]->type, 's');   /* safetensors: strings only */
+        ck_assert_int_eq(meta->items[i]->type, 's'); /* safetensors: strings only */
     ck_assert_str_eq(jv_get(meta, "format")->str, "pt");
     ck_assert_str_eq(jv_get(meta, "deepdefense.version")->str, dd_version_string());
     jv *archs = jv_get(meta, "deepdefense.arch");
@@ -659,9 +619,9 @@ START_TEST(test_format_independent_parser)
     int nn;
     OK(dd_model_num_nodes(m, &nn));
     ck_assert_int_eq(nodes->n, nn);
-    static const char *const type_names[] = {"input", "normalize", "conv2d", "linear", "relu",
-                                             "maxpool", "avgpool", "global_avgpool",
-                                             "batchnorm", "add", "flatten"};
+    static const char *const type_names[] = {"input",     "normalize", "conv2d",  "linear",
+                                             "relu",      "maxpool",   "avgpool", "global_avgpool",
+                                             "batchnorm", "add",       "flatten"};
     for (int i = 0; i < nn; i++) {
         dd_node_info ni;
         memset(&ni, 0, sizeof ni);
@@ -672,8 +632,7 @@ START_TEST(test_format_independent_parser)
         ck_assert_str_eq(jv_get(node, "name")->str, ni.name);
         jv *inputs = jv_get(node, "inputs");
         ck_assert_int_eq(inputs->n, ni.num_inputs);
-        for (int k = 0; k < ni.num_inputs; k++)
-            ck_assert_int_eq(jv_int(inputs->items[k]), ni.inputs[k]);
+        for (int k = 0; k < ni.num_inputs; k++) ck_assert_int_eq(jv_int(inputs->items[k]), ni.inputs[k]);
         if (ni.type == DD_NODE_CONV2D) {
             ck_assert_int_eq(jv_int(jv_get(node, "out_channels")), 16);
             ck_assert_int_eq(jv_int(jv_get(node, "kernel")->items[0]), 3);
@@ -697,8 +656,7 @@ START_TEST(test_format_independent_parser)
         ck_assert_str_eq(jv_get(e, "dtype")->str, "F32");
         jv *shape = jv_get(e, "shape"), *off = jv_get(e, "data_offsets");
         ck_assert_int_eq(shape->n, s.ndims[i]);
-        for (int d = 0; d < s.ndims[i]; d++)
-            ck_assert_int_eq(jv_int(shape->items[d]), s.dims[i][d]);
+        for (int d = 0; d < s.ndims[i]; d++) ck_assert_int_eq(jv_int(shape->items[d]), s.dims[i][d]);
         ck_assert_int_eq(off->n, 2);
         long long b = jv_int(off->items[0]), en = jv_int(off->items[1]);
         ck_assert(b >= 0 && en >= b && (uint64_t)en <= data_len);
@@ -709,10 +667,8 @@ START_TEST(test_format_independent_parser)
         }
         covered += (uint64_t)(en - b);
         unsigned char *expect = malloc(4 * s.count[i] + 1);
-        for (size_t k = 0; k < s.count[i]; k++)
-            put_f32le(expect + 4 * k, s.data[i][k]);
-        ck_assert_msg(memcmp(buf + 8 + n + b, expect, 4 * s.count[i]) == 0,
-                      "data of %s differs", s.name[i]);
+        for (size_t k = 0; k < s.count[i]; k++) put_f32le(expect + 4 * k, s.data[i][k]);
+        ck_assert_msg(memcmp(buf + 8 + n + b, expect, 4 * s.count[i]) == 0, "data of %s differs", s.name[i]);
         free(expect);
     }
     ck_assert_uint_eq(covered, data_len);
@@ -732,12 +688,11 @@ END_TEST
 
 /* GFA hooks and mode survive the trip, and the loaded model's GFA step
  * (which needs the GFA buffers laid out at build) matches the original. */
-START_TEST(test_gfa_hooks_round_trip)
-{
+START_TEST(test_gfa_hooks_round_trip) {
     dd_model *a = build_model(17);
     randomise(a);
     OK(dd_gfa_hook_defaults(a, 0.05f, DD_GFA_TANGENT));
-    OK(dd_gfa_hook(a, 7, 0.3f));   /* the residual sum, a middle tensor */
+    OK(dd_gfa_hook(a, 7, 0.3f)); /* the residual sum, a middle tensor */
     int nh = 0;
     OK(dd_gfa_num_hooks(a, &nh));
     ck_assert_int_ge(nh, 3);
@@ -775,7 +730,7 @@ START_TEST(test_gfa_hooks_round_trip)
     }
     ck_assert_int_eq(sa.num_hooks, nh);
     ck_assert(sa.objective == sb.objective);
-    ck_assert(sa.objective != sa.loss);   /* the hooks did contribute */
+    ck_assert(sa.objective != sa.loss); /* the hooks did contribute */
     snap pa;
     snap_take(a, &pa);
     for (int i = 0; i < pa.n; i++) {
@@ -783,13 +738,11 @@ START_TEST(test_gfa_hooks_round_trip)
         memset(&pi, 0, sizeof pi);
         pi.struct_size = sizeof pi;
         OK(dd_model_param_info(a, i, &pi));
-        if (!pi.trainable)
-            continue;
+        if (!pi.trainable) continue;
         float *ga = malloc(pi.count * sizeof *ga), *gb = malloc(pi.count * sizeof *gb);
         OK(dd_model_grad_read(a, i, ga, pi.count));
         OK(dd_model_grad_read(b, i, gb, pi.count));
-        ck_assert_msg(memcmp(ga, gb, pi.count * sizeof *ga) == 0, "GFA gradient of %s differs",
-                      pi.name);
+        ck_assert_msg(memcmp(ga, gb, pi.count * sizeof *ga) == 0, "GFA gradient of %s differs", pi.name);
         free(ga);
         free(gb);
     }
@@ -840,8 +793,7 @@ typedef struct sbuf {
 } sbuf;
 
 static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
+static void sb_printf(sbuf *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     int k = vsnprintf(NULL, 0, fmt, ap);
@@ -856,8 +808,7 @@ static void sb_printf(sbuf *b, const char *fmt, ...)
     b->n += (size_t)k;
 }
 
-static void sb_json_string(sbuf *b, const char *s)
-{
+static void sb_json_string(sbuf *b, const char *s) {
     sb_printf(b, "\"");
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
@@ -872,8 +823,7 @@ static void sb_json_string(sbuf *b, const char *s)
 }
 
 /* Replaces the first occurrence of `from` in s (which must contain it). */
-static char *replace_once(const char *s, const char *from, const char *to)
-{
+static char *replace_once(const char *s, const char *from, const char *to) {
     const char *at = strstr(s, from);
     ck_assert_msg(at != NULL, "\"%s\" not found in the architecture", from);
     size_t n = strlen(s) - strlen(from) + strlen(to);
@@ -886,22 +836,59 @@ static char *replace_once(const char *s, const char *from, const char *to)
 }
 
 enum mut {
-    M_NONE, M_NO_META, M_NO_ARCH, M_F16, M_SHAPE, M_OFF_RANGE, M_OFF_REVERSED, M_OFF_LEN,
-    M_OFF_OVERLAP, M_MISSING, M_EXTRA, M_TRUNC, M_NAN, M_META_NOT_STRING,
-    M_ARCH_TYPE, M_ARCH_FWD, M_ARCH_NEG_KERNEL, M_ARCH_UNKNOWN_FIELD, M_ARCH_BAD_JSON,
-    M_ARCH_HUGE_WEIGHTS, M_ARCH_HUGE_BATCH, M_ARCH_BAD_HOOK, M_ARCH_NEG_LAMBDA, M_COUNT
+    M_NONE,
+    M_NO_META,
+    M_NO_ARCH,
+    M_F16,
+    M_SHAPE,
+    M_OFF_RANGE,
+    M_OFF_REVERSED,
+    M_OFF_LEN,
+    M_OFF_OVERLAP,
+    M_MISSING,
+    M_EXTRA,
+    M_TRUNC,
+    M_NAN,
+    M_META_NOT_STRING,
+    M_ARCH_TYPE,
+    M_ARCH_FWD,
+    M_ARCH_NEG_KERNEL,
+    M_ARCH_UNKNOWN_FIELD,
+    M_ARCH_BAD_JSON,
+    M_ARCH_HUGE_WEIGHTS,
+    M_ARCH_HUGE_BATCH,
+    M_ARCH_BAD_HOOK,
+    M_ARCH_NEG_LAMBDA,
+    M_COUNT
 };
 static const char *const mut_names[M_COUNT] = {
-    "none", "no metadata", "no arch", "F16", "shape", "offsets out of range", "offsets reversed",
-    "offsets wrong length", "offsets overlap", "missing tensor", "extra tensor",
-    "truncated data", "NaN", "metadata not a string", "arch bad type", "arch forward input",
-    "arch negative kernel", "arch unknown field", "arch bad JSON", "arch huge weights",
-    "arch huge max_batch", "arch hook on a missing tensor", "arch negative lambda",
+    "none",
+    "no metadata",
+    "no arch",
+    "F16",
+    "shape",
+    "offsets out of range",
+    "offsets reversed",
+    "offsets wrong length",
+    "offsets overlap",
+    "missing tensor",
+    "extra tensor",
+    "truncated data",
+    "NaN",
+    "metadata not a string",
+    "arch bad type",
+    "arch forward input",
+    "arch negative kernel",
+    "arch unknown field",
+    "arch bad JSON",
+    "arch huge weights",
+    "arch huge max_batch",
+    "arch hook on a missing tensor",
+    "arch negative lambda",
 };
 
 /* The saved architecture string of a model (through the independent parser). */
-static char *saved_arch(const char *path)
-{
+static char *saved_arch(const char *path) {
     size_t len;
     unsigned char *buf = read_all(path, &len);
     uint64_t n = get_u64le(buf);
@@ -914,23 +901,19 @@ static char *saved_arch(const char *path)
 }
 
 /* Writes a safetensors file of the parameters in s with one defect. */
-static void gen_file(const char *path, const snap *s, const char *arch_in, enum mut mut)
-{
+static void gen_file(const char *path, const snap *s, const char *arch_in, enum mut mut) {
     char *arch = strdup(arch_in);
     char *t = NULL;
-    if (mut == M_ARCH_TYPE)
-        t = replace_once(arch, "\"type\":\"relu\"", "\"type\":\"gelu\"");
-    if (mut == M_ARCH_FWD)   /* node 1 (normalize) reading node 7 */
+    if (mut == M_ARCH_TYPE) t = replace_once(arch, "\"type\":\"relu\"", "\"type\":\"gelu\"");
+    if (mut == M_ARCH_FWD) /* node 1 (normalize) reading node 7 */
         t = replace_once(arch, "\"inputs\":[0]", "\"inputs\":[7]");
-    if (mut == M_ARCH_NEG_KERNEL)
-        t = replace_once(arch, "\"kernel\":[3,3]", "\"kernel\":[-3,3]");
+    if (mut == M_ARCH_NEG_KERNEL) t = replace_once(arch, "\"kernel\":[3,3]", "\"kernel\":[-3,3]");
     if (mut == M_ARCH_UNKNOWN_FIELD)
         t = replace_once(arch, "\"kernel\":[3,3]", "\"dilation\":[2,2],\"kernel\":[3,3]");
-    if (mut == M_ARCH_BAD_JSON)
-        t = replace_once(arch, "\"nodes\":[", "\"nodes\":[[");
+    if (mut == M_ARCH_BAD_JSON) t = replace_once(arch, "\"nodes\":[", "\"nodes\":[[");
     /* 130 GB of weights the file does not hold: refused before anything is
      * allocated; 16M samples: refused by dd_model_build */
-    if (mut == M_ARCH_HUGE_WEIGHTS) {   /* both convolutions, so the residual add fits */
+    if (mut == M_ARCH_HUGE_WEIGHTS) { /* both convolutions, so the residual add fits */
         char *t1 = replace_once(arch, "\"out_channels\":16", "\"out_channels\":60000");
         t = replace_once(t1, "\"out_channels\":16", "\"out_channels\":60000");
         free(t1);
@@ -939,8 +922,7 @@ static void gen_file(const char *path, const snap *s, const char *arch_in, enum 
         t = replace_once(arch, "\"hooks\":[]", "\"hooks\":[{\"tensor\":99,\"lambda\":1}]");
     if (mut == M_ARCH_NEG_LAMBDA)
         t = replace_once(arch, "\"hooks\":[]", "\"hooks\":[{\"tensor\":0,\"lambda\":-1}]");
-    if (mut == M_ARCH_HUGE_BATCH)
-        t = replace_once(arch, "\"max_batch\":4", "\"max_batch\":16000000");
+    if (mut == M_ARCH_HUGE_BATCH) t = replace_once(arch, "\"max_batch\":4", "\"max_batch\":16000000");
     if (t) {
         free(arch);
         arch = t;
@@ -954,8 +936,7 @@ static void gen_file(const char *path, const snap *s, const char *arch_in, enum 
             sb_printf(&h, ",\"deepdefense.arch\":");
             sb_json_string(&h, arch);
         }
-        if (mut == M_META_NOT_STRING)
-            sb_printf(&h, ",\"epoch\":3");
+        if (mut == M_META_NOT_STRING) sb_printf(&h, ",\"epoch\":3");
         sb_printf(&h, "},");
     }
     int ntensors = mut == M_MISSING ? s->n - 1 : s->n;
@@ -964,7 +945,7 @@ static void gen_file(const char *path, const snap *s, const char *arch_in, enum 
         uint64_t b = off, e = off + 4 * s->count[i];
         int64_t dims[4];
         memcpy(dims, s->dims[i], sizeof dims);
-        if (i == 0 && mut == M_SHAPE) {   /* same count, other shape: reversed */
+        if (i == 0 && mut == M_SHAPE) { /* same count, other shape: reversed */
             for (int d = 0; d < s->ndims[i] / 2; d++) {
                 int64_t x = dims[d];
                 dims[d] = dims[s->ndims[i] - 1 - d];
@@ -974,32 +955,27 @@ static void gen_file(const char *path, const snap *s, const char *arch_in, enum 
                           "tensor 0 has a symmetric shape; pick another for M_SHAPE");
         }
         uint64_t wb = b, we = e;
-        if (i == ntensors - 1 && mut == M_OFF_RANGE)
-            wb += 4, we += 4;
-        if (i == 0 && mut == M_OFF_REVERSED)
-            wb = e, we = b;
-        if (i == 0 && mut == M_OFF_LEN)
-            we = e - 4;
-        if (i == 1 && mut == M_OFF_OVERLAP)   /* tensor 1 starts inside tensor 0 */
+        if (i == ntensors - 1 && mut == M_OFF_RANGE) wb += 4, we += 4;
+        if (i == 0 && mut == M_OFF_REVERSED) wb = e, we = b;
+        if (i == 0 && mut == M_OFF_LEN) we = e - 4;
+        if (i == 1 && mut == M_OFF_OVERLAP) /* tensor 1 starts inside tensor 0 */
             wb -= 4, we -= 4;
         sb_printf(&h, "%s", i ? "," : "");
         sb_json_string(&h, s->name[i]);
         sb_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", (i == 0 && mut == M_F16) ? "F16" : "F32");
-        for (int d = 0; d < s->ndims[i]; d++)
-            sb_printf(&h, "%s%lld", d ? "," : "", (long long)dims[d]);
-        sb_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)wb,
-                  (unsigned long long)we);
+        for (int d = 0; d < s->ndims[i]; d++) sb_printf(&h, "%s%lld", d ? "," : "", (long long)dims[d]);
+        sb_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)wb, (unsigned long long)we);
         off = e;
     }
     if (mut == M_EXTRA) {
-        sb_printf(&h, ",\"extra.weight\":{\"dtype\":\"F32\",\"shape\":[2],"
-                      "\"data_offsets\":[%llu,%llu]}",
+        sb_printf(&h,
+                  ",\"extra.weight\":{\"dtype\":\"F32\",\"shape\":[2],"
+                  "\"data_offsets\":[%llu,%llu]}",
                   (unsigned long long)off, (unsigned long long)(off + 8));
         off += 8;
     }
     sb_printf(&h, "}");
-    while (h.n % 8)
-        sb_printf(&h, " ");
+    while (h.n % 8) sb_printf(&h, " ");
 
     size_t data_len = (size_t)off;
     unsigned char *file = calloc(8 + h.n + data_len + 1, 1);
@@ -1011,8 +987,7 @@ static void gen_file(const char *path, const snap *s, const char *arch_in, enum 
             put_f32le(d, (i == 0 && k == 0 && mut == M_NAN) ? NAN : s->data[i][k]);
     }
     size_t total = 8 + h.n + data_len;
-    if (mut == M_TRUNC)
-        total -= 4;
+    if (mut == M_TRUNC) total -= 4;
     write_all(path, file, total);
     free(file);
     free(h.p);
@@ -1022,17 +997,16 @@ static void gen_file(const char *path, const snap *s, const char *arch_in, enum 
 /* Expected failure of loading path: status, no model, a message, and no
  * change to `victim` through dd_model_load_weights (when given). */
 static void expect_fail(const char *path, dd_status want, const char *what, const char *mention,
-                        dd_model *victim)
-{
+                        dd_model *victim) {
     dd_model *m = (dd_model *)&m;
     dd_status s = dd_model_load(path, &m);
-    ck_assert_msg(s == want, "%s: dd_model_load gave %s (%s), expected %s", what,
-                  dd_status_string(s), dd_last_error(), dd_status_string(want));
+    ck_assert_msg(s == want, "%s: dd_model_load gave %s (%s), expected %s", what, dd_status_string(s),
+                  dd_last_error(), dd_status_string(want));
     ck_assert_ptr_null(m);
     ck_assert_msg(strlen(dd_last_error()) > 0, "%s: no message", what);
     if (mention)
-        ck_assert_msg(strstr(dd_last_error(), mention) != NULL, "%s: message \"%s\" lacks \"%s\"",
-                      what, dd_last_error(), mention);
+        ck_assert_msg(strstr(dd_last_error(), mention) != NULL, "%s: message \"%s\" lacks \"%s\"", what,
+                      dd_last_error(), mention);
     if (victim) {
         snap before, after;
         snap_take(victim, &before);
@@ -1045,8 +1019,7 @@ static void expect_fail(const char *path, dd_status want, const char *what, cons
     }
 }
 
-START_TEST(test_generated_files)
-{
+START_TEST(test_generated_files) {
     dd_model *m = build_model(11);
     randomise(m);
     const char *good = tpath("good.safetensors");
@@ -1075,22 +1048,14 @@ START_TEST(test_generated_files)
         const char *mention = NULL;
         if (k == M_F16 || k == M_SHAPE || k == M_OFF_REVERSED || k == M_OFF_LEN || k == M_NAN)
             mention = s.name[0];
-        if (k == M_OFF_RANGE)
-            mention = s.name[s.n - 1];
-        if (k == M_MISSING)
-            mention = s.name[s.n - 1];
-        if (k == M_EXTRA)
-            mention = "extra.weight";
-        if (k == M_ARCH_TYPE)
-            mention = "gelu";
-        if (k == M_ARCH_FWD || k == M_ARCH_NEG_KERNEL || k == M_ARCH_UNKNOWN_FIELD)
-            mention = "node";
-        if (k == M_ARCH_HUGE_WEIGHTS)
-            mention = "bytes of weights";
-        if (k == M_ARCH_HUGE_BATCH)
-            mention = "max_batch";
-        if (k == M_ARCH_BAD_HOOK || k == M_ARCH_NEG_LAMBDA)
-            mention = "hooks";
+        if (k == M_OFF_RANGE) mention = s.name[s.n - 1];
+        if (k == M_MISSING) mention = s.name[s.n - 1];
+        if (k == M_EXTRA) mention = "extra.weight";
+        if (k == M_ARCH_TYPE) mention = "gelu";
+        if (k == M_ARCH_FWD || k == M_ARCH_NEG_KERNEL || k == M_ARCH_UNKNOWN_FIELD) mention = "node";
+        if (k == M_ARCH_HUGE_WEIGHTS) mention = "bytes of weights";
+        if (k == M_ARCH_HUGE_BATCH) mention = "max_batch";
+        if (k == M_ARCH_BAD_HOOK || k == M_ARCH_NEG_LAMBDA) mention = "hooks";
         /* without arch metadata the weights alone are fine for load_weights */
         int weights_ok = k == M_NO_META || k == M_NO_ARCH || k >= M_ARCH_TYPE;
         expect_fail(p, DD_ERR_FORMAT, mut_names[k], mention, weights_ok ? NULL : victim);
@@ -1111,8 +1076,7 @@ START_TEST(test_generated_files)
 }
 END_TEST
 
-START_TEST(test_bad_lengths)
-{
+START_TEST(test_bad_lengths) {
     dd_model *victim = build_model(2);
     const char *p = tpath("bad.safetensors");
     unsigned char buf[64];
@@ -1190,8 +1154,7 @@ END_TEST
 
 /* A valid file with a truncated copy of every length: never crashes,
  * always DD_ERR_FORMAT. */
-START_TEST(test_every_truncation)
-{
+START_TEST(test_every_truncation) {
     dd_model *m = build_model(4);
     const char *f = tpath("m.safetensors"), *t = tpath("t.safetensors");
     OK(dd_model_save(m, f));
@@ -1213,8 +1176,7 @@ END_TEST
 
 /* Random byte changes (seeded): every outcome is a clean DD_OK or
  * DD_ERR_FORMAT, never a crash (run under ASan in CI's sanitizer pass). */
-START_TEST(test_random_corruption)
-{
+START_TEST(test_random_corruption) {
     dd_model *m = build_model(6);
     const char *f = tpath("m.safetensors"), *t = tpath("t.safetensors");
     OK(dd_model_save(m, f));
@@ -1238,8 +1200,8 @@ START_TEST(test_random_corruption)
         write_all(t, copy, len);
         dd_model *g = (dd_model *)&g;
         dd_status s = dd_model_load(t, &g);
-        ck_assert_msg(s == DD_OK || s == DD_ERR_FORMAT, "iteration %d: %s (%s)", it,
-                      dd_status_string(s), dd_last_error());
+        ck_assert_msg(s == DD_OK || s == DD_ERR_FORMAT, "iteration %d: %s (%s)", it, dd_status_string(s),
+                      dd_last_error());
         if (s == DD_OK) {
             ok++;
             dd_model_destroy(g);
@@ -1247,7 +1209,7 @@ START_TEST(test_random_corruption)
             ck_assert_ptr_null(g);
         }
     }
-    ck_assert_int_lt(ok, 300);   /* the corruptions were noticed at all */
+    ck_assert_int_lt(ok, 300); /* the corruptions were noticed at all */
     free(copy);
     free(buf);
     dd_model_destroy(m);
@@ -1258,8 +1220,7 @@ END_TEST
 /* Durability and failures                                                   */
 /* ======================================================================== */
 
-START_TEST(test_interrupted_save)
-{
+START_TEST(test_interrupted_save) {
     dd_model *m = build_model(21);
     randomise(m);
     const char *f = tpath("ckpt.safetensors");
@@ -1269,7 +1230,7 @@ START_TEST(test_interrupted_save)
     size_t len0;
     unsigned char *bytes0 = read_all(f, &len0);
 
-    randomise(m);   /* the model moves on */
+    randomise(m); /* the model moves on */
     snap second;
     snap_take(m, &second);
 
@@ -1307,7 +1268,7 @@ START_TEST(test_interrupted_save)
     snprintf(stale, sizeof stale, "%s.tmp.%ld", f, (long)getpid());
     write_all(stale, "junk", 4);
     OK(dd_model_save(m, f));
-    ck_assert_int_eq(count_prefixed("ckpt.safetensors.tmp"), 1);   /* only the stale one */
+    ck_assert_int_eq(count_prefixed("ckpt.safetensors.tmp"), 1); /* only the stale one */
     unlink(stale);
 
     /* a directory that does not exist: DD_ERR_IO, nothing created */
@@ -1322,8 +1283,7 @@ START_TEST(test_interrupted_save)
 }
 END_TEST
 
-START_TEST(test_invalid_arguments)
-{
+START_TEST(test_invalid_arguments) {
     dd_model *m = build_model(1);
     const char *f = tpath("m.safetensors");
     ck_assert_int_eq(dd_model_save(NULL, f), DD_ERR_INVALID_ARGUMENT);
@@ -1357,15 +1317,14 @@ START_TEST(test_invalid_arguments)
     OK(dd_model_save(other, fo));
     ck_assert_int_eq(dd_model_load_weights(m, fo), DD_ERR_FORMAT);
     dd_model *g2 = NULL;
-    OK(dd_model_load(fo, &g2));   /* a plain image -> linear model round-trips too */
+    OK(dd_model_load(fo, &g2)); /* a plain image -> linear model round-trips too */
     dd_model_destroy(g2);
     dd_model_destroy(other);
     dd_model_destroy(m);
 }
 END_TEST
 
-START_TEST(test_out_of_memory)
-{
+START_TEST(test_out_of_memory) {
     dd_model *m = build_model(8);
     randomise(m);
     const char *f = tpath("m.safetensors");
@@ -1385,8 +1344,8 @@ START_TEST(test_out_of_memory)
         dd__alloc_fail_after(k);
         dd_status s = dd_model_load(f, &g);
         dd__alloc_fail_after(-1);
-        ck_assert_msg(s == DD_ERR_OUT_OF_MEMORY, "allocation %ld failing: %s (%s)", k,
-                      dd_status_string(s), dd_last_error());
+        ck_assert_msg(s == DD_ERR_OUT_OF_MEMORY, "allocation %ld failing: %s (%s)", k, dd_status_string(s),
+                      dd_last_error());
         ck_assert_ptr_null(g);
     }
 
@@ -1432,8 +1391,7 @@ START_TEST(test_out_of_memory)
 }
 END_TEST
 
-static Suite *io_suite(void)
-{
+static Suite *io_suite(void) {
     Suite *s = suite_create("io");
     TCase *tc = tcase_create("round_trip");
     tcase_set_timeout(tc, 120);
@@ -1463,8 +1421,7 @@ static Suite *io_suite(void)
     return s;
 }
 
-int main(void)
-{
+int main(void) {
     SRunner *sr = srunner_create(io_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

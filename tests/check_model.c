@@ -28,7 +28,7 @@
 #define MAXB 4
 #define K 5
 
-static int g_fuse = 1;                    /* dd_model_options of the next new_model() */
+static int g_fuse = 1; /* dd_model_options of the next new_model() */
 static dd_conv_algo g_algo = DD_CONV_AUTO;
 
 static dd_model *new_model_threads(int c, int h, int w, int k, uint64_t seed, int threads) {
@@ -70,8 +70,10 @@ static dd_node pool(dd_model *m, dd_node in, int is_max, int k, int s, int p) {
     po.stride_h = po.stride_w = s;
     po.pad_h = po.pad_w = p;
     dd_node out = -1;
-    if (is_max) ADD_OK(dd_model_add_maxpool(m, in, &po, &out));
-    else ADD_OK(dd_model_add_avgpool(m, in, &po, &out));
+    if (is_max)
+        ADD_OK(dd_model_add_maxpool(m, in, &po, &out));
+    else
+        ADD_OK(dd_model_add_avgpool(m, in, &po, &out));
     return out;
 }
 
@@ -176,10 +178,9 @@ static void gradient_check(dd_model *m, dd_mode mode, int n, uint64_t seed, cons
     double L = 0.0;
     double J = ref_objective(r, xd, n, lab, mode == DD_TRAIN, NULL, &L, NULL, NULL);
     ck_assert(!isnan(J) && J == L);
-    ck_assert_msg(fabs(st.loss - L) < 1e-5 * fabs(L) + 1e-7, "%s: loss %.9g vs ref %.9g", label,
-                  st.loss, L);
-    ck_assert_msg(fabs(st.objective - L) < 1e-5 * fabs(L) + 1e-7, "%s: objective %.9g vs loss %.9g",
-                  label, st.objective, L);
+    ck_assert_msg(fabs(st.loss - L) < 1e-5 * fabs(L) + 1e-7, "%s: loss %.9g vs ref %.9g", label, st.loss, L);
+    ck_assert_msg(fabs(st.objective - L) < 1e-5 * fabs(L) + 1e-7, "%s: objective %.9g vs loss %.9g", label,
+                  st.objective, L);
     ck_assert_int_eq(st.batch, n);
     ck_assert_int_eq(st.num_hooks, 0);
 
@@ -226,15 +227,15 @@ static void gradient_check(dd_model *m, dd_mode mode, int n, uint64_t seed, cons
         double fd = 0.0, hu = 0.0, lib = 0.0, rd = 0.0;
         int rc = ref_fd_directional(r, xd, n, lab, mode == DD_TRAIN, NULL, d, &fd, &hu);
         ck_assert_msg(rc >= 0, "%s: %s", label, ref_error());
-        if (rc == 1) continue;   /* every h flips a unit: try another direction */
+        if (rc == 1) continue; /* every h flips a unit: try another direction */
         for (size_t i = 0; i < D; i++) {
             lib += gl[i] * d[i];
             rd += gr[i] * d[i];
         }
         double scale = fmax(fabs(fd), floor_dir);
         if (getenv("DD_TEST_VERBOSE"))
-            printf("%-16s dir %d: h %.0e  FD %+.9e  ref %.2e  lib %.2e (rel err)\n", label, tries, hu,
-                   fd, fabs(rd - fd) / scale, fabs(lib - fd) / scale);
+            printf("%-16s dir %d: h %.0e  FD %+.9e  ref %.2e  lib %.2e (rel err)\n", label, tries, hu, fd,
+                   fabs(rd - fd) / scale, fabs(lib - fd) / scale);
         ck_assert_msg(fabs(rd - fd) / scale < 1e-6, "%s dir %d: reference backward %.12g vs FD %.12g (h %g)",
                       label, tries, rd, fd, hu);
         ck_assert_msg(fabs(lib - fd) / scale < 1e-3, "%s dir %d: library %.9g vs FD %.9g (h %g, rel %.3g)",
@@ -242,7 +243,11 @@ static void gradient_check(dd_model *m, dd_mode mode, int n, uint64_t seed, cons
         good++;
     }
     ck_assert_msg(good >= 5, "%s: only %d usable directions", label, good);
-    free(x); free(xd); free(gl); free(gr); free(d);
+    free(x);
+    free(xd);
+    free(gl);
+    free(gr);
+    free(d);
     ref_model_destroy(r);
 }
 
@@ -298,7 +303,8 @@ START_TEST(test_grad_accumulates) {
     ck_assert(dd_model_zero_grad(m) == DD_OK);
     ck_assert(ref_lib_grads(m, g2) == 0);
     for (size_t i = 0; i < D; i++) ck_assert(g2[i] == 0.0);
-    free(g1); free(g2);
+    free(g1);
+    free(g2);
     ref_model_destroy(r);
     dd_model_destroy(m);
 }
@@ -306,18 +312,18 @@ END_TEST
 
 /* ---- invalid arguments --------------------------------------------------- */
 
-#define EXPECT(call, status)                                                          \
-    do {                                                                              \
-        dd_status st_ = (call);                                                       \
-        ck_assert_msg(st_ == (status), "%s returned %d (%s), expected %d", #call,     \
-                      (int)st_, dd_status_string(st_), (int)(status));                \
+#define EXPECT(call, status)                                                                \
+    do {                                                                                    \
+        dd_status st_ = (call);                                                             \
+        ck_assert_msg(st_ == (status), "%s returned %d (%s), expected %d", #call, (int)st_, \
+                      dd_status_string(st_), (int)(status));                                \
     } while (0)
 
-#define EXPECT2(call, s1, s2)                                                         \
-    do {                                                                              \
-        dd_status st_ = (call);                                                       \
-        ck_assert_msg(st_ == (s1) || st_ == (s2), "%s returned %d (%s)", #call,       \
-                      (int)st_, dd_status_string(st_));                               \
+#define EXPECT2(call, s1, s2)                                                             \
+    do {                                                                                  \
+        dd_status st_ = (call);                                                           \
+        ck_assert_msg(st_ == (s1) || st_ == (s2), "%s returned %d (%s)", #call, (int)st_, \
+                      dd_status_string(st_));                                             \
     } while (0)
 
 #define INV DD_ERR_INVALID_ARGUMENT
@@ -385,13 +391,17 @@ START_TEST(test_invalid_add) {
     EXPECT(dd_model_add_conv2d(m, 42, &co, &o), INV);
     co.out_channels = 0;
     EXPECT(dd_model_add_conv2d(m, DD_INPUT, &co, &o), INV);
-    co.out_channels = 4; co.kernel_h = 0;
+    co.out_channels = 4;
+    co.kernel_h = 0;
     EXPECT(dd_model_add_conv2d(m, DD_INPUT, &co, &o), INV);
-    co.kernel_h = 3; co.stride_w = 0;
+    co.kernel_h = 3;
+    co.stride_w = 0;
     EXPECT(dd_model_add_conv2d(m, DD_INPUT, &co, &o), INV);
-    co.stride_w = 1; co.pad_h = -1;
+    co.stride_w = 1;
+    co.pad_h = -1;
     EXPECT(dd_model_add_conv2d(m, DD_INPUT, &co, &o), INV);
-    co.pad_h = 0; co.kernel_h = co.kernel_w = 9;   /* larger than the 8x8 input */
+    co.pad_h = 0;
+    co.kernel_h = co.kernel_w = 9; /* larger than the 8x8 input */
     EXPECT(dd_model_add_conv2d(m, DD_INPUT, &co, &o), INV);
     co.kernel_h = co.kernel_w = 3;
     /* pooling */
@@ -405,12 +415,15 @@ START_TEST(test_invalid_add) {
     po.kernel_w = 0;
     EXPECT(dd_model_add_maxpool(m, DD_INPUT, &po, &o), INV);
     EXPECT(dd_model_add_avgpool(m, DD_INPUT, &po, &o), INV);
-    po.kernel_w = 2; po.stride_h = 0;
+    po.kernel_w = 2;
+    po.stride_h = 0;
     EXPECT(dd_model_add_maxpool(m, DD_INPUT, &po, &o), INV);
     EXPECT(dd_model_add_avgpool(m, DD_INPUT, &po, &o), INV);
-    po.stride_h = 2; po.pad_w = -1;
+    po.stride_h = 2;
+    po.pad_w = -1;
     EXPECT(dd_model_add_avgpool(m, DD_INPUT, &po, &o), INV);
-    po.pad_w = 0; po.kernel_h = 11;
+    po.pad_w = 0;
+    po.kernel_h = 11;
     EXPECT(dd_model_add_maxpool(m, DD_INPUT, &po, &o), INV);
     po.kernel_h = 2;
     /* NULL pool options: defaults or refused, never a crash */
@@ -427,7 +440,8 @@ START_TEST(test_invalid_add) {
     EXPECT(dd_model_add_batchnorm(m, DD_INPUT, &bo, &o), INV);
     bo.eps = nanf("");
     EXPECT(dd_model_add_batchnorm(m, DD_INPUT, &bo, &o), INV);
-    bo.eps = 1e-5f; bo.momentum = -0.1f;
+    bo.eps = 1e-5f;
+    bo.momentum = -0.1f;
     EXPECT(dd_model_add_batchnorm(m, DD_INPUT, &bo, &o), INV);
     bo.momentum = 1.5f;
     EXPECT(dd_model_add_batchnorm(m, DD_INPUT, &bo, &o), INV);
@@ -458,18 +472,18 @@ START_TEST(test_invalid_add) {
     EXPECT(dd_model_add_add(m, DD_INPUT, DD_INPUT, NULL, NULL), INV);
     EXPECT(dd_model_add_add(m, DD_INPUT, -1, NULL, &o), INV);
     EXPECT(dd_model_add_add(m, 123, DD_INPUT, NULL, &o), INV);
-    EXPECT(dd_model_add_add(m, DD_INPUT, f, NULL, &o), INV);   /* shapes differ */
+    EXPECT(dd_model_add_add(m, DD_INPUT, f, NULL, &o), INV); /* shapes differ */
     dd_node c4 = -1;
     co.out_channels = 4;
-    EXPECT(dd_model_add_conv2d(m, DD_INPUT, &co, &c4), DD_OK);  /* 4x6x6 */
+    EXPECT(dd_model_add_conv2d(m, DD_INPUT, &co, &c4), DD_OK); /* 4x6x6 */
     EXPECT(dd_model_add_add(m, DD_INPUT, c4, NULL, &o), INV);
     /* build */
     EXPECT(dd_model_add_linear(m, f, K, 1, NULL, &lin), DD_OK);
     EXPECT(dd_model_build(NULL, lin, 2), INV);
     EXPECT(dd_model_build(m, -1, 2), INV);
     EXPECT(dd_model_build(m, 1000, 2), INV);
-    EXPECT(dd_model_build(m, c4, 2), INV);      /* not 2-D */
-    EXPECT(dd_model_build(m, f, 2), INV);       /* 2-D, but 192 features, not K */
+    EXPECT(dd_model_build(m, c4, 2), INV); /* not 2-D */
+    EXPECT(dd_model_build(m, f, 2), INV);  /* 2-D, but 192 features, not K */
     EXPECT(dd_model_build(m, lin, 0), INV);
     EXPECT(dd_model_build(m, lin, -5), INV);
     /* the unbuilt model refuses passes */
@@ -492,7 +506,7 @@ START_TEST(test_invalid_add) {
 END_TEST
 
 START_TEST(test_invalid_passes) {
-    dd_model *m = graph_b(6);   /* input 4x8x8, K classes, max batch 4 */
+    dd_model *m = graph_b(6); /* input 4x8x8, K classes, max batch 4 */
     size_t insz = 4 * 8 * 8;
     float x[(MAXB + 1) * 256], z[MAXB * K], dz[MAXB * K], dx[MAXB * 256];
     int32_t lab[MAXB] = {0, 1, 2, 3};
@@ -607,7 +621,7 @@ START_TEST(test_invalid_introspection) {
     ck_assert_int_eq(ni.type, DD_NODE_INPUT);
     ck_assert_int_eq(ni.channels, 4);
     ck_assert_int_eq(ni.ndims, 4);
-    EXPECT(dd_model_node_info(m, 1, &ni), DD_OK);   /* the input batch norm */
+    EXPECT(dd_model_node_info(m, 1, &ni), DD_OK); /* the input batch norm */
     ck_assert_int_eq(ni.type, DD_NODE_BATCHNORM);
     ck_assert_float_eq_tol(ni.eps, 1e-5f, 1e-12f);
     ck_assert_float_eq_tol(ni.momentum, 0.1f, 1e-9f);
@@ -642,7 +656,10 @@ START_TEST(test_invalid_introspection) {
         ck_assert_ptr_nonnull(pi.name);
         ck_assert(pi.count > 0);
         if (!pi.trainable && run < 0) run = p;
-        if (pi.trainable && pi.ndims == 4 && wt < 0) { wt = p; wcount = pi.count; }
+        if (pi.trainable && pi.ndims == 4 && wt < 0) {
+            wt = p;
+            wcount = pi.count;
+        }
     }
     ck_assert(run >= 0 && wt >= 0);
     float *buf = malloc((wcount + 1) * sizeof(float)), *buf2 = malloc((wcount + 1) * sizeof(float));
@@ -703,8 +720,8 @@ START_TEST(test_param_names) {
     ADD_OK(dd_model_add_flatten(m, b1, NULL, &f));
     ADD_OK(dd_model_add_linear(m, f, K, 1, "fc", &z));
     ADD_OK(dd_model_build(m, z, 2));
-    static const char *want[] = {"conv1.weight", "conv1.bias", "bn1.weight", "bn1.bias",
-                                 "bn1.running_mean", "bn1.running_var", "fc.weight", "fc.bias"};
+    static const char *want[] = {"conv1.weight",     "conv1.bias",      "bn1.weight", "bn1.bias",
+                                 "bn1.running_mean", "bn1.running_var", "fc.weight",  "fc.bias"};
     static const int trainable[] = {1, 1, 1, 1, 0, 0, 1, 1};
     int np = 0;
     EXPECT(dd_model_num_params(m, &np), DD_OK);
@@ -946,8 +963,8 @@ START_TEST(test_predict) {
                 ck_assert_msg(dd_model_forward(m, x, n, DD_EVAL, zf) == DD_OK, "%s", dd_last_error());
                 ck_assert_msg(dd_model_predict(m, x, n, zp) == DD_OK, "%s", dd_last_error());
                 ck_assert_msg(rel_diff(zp, zf, (size_t)n * K) < 1e-5,
-                              "threads %d round %d n %d: predict differs from forward by %.3g", threads, round,
-                              n, rel_diff(zp, zf, (size_t)n * K));
+                              "threads %d round %d n %d: predict differs from forward by %.3g", threads,
+                              round, n, rel_diff(zp, zf, (size_t)n * K));
                 ck_assert(dd_model_predict(m, x, n, zq) == DD_OK);
                 ck_assert_msg(memcmp(zp, zq, (size_t)n * K * sizeof(float)) == 0, "predict not repeatable");
                 ck_assert_int_eq(dd_model_input_grad(m, zf, x), DD_ERR_STATE);
@@ -964,8 +981,8 @@ START_TEST(test_predict) {
     float keep = x[37 * IN + 5];
     x[37 * IN + 5] = NAN; /* in the fifth chunk */
     ck_assert_int_eq(dd_model_predict(m, x, NB, zp), DD_ERR_NUMERIC);
-    ck_assert_msg(strstr(dd_last_error(), "dd_model_predict") && strstr(dd_last_error(), "NaN"), "message: %s",
-                  dd_last_error());
+    ck_assert_msg(strstr(dd_last_error(), "dd_model_predict") && strstr(dd_last_error(), "NaN"),
+                  "message: %s", dd_last_error());
     x[37 * IN + 5] = keep;
     ck_assert(dd_model_predict(m, x, NB, zp) == DD_OK);
     dd_model_destroy(m);

@@ -100,15 +100,15 @@ static void check_model_q(dd_model *m, dd_mode mode, uint64_t seed, const char *
                    md, n, cmp.logits, cmp.loss, cmp.dx, cmp.grad, cmp.grad_worst, cmp.running);
         ck_assert_msg(cmp.logits < TOL, "%s %s n=%d: logits rel err %.3g", label, md, n, cmp.logits);
         ck_assert_msg(cmp.loss < TOL, "%s %s n=%d: loss rel err %.3g", label, md, n, cmp.loss);
-        ck_assert_msg(cmp.correct_lib == cmp.correct_ref, "%s %s n=%d: correct %d vs %d", label, md,
-                      n, cmp.correct_lib, cmp.correct_ref);
+        ck_assert_msg(cmp.correct_lib == cmp.correct_ref, "%s %s n=%d: correct %d vs %d", label, md, n,
+                      cmp.correct_lib, cmp.correct_ref);
         ck_assert_msg(cmp.dx < TOL, "%s %s n=%d: input_grad rel err %.3g", label, md, n, cmp.dx);
-        ck_assert_msg(!cmp.input_grad_touched, "%s %s n=%d: input_grad changed parameter gradients",
-                      label, md, n);
+        ck_assert_msg(!cmp.input_grad_touched, "%s %s n=%d: input_grad changed parameter gradients", label,
+                      md, n);
         ck_assert_msg(cmp.grad < TOL, "%s %s n=%d: grad of param %d rel err %.3g", label, md, n,
                       cmp.grad_worst, cmp.grad);
-        ck_assert_msg(cmp.running < TOL, "%s %s n=%d: running statistics rel err %.3g", label, md,
-                      n, cmp.running);
+        ck_assert_msg(cmp.running < TOL, "%s %s n=%d: running statistics rel err %.3g", label, md, n,
+                      cmp.running);
     }
     free(x);
     free(dz);
@@ -138,8 +138,8 @@ END_TEST
 START_TEST(test_normalize_inner) {
     dd_model *m = new_model(5, 6, 6, DD_CONV_AUTO, 12);
     dd_node t = -1;
-    ck_assert_msg(dd_model_add_normalize(m, pre(m, DD_INPUT, 5), nmean, nstd, 5, NULL, &t) == DD_OK,
-                  "%s", dd_last_error());
+    ck_assert_msg(dd_model_add_normalize(m, pre(m, DD_INPUT, 5), nmean, nstd, 5, NULL, &t) == DD_OK, "%s",
+                  dd_last_error());
     finish(m, t);
     check_model(m, DD_EVAL, 103, "normalize(pre)");
     dd_model_destroy(m);
@@ -153,14 +153,14 @@ typedef struct conv_case {
 } conv_case;
 
 static const conv_case conv_cases[] = {
-    {3, 9, 9, 5, 3, 3, 1, 1, 1, 1, 1, 0},    /* first layer, padding */
-    {3, 9, 9, 7, 3, 3, 2, 2, 1, 1, 1, 0},    /* first layer, stride 2 */
-    {5, 8, 8, 17, 3, 3, 2, 2, 0, 0, 0, 1},   /* no bias, stride 2, no padding */
-    {17, 7, 7, 3, 1, 1, 2, 2, 0, 0, 1, 1},   /* 1x1 stride-2 shortcut */
-    {7, 6, 6, 5, 5, 5, 1, 1, 2, 2, 1, 1},    /* 5x5 */
-    {3, 7, 6, 4, 3, 1, 2, 1, 1, 0, 1, 0},    /* rectangular kernel, stride, padding */
-    {20, 5, 5, 33, 3, 3, 1, 1, 1, 1, 1, 1},  /* more than one channel block */
-    {16, 6, 6, 16, 3, 3, 1, 1, 1, 1, 1, 1},  /* AUTO may pick Winograd here */
+    {3, 9, 9, 5, 3, 3, 1, 1, 1, 1, 1, 0},   /* first layer, padding */
+    {3, 9, 9, 7, 3, 3, 2, 2, 1, 1, 1, 0},   /* first layer, stride 2 */
+    {5, 8, 8, 17, 3, 3, 2, 2, 0, 0, 0, 1},  /* no bias, stride 2, no padding */
+    {17, 7, 7, 3, 1, 1, 2, 2, 0, 0, 1, 1},  /* 1x1 stride-2 shortcut */
+    {7, 6, 6, 5, 5, 5, 1, 1, 2, 2, 1, 1},   /* 5x5 */
+    {3, 7, 6, 4, 3, 1, 2, 1, 1, 0, 1, 0},   /* rectangular kernel, stride, padding */
+    {20, 5, 5, 33, 3, 3, 1, 1, 1, 1, 1, 1}, /* more than one channel block */
+    {16, 6, 6, 16, 3, 3, 1, 1, 1, 1, 1, 1}, /* AUTO may pick Winograd here */
     /* the image-layer backward-data kernel (conv_fewc.c): each channel
      * count, groups of 4 pixels and single edge pixels, several blocks */
     {1, 12, 12, 20, 3, 3, 1, 1, 0, 0, 1, 0}, /* 1 channel, no padding */
@@ -175,9 +175,12 @@ START_TEST(test_conv2d) {
     dd_conv2d_options co;
     dd_conv2d_options_init(&co);
     co.out_channels = cc->oc;
-    co.kernel_h = cc->kh; co.kernel_w = cc->kw;
-    co.stride_h = cc->sh; co.stride_w = cc->sw;
-    co.pad_h = cc->ph; co.pad_w = cc->pw;
+    co.kernel_h = cc->kh;
+    co.kernel_w = cc->kw;
+    co.stride_h = cc->sh;
+    co.stride_w = cc->sw;
+    co.pad_h = cc->ph;
+    co.pad_w = cc->pw;
     co.bias = cc->bias;
     co.name = "conv";
     ck_assert_msg(dd_model_add_conv2d(m, in, &co, &t) == DD_OK, "case %d: %s", _i, dd_last_error());
@@ -288,11 +291,11 @@ typedef struct pool_case {
 } pool_case;
 
 static const pool_case pool_cases[] = {
-    {7, 8, 8, 2, 2, 2, 2, 0, 0, 1},   /* the usual 2x2/2 */
-    {5, 9, 9, 3, 3, 2, 2, 1, 1, 1},   /* 3x3/2 with padding (ResNet stem style) */
-    {3, 5, 5, 3, 3, 1, 1, 1, 1, 0},   /* on the NCHW input, stride 1, padding */
-    {17, 7, 7, 2, 2, 2, 2, 0, 0, 1},  /* odd size: the last row/column dropped */
-    {3, 6, 5, 3, 2, 1, 2, 1, 0, 1},   /* rectangular */
+    {7, 8, 8, 2, 2, 2, 2, 0, 0, 1},  /* the usual 2x2/2 */
+    {5, 9, 9, 3, 3, 2, 2, 1, 1, 1},  /* 3x3/2 with padding (ResNet stem style) */
+    {3, 5, 5, 3, 3, 1, 1, 1, 1, 0},  /* on the NCHW input, stride 1, padding */
+    {17, 7, 7, 2, 2, 2, 2, 0, 0, 1}, /* odd size: the last row/column dropped */
+    {3, 6, 5, 3, 2, 1, 2, 1, 0, 1},  /* rectangular */
 };
 
 static void pool_test(int i, int is_max) {
@@ -301,9 +304,12 @@ static void pool_test(int i, int is_max) {
     dd_node in = pc->pre ? pre(m, DD_INPUT, pc->c) : DD_INPUT, t = -1;
     dd_pool_options po;
     dd_pool_options_init(&po);
-    po.kernel_h = pc->kh; po.kernel_w = pc->kw;
-    po.stride_h = pc->sh; po.stride_w = pc->sw;
-    po.pad_h = pc->ph; po.pad_w = pc->pw;
+    po.kernel_h = pc->kh;
+    po.kernel_w = pc->kw;
+    po.stride_h = pc->sh;
+    po.stride_w = pc->sw;
+    po.pad_h = pc->ph;
+    po.pad_w = pc->pw;
     dd_status st = is_max ? dd_model_add_maxpool(m, in, &po, &t) : dd_model_add_avgpool(m, in, &po, &t);
     ck_assert_msg(st == DD_OK, "pool case %d: %s", i, dd_last_error());
     finish(m, t);
@@ -369,7 +375,7 @@ typedef struct bn_case {
 static const bn_case bn_cases[] = {
     {7, 5, 5, 1, 1e-5f, 0.1f},
     {17, 3, 4, 1, 1e-3f, 0.3f},
-    {3, 4, 4, 0, 1e-5f, 0.1f},   /* directly on the NCHW input */
+    {3, 4, 4, 0, 1e-5f, 0.1f}, /* directly on the NCHW input */
 };
 
 START_TEST(test_batchnorm) {
@@ -417,8 +423,8 @@ START_TEST(test_batchnorm_2d) {
     ref_cmp cmp;
     ck_assert_msg(ref_compare(m, x, 3, DD_TRAIN, lab, dz, &cmp) == 0, "%s", cmp.what);
     ck_assert_msg(cmp.logits < TOL && cmp.dx < TOL && cmp.grad < TOL && cmp.running < TOL,
-                  "batchnorm 2-D train: logits %.3g dx %.3g grad %.3g running %.3g", cmp.logits,
-                  cmp.dx, cmp.grad, cmp.running);
+                  "batchnorm 2-D train: logits %.3g dx %.3g grad %.3g running %.3g", cmp.logits, cmp.dx,
+                  cmp.grad, cmp.running);
     dd_model_destroy(m);
 }
 END_TEST
@@ -585,7 +591,8 @@ START_TEST(test_maxpool_ties_cnn_cw) {
     for (int s = 0; s < N; s++)
         for (int c = 0; c < 3; c++) {
             float v = (float)(0.2 + 0.1 * c + 0.05 * s);
-            for (int i = 0; i < 16 * 32; i++) x[(size_t)s * IN + (size_t)c * 1024 + i] = v; /* rows 0-15 flat */
+            for (int i = 0; i < 16 * 32; i++)
+                x[(size_t)s * IN + (size_t)c * 1024 + i] = v; /* rows 0-15 flat */
         }
     ref_fill_uniform_f(&g, dl, N * 10, -1.0, 1.0);
     int32_t y[N];

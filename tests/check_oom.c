@@ -40,12 +40,11 @@
 #define OK(call) ck_assert_msg((call) == DD_OK, "%s: %s", #call, dd_last_error())
 
 /* Asserts the outcome of one injected run. */
-#define ASSERT_OOM(s, k, what)                                                                  \
-    do {                                                                                        \
-        ck_assert_msg((s) == DD_ERR_OUT_OF_MEMORY, "%s, allocation %ld failing: %s (%s)",      \
-                      (what), (long)(k), dd_status_string(s), dd_last_error());                 \
-        ck_assert_msg(strlen(dd_last_error()) > 0, "%s, allocation %ld: no message", (what),    \
-                      (long)(k));                                                                \
+#define ASSERT_OOM(s, k, what)                                                                               \
+    do {                                                                                                     \
+        ck_assert_msg((s) == DD_ERR_OUT_OF_MEMORY, "%s, allocation %ld failing: %s (%s)", (what), (long)(k), \
+                      dd_status_string(s), dd_last_error());                                                 \
+        ck_assert_msg(strlen(dd_last_error()) > 0, "%s, allocation %ld: no message", (what), (long)(k));     \
     } while (0)
 
 /* ======================================================================== */
@@ -54,8 +53,7 @@
 
 enum { C = 2, H = 6, W = 6, K = 4, MAXB = 4 };
 
-static dd_model_options model_opts(void)
-{
+static dd_model_options model_opts(void) {
     dd_model_options o;
     dd_model_options_init(&o);
     o.num_threads = 1;
@@ -66,12 +64,15 @@ static dd_model_options model_opts(void)
 /* Adds every node type to m (normalize, conv2d with and without bias,
  * batchnorm, relu, add, maxpool, avgpool, global average pool, flatten,
  * linear) and returns the logits node, or the first failing status. */
-static dd_status add_all_nodes(dd_model *m, dd_node *logits)
-{
+static dd_status add_all_nodes(dd_model *m, dd_node *logits) {
     static const float mean[C] = {0.5f, 0.25f}, std[C] = {0.5f, 2.0f};
     dd_node nrm, c1, bn, r1, c2, sum, mp, ap, gp, la, fl, lb, out;
     dd_status s;
-#define TRY(call) do { s = (call); if (s != DD_OK) return s; } while (0)
+#define TRY(call)                 \
+    do {                          \
+        s = (call);               \
+        if (s != DD_OK) return s; \
+    } while (0)
     TRY(dd_model_add_normalize(m, DD_INPUT, mean, std, C, "norm", &nrm));
     dd_conv2d_options co;
     dd_conv2d_options_init(&co);
@@ -91,15 +92,15 @@ static dd_status add_all_nodes(dd_model *m, dd_node *logits)
     dd_pool_options po;
     dd_pool_options_init(&po);
     po.name = "mp";
-    TRY(dd_model_add_maxpool(m, sum, &po, &mp));                 /* 3 x 3 x 3 */
+    TRY(dd_model_add_maxpool(m, sum, &po, &mp)); /* 3 x 3 x 3 */
     po.kernel_h = po.kernel_w = 2;
     po.stride_h = po.stride_w = 1;
     po.pad_h = po.pad_w = 1;
     po.name = "ap";
-    TRY(dd_model_add_avgpool(m, mp, &po, &ap));                  /* 3 x 4 x 4 */
-    TRY(dd_model_add_global_avgpool(m, ap, "gap", &gp));         /* 3 */
+    TRY(dd_model_add_avgpool(m, mp, &po, &ap));          /* 3 x 4 x 4 */
+    TRY(dd_model_add_global_avgpool(m, ap, "gap", &gp)); /* 3 */
     TRY(dd_model_add_linear(m, gp, K, 1, "fca", &la));
-    TRY(dd_model_add_flatten(m, mp, "flat", &fl));               /* 27 */
+    TRY(dd_model_add_flatten(m, mp, "flat", &fl)); /* 27 */
     TRY(dd_model_add_linear(m, fl, K, 0, "fcb", &lb));
     TRY(dd_model_add_add(m, la, lb, "logits", &out));
 #undef TRY
@@ -110,8 +111,7 @@ static dd_status add_all_nodes(dd_model *m, dd_node *logits)
 /* The whole construction as a host writes it: create, add, hook, build.
  * On failure the partial model is destroyed (as a host would) and *out is
  * NULL. */
-static dd_status construct(dd_model **out, int hooks)
-{
+static dd_status construct(dd_model **out, int hooks) {
     dd_model_options o = model_opts();
     dd_model *m = NULL;
     *out = NULL;
@@ -122,10 +122,8 @@ static dd_status construct(dd_model **out, int hooks)
     }
     dd_node logits = -1;
     s = add_all_nodes(m, &logits);
-    if (s == DD_OK && hooks)
-        s = dd_gfa_hook_defaults(m, 0.05f, DD_GFA_SIN2);
-    if (s == DD_OK)
-        s = dd_model_build(m, logits, MAXB);
+    if (s == DD_OK && hooks) s = dd_gfa_hook_defaults(m, 0.05f, DD_GFA_SIN2);
+    if (s == DD_OK) s = dd_model_build(m, logits, MAXB);
     if (s != DD_OK) {
         dd_model_destroy(m);
         return s;
@@ -134,8 +132,7 @@ static dd_status construct(dd_model **out, int hooks)
     return DD_OK;
 }
 
-static dd_model *construct_ok(int hooks)
-{
+static dd_model *construct_ok(int hooks) {
     dd_model *m = NULL;
     dd__alloc_fail_after(-1);
     OK(construct(&m, hooks));
@@ -143,17 +140,13 @@ static dd_model *construct_ok(int hooks)
 }
 
 /* A fixed batch of MAXB images and labels. */
-static void batch(float *x, int32_t *y)
-{
-    for (int i = 0; i < MAXB * C * H * W; i++)
-        x[i] = (float)((i * 37) % 101) / 101.0f;
-    for (int i = 0; i < MAXB; i++)
-        y[i] = i % K;
+static void batch(float *x, int32_t *y) {
+    for (int i = 0; i < MAXB * C * H * W; i++) x[i] = (float)((i * 37) % 101) / 101.0f;
+    for (int i = 0; i < MAXB; i++) y[i] = i % K;
 }
 
 /* Every parameter value of m, concatenated (malloc'ed). */
-static float *params_of(const dd_model *m, size_t *count)
-{
+static float *params_of(const dd_model *m, size_t *count) {
     int np = 0;
     OK(dd_model_num_params(m, &np));
     size_t total = 0;
@@ -177,8 +170,7 @@ static float *params_of(const dd_model *m, size_t *count)
     return all;
 }
 
-static void assert_same_params(const dd_model *a, const dd_model *b, const char *what)
-{
+static void assert_same_params(const dd_model *a, const dd_model *b, const char *what) {
     size_t na, nb;
     float *pa = params_of(a, &na), *pb = params_of(b, &nb);
     ck_assert_uint_eq(na, nb);
@@ -189,8 +181,7 @@ static void assert_same_params(const dd_model *a, const dd_model *b, const char 
 
 /* Forward (n samples, DD_EVAL) and backward on m; logits and every
  * gradient come back for comparison (malloc'ed). */
-static void run_passes(dd_model *m, int n, float **logits, float **grads, size_t *ngrads)
-{
+static void run_passes(dd_model *m, int n, float **logits, float **grads, size_t *ngrads) {
     float x[MAXB * C * H * W];
     int32_t y[MAXB];
     batch(x, y);
@@ -222,8 +213,7 @@ static void run_passes(dd_model *m, int n, float **logits, float **grads, size_t
 }
 
 /* m computes exactly what a model that never saw a failure computes. */
-static void assert_same_results(dd_model *m, dd_model *ref, int n, const char *what)
-{
+static void assert_same_results(dd_model *m, dd_model *ref, int n, const char *what) {
     float *l1, *g1, *l2, *g2;
     size_t n1, n2;
     run_passes(m, n, &l1, &g1, &n1);
@@ -242,8 +232,7 @@ static void assert_same_results(dd_model *m, dd_model *ref, int n, const char *w
 /* ======================================================================== */
 
 /* _i: 0 without hooks, 1 with GFA hooks set before the build. */
-START_TEST(test_oom_construct)
-{
+START_TEST(test_oom_construct) {
     dd_model *ref = construct_ok(_i);
     dd__alloc_fail_after(-1);
     dd_model *m = NULL;
@@ -268,8 +257,7 @@ END_TEST
 
 /* dd_model_build alone fails at allocation k; the same handle is then built
  * without injection and must equal a model built once. */
-START_TEST(test_oom_build_retry)
-{
+START_TEST(test_oom_build_retry) {
     dd_model *ref = construct_ok(_i);
     long n = -1;
     for (long k = 0; n < 0 || k < n; k++) {
@@ -278,8 +266,7 @@ START_TEST(test_oom_build_retry)
         dd_node logits;
         OK(dd_model_create(&m, C, H, W, K, &o));
         OK(add_all_nodes(m, &logits));
-        if (_i)
-            OK(dd_gfa_hook_defaults(m, 0.05f, DD_GFA_SIN2));
+        if (_i) OK(dd_gfa_hook_defaults(m, 0.05f, DD_GFA_SIN2));
         if (n < 0) {
             dd__alloc_fail_after(-1);
             OK(dd_model_build(m, logits, MAXB));
@@ -296,11 +283,11 @@ START_TEST(test_oom_build_retry)
         char failed_at[256];
         snprintf(failed_at, sizeof failed_at, "%s", dd_last_error());
         s = dd_model_build(m, logits, MAXB);
-        ck_assert_msg(s == DD_OK, "build after a failure at allocation %ld: %s (%s)", k,
-                      dd_status_string(s), dd_last_error());
+        ck_assert_msg(s == DD_OK, "build after a failure at allocation %ld: %s (%s)", k, dd_status_string(s),
+                      dd_last_error());
         char what[400];
-        snprintf(what, sizeof what, "built after a build failed at allocation %ld of %ld (%s)", k,
-                 n, failed_at);
+        snprintf(what, sizeof what, "built after a build failed at allocation %ld of %ld (%s)", k, n,
+                 failed_at);
         assert_same_params(m, ref, what);
         assert_same_results(m, ref, 2, what);
         dd_model_destroy(m);
@@ -311,8 +298,7 @@ END_TEST
 
 /* The first forward and backward of a batch size may allocate (plans, the
  * gradient backup, GFA buffers): failures there leave the model usable. */
-START_TEST(test_oom_first_passes)
-{
+START_TEST(test_oom_first_passes) {
     dd_model *ref = construct_ok(_i);
     float x[MAXB * C * H * W];
     int32_t y[MAXB];
@@ -358,8 +344,7 @@ START_TEST(test_oom_first_passes)
 END_TEST
 
 /* A 2-thread model of every node type for batches of up to 24. */
-static dd_model *predict_model(void)
-{
+static dd_model *predict_model(void) {
     dd_model_options o = model_opts();
     o.num_threads = 2;
     dd_model *m = NULL;
@@ -376,12 +361,10 @@ static dd_model *predict_model(void)
  * the next call predicts what a model that never failed predicts. The
  * calling thread runs a varying share of the chunks, so a late allocation
  * may not happen in a given run: then the call succeeds. */
-START_TEST(test_oom_predict)
-{
+START_TEST(test_oom_predict) {
     enum { PB = 24 };
     static float x[PB * C * H * W], want[PB * K], z[PB * K];
-    for (int i = 0; i < PB * C * H * W; i++)
-        x[i] = (float)((i * 37) % 101) / 101.0f;
+    for (int i = 0; i < PB * C * H * W; i++) x[i] = (float)((i * 37) % 101) / 101.0f;
     dd_model *ref = predict_model();
     dd__alloc_fail_after(-1);
     OK(dd_model_predict(ref, x, PB, want));
@@ -392,8 +375,7 @@ START_TEST(test_oom_predict)
         dd__alloc_fail_after(k);
         dd_status s = dd_model_predict(m, x, PB, z);
         dd__alloc_fail_after(-1);
-        if (s != DD_OK)
-            ASSERT_OOM(s, k, "first predict");
+        if (s != DD_OK) ASSERT_OOM(s, k, "first predict");
         OK(dd_model_predict(m, x, PB, z));
         ck_assert_msg(memcmp(z, want, sizeof z) == 0, "allocation %ld failing: logits differ after", k);
         dd_model_destroy(m);
@@ -403,8 +385,7 @@ START_TEST(test_oom_predict)
 END_TEST
 
 /* Hooks set on a built model reallocate its activations. */
-START_TEST(test_oom_gfa_hooks)
-{
+START_TEST(test_oom_gfa_hooks) {
     dd_model *ref = construct_ok(1);
     dd_model *m = construct_ok(0);
     dd__alloc_fail_after(-1);
@@ -440,14 +421,12 @@ END_TEST
 
 static char tmpdir[256];
 
-static void make_tmpdir(void)
-{
+static void make_tmpdir(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/dd-oom-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(tmpdir));
 }
 
-static const char *tpath(const char *name)
-{
+static const char *tpath(const char *name) {
     static char buf[4][512];
     static int next;
     char *p = buf[next++ % 4];
@@ -455,15 +434,12 @@ static const char *tpath(const char *name)
     return p;
 }
 
-static void remove_tmpdir(const char *const *names)
-{
-    for (int i = 0; names[i]; i++)
-        unlink(tpath(names[i]));
+static void remove_tmpdir(const char *const *names) {
+    for (int i = 0; names[i]; i++) unlink(tpath(names[i]));
     rmdir(tmpdir);
 }
 
-START_TEST(test_oom_load)
-{
+START_TEST(test_oom_load) {
     make_tmpdir();
     dd_model *ref = construct_ok(1);
     float x[MAXB * C * H * W];
@@ -494,8 +470,7 @@ START_TEST(test_oom_load)
 }
 END_TEST
 
-START_TEST(test_oom_optimizer_create)
-{
+START_TEST(test_oom_optimizer_create) {
     const dd_optimizer_kind kinds[3] = {DD_OPTIM_SGD, DD_OPTIM_ADAM, DD_OPTIM_ADAMW};
     dd_model *m = construct_ok(0);
     for (int i = 0; i < 3; i++) {
@@ -521,30 +496,27 @@ END_TEST
 
 /* Every attack kind (1 .. 20), with small budgets so the run afterwards is
  * quick: creation fails cleanly at every allocation, then succeeds and runs. */
-START_TEST(test_oom_attack_create)
-{
+START_TEST(test_oom_attack_create) {
     dd_model *m = construct_ok(0);
     float x[MAXB * C * H * W], adv[MAXB * C * H * W];
     int32_t y[MAXB];
     batch(x, y);
     int kinds = 0;
     for (int kind = 1; kind <= 64; kind++) {
-        if (dd_attack_kind_name((dd_attack_kind)kind) == NULL)
-            continue;
+        if (dd_attack_kind_name((dd_attack_kind)kind) == NULL) continue;
         kinds++;
         dd_attack_options ao;
         dd_attack_options_init(&ao, (dd_attack_kind)kind);
         ao.steps = 2;
         ao.queries = 4;
         ao.binary_steps = 1;
-        ao.num_targets = 2;   /* K = 4: APGD-T needs 4 classes */
+        ao.num_targets = 2; /* K = 4: APGD-T needs 4 classes */
         ao.candidates = 3;
         dd_attack *a = NULL;
         dd__alloc_fail_after(-1);
         dd_status s = dd_attack_create(&a, m, &ao);
         long n = dd__alloc_count();
-        ck_assert_msg(s == DD_OK, "%s: %s", dd_attack_kind_name((dd_attack_kind)kind),
-                      dd_last_error());
+        ck_assert_msg(s == DD_OK, "%s: %s", dd_attack_kind_name((dd_attack_kind)kind), dd_last_error());
         dd_attack_destroy(a);
         for (long k = 0; k < n; k++) {
             a = (dd_attack *)&a;
@@ -567,16 +539,14 @@ END_TEST
 /* Datasets                                                                  */
 /* ======================================================================== */
 
-static void write_file(const char *path, const void *data, size_t len)
-{
+static void write_file(const char *path, const void *data, size_t len) {
     FILE *f = fopen(path, "wb");
     ck_assert_ptr_nonnull(f);
     ck_assert_uint_eq(fwrite(data, 1, len, f), len);
     ck_assert_int_eq(fclose(f), 0);
 }
 
-static unsigned char *read_source_file(const char *rel, size_t *len)
-{
+static unsigned char *read_source_file(const char *rel, size_t *len) {
     const char *src = getenv("DD_SOURCE_DIR");
     ck_assert_msg(src != NULL, "DD_SOURCE_DIR is not set (run through ctest)");
     char path[4096];
@@ -591,21 +561,18 @@ static unsigned char *read_source_file(const char *rel, size_t *len)
 }
 
 /* n CIFAR-10 records (label i % 10, pixels from i). */
-static unsigned char *cifar_records(int n, size_t *len)
-{
+static unsigned char *cifar_records(int n, size_t *len) {
     *len = (size_t)n * 3073;
     unsigned char *b = malloc(*len);
     ck_assert_ptr_nonnull(b);
     for (int i = 0; i < n; i++) {
         b[(size_t)i * 3073] = (unsigned char)(i % 10);
-        for (int j = 1; j < 3073; j++)
-            b[(size_t)i * 3073 + j] = (unsigned char)((i * 31 + j * 7) & 0xff);
+        for (int j = 1; j < 3073; j++) b[(size_t)i * 3073 + j] = (unsigned char)((i * 31 + j * 7) & 0xff);
     }
     return b;
 }
 
-static void put_be32(unsigned char *p, uint32_t v)
-{
+static void put_be32(unsigned char *p, uint32_t v) {
     p[0] = (unsigned char)(v >> 24);
     p[1] = (unsigned char)(v >> 16);
     p[2] = (unsigned char)(v >> 8);
@@ -613,8 +580,7 @@ static void put_be32(unsigned char *p, uint32_t v)
 }
 
 /* IDX images (n, 5, 4) and labels. */
-static void idx_files(int n, unsigned char **img, size_t *ilen, unsigned char **lab, size_t *llen)
-{
+static void idx_files(int n, unsigned char **img, size_t *ilen, unsigned char **lab, size_t *llen) {
     *ilen = 16 + (size_t)n * 20;
     *llen = 8 + (size_t)n;
     *img = malloc(*ilen);
@@ -624,18 +590,16 @@ static void idx_files(int n, unsigned char **img, size_t *ilen, unsigned char **
     put_be32(*img + 4, (uint32_t)n);
     put_be32(*img + 8, 5);
     put_be32(*img + 12, 4);
-    for (size_t j = 16; j < *ilen; j++)
-        (*img)[j] = (unsigned char)(j * 13);
+    for (size_t j = 16; j < *ilen; j++) (*img)[j] = (unsigned char)(j * 13);
     put_be32(*lab, 0x801);
     put_be32(*lab + 4, (uint32_t)n);
-    for (int i = 0; i < n; i++)
-        (*lab)[8 + i] = (unsigned char)(i % 4);
+    for (int i = 0; i < n; i++) (*lab)[8 + i] = (unsigned char)(i % 4);
 }
 
 typedef struct ds_case {
     const char *what;
-    int kind;        /* which constructor */
-    const char *a;   /* path, directory or NULL */
+    int kind;      /* which constructor */
+    const char *a; /* path, directory or NULL */
     const char *b;
     const void *mem, *mem2;
     size_t len, len2;
@@ -643,8 +607,7 @@ typedef struct ds_case {
 
 static const dd_dataset *subset_parent;
 
-static dd_status ds_open(const ds_case *c, dd_dataset **out)
-{
+static dd_status ds_open(const ds_case *c, dd_dataset **out) {
     static float fx[3 * 2 * 2 * 2];
     static uint8_t ux[3 * 2 * 2 * 2];
     static const int32_t labels[3] = {0, 1, 2};
@@ -653,20 +616,28 @@ static dd_status ds_open(const ds_case *c, dd_dataset **out)
         ux[i] = (uint8_t)(i * 10);
     }
     switch (c->kind) {
-    case 0: return dd_dataset_open_cifar10_file(out, c->a);
-    case 1: return dd_dataset_open_cifar10_memory(out, c->mem, c->len);
-    case 2: return dd_dataset_open_cifar10(out, c->a, DD_SPLIT_TRAIN);
-    case 3: return dd_dataset_open_idx(out, c->a, c->b);
-    case 4: return dd_dataset_open_idx_memory(out, c->mem, c->len, c->mem2, c->len2);
-    case 5: return dd_dataset_open_auto(out, c->a, DD_SPLIT_TRAIN);
-    case 6: return dd_dataset_from_memory(out, fx, labels, 3, 2, 2, 2, 3);
-    case 7: return dd_dataset_from_memory_u8(out, ux, labels, 3, 2, 2, 2, 3);
-    default: return dd_dataset_subset(out, subset_parent, 1, 2);
+    case 0:
+        return dd_dataset_open_cifar10_file(out, c->a);
+    case 1:
+        return dd_dataset_open_cifar10_memory(out, c->mem, c->len);
+    case 2:
+        return dd_dataset_open_cifar10(out, c->a, DD_SPLIT_TRAIN);
+    case 3:
+        return dd_dataset_open_idx(out, c->a, c->b);
+    case 4:
+        return dd_dataset_open_idx_memory(out, c->mem, c->len, c->mem2, c->len2);
+    case 5:
+        return dd_dataset_open_auto(out, c->a, DD_SPLIT_TRAIN);
+    case 6:
+        return dd_dataset_from_memory(out, fx, labels, 3, 2, 2, 2, 3);
+    case 7:
+        return dd_dataset_from_memory_u8(out, ux, labels, 3, 2, 2, 2, 3);
+    default:
+        return dd_dataset_subset(out, subset_parent, 1, 2);
     }
 }
 
-static void ds_sweep(const ds_case *c)
-{
+static void ds_sweep(const ds_case *c) {
     dd_dataset *ds = NULL;
     dd__alloc_fail_after(-1);
     dd_status s = ds_open(c, &ds);
@@ -719,8 +690,7 @@ static void ds_sweep(const ds_case *c)
     dd_dataset_destroy(ds);
 }
 
-START_TEST(test_oom_datasets)
-{
+START_TEST(test_oom_datasets) {
     make_tmpdir();
     size_t clen;
     unsigned char *cifar = cifar_records(3, &clen);
@@ -769,8 +739,7 @@ START_TEST(test_oom_datasets)
         {"from memory", 6, NULL, NULL, NULL, NULL, 0, 0},
         {"from memory u8", 7, NULL, NULL, NULL, NULL, 0, 0},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        ds_sweep(&cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) ds_sweep(&cases[i]);
     /* subsets */
     dd_dataset *parent = NULL;
     OK(dd_dataset_open_cifar10_memory(&parent, cifar, clen));
@@ -787,16 +756,14 @@ START_TEST(test_oom_datasets)
     unlink(tpath("idx/train-images-idx3-ubyte"));
     unlink(tpath("idx/train-labels-idx1-ubyte"));
     rmdir(idxdir);
-    static const char *const names[] = {"one.bin", "two.bin.gz", "data_batch_1.bin",
-                                        "data_batch_2.bin", "data_batch_3.bin",
-                                        "data_batch_4.bin", "data_batch_5.bin",
-                                        "test_batch.bin", NULL};
+    static const char *const names[] = {"one.bin",          "two.bin.gz",       "data_batch_1.bin",
+                                        "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin",
+                                        "data_batch_5.bin", "test_batch.bin",   NULL};
     remove_tmpdir(names);
 }
 END_TEST
 
-int main(void)
-{
+int main(void) {
     Suite *s = suite_create("oom");
     TCase *tc = tcase_create("sweeps");
     tcase_set_timeout(tc, 300);

@@ -29,21 +29,16 @@
 /* Helpers                                                                   */
 /* ======================================================================== */
 
-static int close_to(double got, double want)
-{
-    return fabs(got - want) <= TOL * fmax(fabs(want), 1.0);
-}
+static int close_to(double got, double want) { return fabs(got - want) <= TOL * fmax(fabs(want), 1.0); }
 
 /* Deterministic values in [-1, 1) (an LCG; quality is irrelevant here). */
-static float pseudo(uint32_t *state)
-{
+static float pseudo(uint32_t *state) {
     *state = *state * 1664525u + 1013904223u;
     return (float)((double)(*state >> 8) / 8388608.0 - 1.0);
 }
 
 /* Input (1, 1, width) -> flatten -> linear 3 (with bias), built for batch 2. */
-static dd_model *linear_model(int width, int threads)
-{
+static dd_model *linear_model(int width, int threads) {
     dd_model_options mo;
     dd_model_options_init(&mo);
     mo.num_threads = threads;
@@ -57,12 +52,10 @@ static dd_model *linear_model(int width, int threads)
 }
 
 /* Indices of the linear layer's weight (decayed) and bias (not decayed). */
-static void find_wb(const dd_model *m, int *wi, int *bi)
-{
+static void find_wb(const dd_model *m, int *wi, int *bi) {
     *wi = *bi = -1;
     for (int i = 0; i < m->nparams; i++) {
-        if (!m->params[i].trainable)
-            continue;
+        if (!m->params[i].trainable) continue;
         if (m->params[i].ndims == 2)
             *wi = i;
         else if (m->params[i].ndims == 1)
@@ -85,14 +78,12 @@ typedef struct ref_state {
 
 /* Sets every trainable parameter of m to pseudo-random values (in [-1.5, 1.5]),
  * mirrors them in r, and allocates zeroed moments. */
-static void ref_init(ref_state *r, dd_model *m, uint32_t seed)
-{
+static void ref_init(ref_state *r, dd_model *m, uint32_t seed) {
     memset(r, 0, sizeof *r);
     uint32_t st = seed;
     for (int i = 0; i < m->nparams; i++) {
         dd__param *p = &m->params[i];
-        if (!p->trainable)
-            continue;
+        if (!p->trainable) continue;
         ck_assert_int_lt(r->n, 8);
         int k = r->n++;
         r->count[k] = p->count;
@@ -112,8 +103,7 @@ static void ref_init(ref_state *r, dd_model *m, uint32_t seed)
     }
 }
 
-static void ref_free(ref_state *r)
-{
+static void ref_free(ref_state *r) {
     for (int k = 0; k < r->n; k++) {
         free(r->w[k]);
         free(r->g[k]);
@@ -124,14 +114,12 @@ static void ref_free(ref_state *r)
 
 /* Writes fresh pseudo-random gradients (in [-scale, scale]) into the model's
  * internal gradient arrays and mirrors them. */
-static void ref_set_grads(ref_state *r, dd_model *m, uint32_t seed, float scale)
-{
+static void ref_set_grads(ref_state *r, dd_model *m, uint32_t seed, float scale) {
     uint32_t st = seed;
     int k = 0;
     for (int i = 0; i < m->nparams; i++) {
         dd__param *p = &m->params[i];
-        if (!p->trainable)
-            continue;
+        if (!p->trainable) continue;
         for (size_t j = 0; j < p->count; j++) {
             p->grad[j] = scale * pseudo(&st);
             r->g[k][j] = p->grad[j];
@@ -141,9 +129,7 @@ static void ref_set_grads(ref_state *r, dd_model *m, uint32_t seed, float scale)
 }
 
 /* torch.optim.SGD (dampening 0) in its own form: buf = d on the first step. */
-static void ref_sgd(ref_state *r, int t, double lr, double wd, double mu, int nesterov,
-                    int decay_all)
-{
+static void ref_sgd(ref_state *r, int t, double lr, double wd, double mu, int nesterov, int decay_all) {
     for (int k = 0; k < r->n; k++) {
         double wdk = (decay_all || r->decay[k]) ? wd : 0.0;
         for (size_t j = 0; j < r->count[k]; j++) {
@@ -160,9 +146,8 @@ static void ref_sgd(ref_state *r, int t, double lr, double wd, double mu, int ne
 
 /* Adam (decoupled = 0, L2 decay in the gradient) or AdamW (decoupled = 1),
  * textbook form with m-hat and v-hat. */
-static void ref_adam(ref_state *r, int t, double lr, double b1, double b2, double eps,
-                     double wd, int decoupled, int decay_all)
-{
+static void ref_adam(ref_state *r, int t, double lr, double b1, double b2, double eps, double wd,
+                     int decoupled, int decay_all) {
     for (int k = 0; k < r->n; k++) {
         double wdk = (decay_all || r->decay[k]) ? wd : 0.0;
         for (size_t j = 0; j < r->count[k]; j++) {
@@ -181,31 +166,26 @@ static void ref_adam(ref_state *r, int t, double lr, double b1, double b2, doubl
 }
 
 /* Asserts the model's trainable parameters equal the reference. */
-static void ref_compare(const ref_state *r, const dd_model *m, const char *what, int step)
-{
+static void ref_compare(const ref_state *r, const dd_model *m, const char *what, int step) {
     int k = 0;
     for (int i = 0; i < m->nparams; i++) {
         const dd__param *p = &m->params[i];
-        if (!p->trainable)
-            continue;
+        if (!p->trainable) continue;
         float *got = malloc(p->count * sizeof(float));
         ck_assert_ptr_nonnull(got);
         ck_assert_int_eq(dd_model_param_read(m, i, got, p->count), DD_OK);
         for (size_t j = 0; j < p->count; j++)
-            ck_assert_msg(close_to(got[j], r->w[k][j]),
-                          "%s step %d: %s[%zu] = %.9g, reference %.9g", what, step, p->name, j,
-                          (double)got[j], r->w[k][j]);
+            ck_assert_msg(close_to(got[j], r->w[k][j]), "%s step %d: %s[%zu] = %.9g, reference %.9g", what,
+                          step, p->name, j, (double)got[j], r->w[k][j]);
         free(got);
         k++;
     }
 }
 
 /* Copies every parameter (trainable or not) of m into a new buffer. */
-static float *snapshot(const dd_model *m)
-{
+static float *snapshot(const dd_model *m) {
     size_t total = 0;
-    for (int i = 0; i < m->nparams; i++)
-        total += m->params[i].count;
+    for (int i = 0; i < m->nparams; i++) total += m->params[i].count;
     float *s = malloc((total + 1) * sizeof(float));
     ck_assert_ptr_nonnull(s);
     size_t off = 0;
@@ -216,12 +196,10 @@ static float *snapshot(const dd_model *m)
     return s;
 }
 
-static void assert_same_snapshot(const dd_model *m, const float *s)
-{
+static void assert_same_snapshot(const dd_model *m, const float *s) {
     float *now = snapshot(m);
     size_t total = 0;
-    for (int i = 0; i < m->nparams; i++)
-        total += m->params[i].count;
+    for (int i = 0; i < m->nparams; i++) total += m->params[i].count;
     ck_assert_msg(memcmp(now, s, total * sizeof(float)) == 0, "parameters changed");
     free(now);
 }
@@ -230,8 +208,7 @@ static void assert_same_snapshot(const dd_model *m, const float *s)
 /* Options and argument checking                                             */
 /* ======================================================================== */
 
-START_TEST(test_options_init)
-{
+START_TEST(test_options_init) {
     dd_optimizer_options o;
     dd_optimizer_options_init(NULL, DD_OPTIM_SGD);
     dd_optimizer_options_init(&o, DD_OPTIM_SGD);
@@ -258,8 +235,7 @@ END_TEST
 
 /* Expects create to fail with `want`, leave *out NULL and set a message. */
 static void expect_create_fails(dd_model *m, const dd_optimizer_options *o, dd_status want,
-                                const char *what)
-{
+                                const char *what) {
     dd_optimizer *opt = (dd_optimizer *)&opt; /* non-NULL garbage: must be reset */
     dd_status s = dd_optimizer_create(&opt, m, o);
     ck_assert_msg(s == want, "%s: status %d, expected %d", what, (int)s, (int)want);
@@ -267,8 +243,7 @@ static void expect_create_fails(dd_model *m, const dd_optimizer_options *o, dd_s
     ck_assert_msg(dd_last_error()[0] != '\0', "%s: no error message", what);
 }
 
-START_TEST(test_create_invalid)
-{
+START_TEST(test_create_invalid) {
     dd_model *m = linear_model(4, 1);
     dd_optimizer_options o;
     dd_optimizer *opt = NULL;
@@ -277,7 +252,7 @@ START_TEST(test_create_invalid)
     expect_create_fails(NULL, &o, DD_ERR_INVALID_ARGUMENT, "model NULL");
     expect_create_fails(m, NULL, DD_ERR_INVALID_ARGUMENT, "opts NULL");
 
-    const float bad_nonneg[] = { -1.0f, NAN, INFINITY };
+    const float bad_nonneg[] = {-1.0f, NAN, INFINITY};
     for (int kind = DD_OPTIM_SGD; kind <= DD_OPTIM_ADAMW; kind++) {
         for (int b = 0; b < 3; b++) {
             dd_optimizer_options_init(&o, (dd_optimizer_kind)kind);
@@ -300,7 +275,7 @@ START_TEST(test_create_invalid)
     o.kind = (dd_optimizer_kind)4;
     expect_create_fails(m, &o, DD_ERR_INVALID_ARGUMENT, "kind 4");
 
-    const float bad_unit[] = { -0.1f, 1.0f, 1.5f, NAN, INFINITY };
+    const float bad_unit[] = {-0.1f, 1.0f, 1.5f, NAN, INFINITY};
     for (int b = 0; b < 5; b++) {
         dd_optimizer_options_init(&o, DD_OPTIM_SGD);
         o.momentum = bad_unit[b];
@@ -314,7 +289,7 @@ START_TEST(test_create_invalid)
             expect_create_fails(m, &o, DD_ERR_INVALID_ARGUMENT, "beta2");
         }
     }
-    const float bad_eps[] = { 0.0f, -1e-8f, NAN, INFINITY };
+    const float bad_eps[] = {0.0f, -1e-8f, NAN, INFINITY};
     for (int b = 0; b < 4; b++) {
         dd_optimizer_options_init(&o, DD_OPTIM_ADAM);
         o.eps = bad_eps[b];
@@ -351,8 +326,7 @@ START_TEST(test_create_invalid)
 }
 END_TEST
 
-START_TEST(test_methods_invalid)
-{
+START_TEST(test_methods_invalid) {
     dd_model *m = linear_model(4, 1);
     dd_optimizer_options o;
     dd_optimizer *opt = NULL;
@@ -386,8 +360,7 @@ START_TEST(test_methods_invalid)
 }
 END_TEST
 
-START_TEST(test_create_out_of_memory)
-{
+START_TEST(test_create_out_of_memory) {
     dd_model *m = linear_model(4, 1);
     dd_optimizer_options o;
     dd_optimizer_options_init(&o, DD_OPTIM_ADAM);
@@ -414,8 +387,7 @@ END_TEST
 /* ======================================================================== */
 
 /* Runs `steps` SGD steps with fresh gradients each step against ref_sgd. */
-static void run_sgd(float lr, float wd, float mu, int nesterov, int decay_all, const char *what)
-{
+static void run_sgd(float lr, float wd, float mu, int nesterov, int decay_all, const char *what) {
     dd_model *m = linear_model(4, 1);
     ref_state r;
     ref_init(&r, m, 11u);
@@ -448,8 +420,7 @@ START_TEST(test_sgd_momentum) { run_sgd(0.1f, 0.0f, 0.9f, 0, 0, "sgd momentum");
 END_TEST
 START_TEST(test_sgd_nesterov) { run_sgd(0.05f, 0.0f, 0.8f, 1, 0, "sgd nesterov"); }
 END_TEST
-START_TEST(test_sgd_weight_decay)
-{
+START_TEST(test_sgd_weight_decay) {
     run_sgd(0.1f, 0.2f, 0.9f, 0, 0, "sgd decay");
     run_sgd(0.1f, 0.2f, 0.9f, 1, 1, "sgd nesterov decay_all");
     run_sgd(0.1f, 0.2f, 0.0f, 0, 1, "sgd plain decay_all");
@@ -457,15 +428,13 @@ START_TEST(test_sgd_weight_decay)
 END_TEST
 
 /* One exact hand-computed step: bias excluded from decay unless decay_all. */
-START_TEST(test_sgd_decay_excludes_bias)
-{
+START_TEST(test_sgd_decay_excludes_bias) {
     for (int decay_all = 0; decay_all <= 1; decay_all++) {
         dd_model *m = linear_model(4, 1);
         int wi, bi;
         find_wb(m, &wi, &bi);
-        float w[12], b[3] = { 1.0f, -2.0f, 0.5f };
-        for (int j = 0; j < 12; j++)
-            w[j] = 1.0f;
+        float w[12], b[3] = {1.0f, -2.0f, 0.5f};
+        for (int j = 0; j < 12; j++) w[j] = 1.0f;
         ck_assert_int_eq(dd_model_param_write(m, wi, w, 12), DD_OK);
         ck_assert_int_eq(dd_model_param_write(m, bi, b, 3), DD_OK);
         memset(m->params[wi].grad, 0, 12 * sizeof(float));
@@ -482,8 +451,7 @@ START_TEST(test_sgd_decay_excludes_bias)
         ck_assert_int_eq(dd_model_param_read(m, wi, w, 12), DD_OK);
         ck_assert_int_eq(dd_model_param_read(m, bi, b, 3), DD_OK);
         /* w = 1 - 0.5 * 0.5 * 1 = 0.75; bias unchanged or scaled by 0.75 */
-        for (int j = 0; j < 12; j++)
-            ck_assert_float_eq(w[j], 0.75f);
+        for (int j = 0; j < 12; j++) ck_assert_float_eq(w[j], 0.75f);
         float scale = decay_all ? 0.75f : 1.0f;
         ck_assert_float_eq(b[0], 1.0f * scale);
         ck_assert_float_eq(b[1], -2.0f * scale);
@@ -498,9 +466,8 @@ END_TEST
 /* Adam and AdamW                                                            */
 /* ======================================================================== */
 
-static void run_adam(dd_optimizer_kind kind, float lr, float wd, float eps, int decay_all,
-                     float grad_scale, const char *what)
-{
+static void run_adam(dd_optimizer_kind kind, float lr, float wd, float eps, int decay_all, float grad_scale,
+                     const char *what) {
     dd_model *m = linear_model(4, 1);
     ref_state r;
     ref_init(&r, m, 23u);
@@ -525,8 +492,7 @@ static void run_adam(dd_optimizer_kind kind, float lr, float wd, float eps, int 
     dd_model_destroy(m);
 }
 
-START_TEST(test_adam)
-{
+START_TEST(test_adam) {
     run_adam(DD_OPTIM_ADAM, 0.01f, 0.0f, 1e-8f, 0, 1.0f, "adam");
     /* eps comparable to sqrt(v-hat): checks where eps enters. */
     run_adam(DD_OPTIM_ADAM, 0.01f, 0.0f, 0.05f, 0, 0.1f, "adam eps");
@@ -535,8 +501,7 @@ START_TEST(test_adam)
 }
 END_TEST
 
-START_TEST(test_adamw)
-{
+START_TEST(test_adamw) {
     run_adam(DD_OPTIM_ADAMW, 0.01f, 0.0f, 1e-8f, 0, 1.0f, "adamw no decay");
     run_adam(DD_OPTIM_ADAMW, 0.05f, 0.5f, 1e-8f, 0, 1.0f, "adamw");
     run_adam(DD_OPTIM_ADAMW, 0.05f, 0.5f, 0.05f, 1, 0.1f, "adamw decay_all");
@@ -545,20 +510,18 @@ END_TEST
 
 /* First Adam step by hand: m = (1-b1) g, v = (1-b2) g^2, so the update is
  * lr * g / (|g| + eps) = lr * sign(g) when eps is negligible. */
-START_TEST(test_adam_first_step_sign)
-{
+START_TEST(test_adam_first_step_sign) {
     dd_model *m = linear_model(4, 1);
     int wi, bi;
     find_wb(m, &wi, &bi);
-    float w[12], b[3] = { 0.0f, 0.0f, 0.0f };
+    float w[12], b[3] = {0.0f, 0.0f, 0.0f};
     for (int j = 0; j < 12; j++) {
         w[j] = 1.0f;
         m->params[wi].grad[j] = (j % 2 ? -1.0f : 1.0f) * (float)(j + 1) * 1e-2f;
     }
     ck_assert_int_eq(dd_model_param_write(m, wi, w, 12), DD_OK);
     ck_assert_int_eq(dd_model_param_write(m, bi, b, 3), DD_OK);
-    for (int j = 0; j < 3; j++)
-        m->params[bi].grad[j] = 0.0f;
+    for (int j = 0; j < 3; j++) m->params[bi].grad[j] = 0.0f;
     dd_optimizer_options o;
     dd_optimizer_options_init(&o, DD_OPTIM_ADAM);
     o.lr = 0.01f;
@@ -569,8 +532,7 @@ START_TEST(test_adam_first_step_sign)
     ck_assert_int_eq(dd_model_param_read(m, bi, b, 3), DD_OK);
     for (int j = 0; j < 12; j++)
         ck_assert_msg(close_to(w[j], j % 2 ? 1.01 : 0.99), "w[%d] = %.9g", j, (double)w[j]);
-    for (int j = 0; j < 3; j++)
-        ck_assert_float_eq(b[j], 0.0f); /* zero gradient: 0 / (0 + eps) */
+    for (int j = 0; j < 3; j++) ck_assert_float_eq(b[j], 0.0f); /* zero gradient: 0 / (0 + eps) */
     dd_optimizer_destroy(opt);
     dd_model_destroy(m);
 }
@@ -580,9 +542,8 @@ END_TEST
 /* Non-finite gradients, learning rate, bookkeeping                          */
 /* ======================================================================== */
 
-START_TEST(test_nonfinite_gradient)
-{
-    const float bad[] = { NAN, INFINITY, -INFINITY };
+START_TEST(test_nonfinite_gradient) {
+    const float bad[] = {NAN, INFINITY, -INFINITY};
     for (int kind = DD_OPTIM_SGD; kind <= DD_OPTIM_ADAMW; kind++) {
         for (int b = 0; b < 3; b++) {
             dd_model *m = linear_model(4, 1);
@@ -600,8 +561,7 @@ START_TEST(test_nonfinite_gradient)
             if (kind == DD_OPTIM_SGD)
                 ref_sgd(&r, 1, o.lr, o.weight_decay, o.momentum, 0, 0);
             else
-                ref_adam(&r, 1, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay,
-                         kind == DD_OPTIM_ADAMW, 0);
+                ref_adam(&r, 1, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, kind == DD_OPTIM_ADAMW, 0);
 
             /* The bad value sits in the last parameter checked so that a
              * partial update of the others would show. */
@@ -625,8 +585,7 @@ START_TEST(test_nonfinite_gradient)
             if (kind == DD_OPTIM_SGD)
                 ref_sgd(&r, 2, o.lr, o.weight_decay, o.momentum, 0, 0);
             else
-                ref_adam(&r, 2, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay,
-                         kind == DD_OPTIM_ADAMW, 0);
+                ref_adam(&r, 2, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, kind == DD_OPTIM_ADAMW, 0);
             ref_compare(&r, m, "after a rejected step", 2);
             dd_optimizer_destroy(opt);
             ref_free(&r);
@@ -636,8 +595,7 @@ START_TEST(test_nonfinite_gradient)
 }
 END_TEST
 
-START_TEST(test_set_lr_and_version)
-{
+START_TEST(test_set_lr_and_version) {
     dd_model *m = linear_model(4, 1);
     ref_state r;
     ref_init(&r, m, 41u);
@@ -646,7 +604,7 @@ START_TEST(test_set_lr_and_version)
     o.weight_decay = 0.0f;
     dd_optimizer *opt = NULL;
     ck_assert_int_eq(dd_optimizer_create(&opt, m, &o), DD_OK);
-    const float rates[3] = { 0.1f, 0.02f, 0.0f };
+    const float rates[3] = {0.1f, 0.02f, 0.0f};
     for (int t = 1; t <= 3; t++) {
         ck_assert_int_eq(dd_optimizer_set_lr(opt, rates[t - 1]), DD_OK);
         ref_set_grads(&r, m, 400u + (uint32_t)t, 1.0f);
@@ -664,10 +622,9 @@ END_TEST
 
 /* Parameters large enough for the parallel path: 3 x 20000 weights. Two
  * runs with 2 threads agree bitwise, and both match the reference. */
-START_TEST(test_parallel_deterministic)
-{
+START_TEST(test_parallel_deterministic) {
     const int width = 20000;
-    float *out[2] = { NULL, NULL };
+    float *out[2] = {NULL, NULL};
     size_t count = 0;
     for (int run = 0; run < 2; run++) {
         dd_model *m = linear_model(width, 2);
@@ -703,8 +660,7 @@ END_TEST
 
 /* Batch-norm running statistics are not trainable: never touched. Its
  * gamma and beta are not decayed unless decay_all. */
-START_TEST(test_batchnorm_params)
-{
+START_TEST(test_batchnorm_params) {
     dd_model *m = NULL;
     ck_assert_int_eq(dd_model_create(&m, 2, 2, 2, 3, NULL), DD_OK);
     dd_batchnorm_options bo;
@@ -755,13 +711,12 @@ END_TEST
 
 /* With gradients from a real backward pass (read through the public API)
  * one plain SGD step is w - lr * g, and the loss goes down. */
-START_TEST(test_step_after_backward)
-{
+START_TEST(test_step_after_backward) {
     dd_model *m = linear_model(4, 1);
     int np = 0;
     ck_assert_int_eq(dd_model_num_params(m, &np), DD_OK);
-    const float x[8] = { 0.1f, 0.9f, 0.4f, 0.3f, 0.8f, 0.2f, 0.5f, 0.7f };
-    const int32_t y[2] = { 2, 0 };
+    const float x[8] = {0.1f, 0.9f, 0.4f, 0.3f, 0.8f, 0.2f, 0.5f, 0.7f};
+    const int32_t y[2] = {2, 0};
     dd_step_stats st, st2;
     dd_step_stats_init(&st);
     dd_step_stats_init(&st2);
@@ -808,22 +763,20 @@ END_TEST
 /* Learning-rate schedules                                                   */
 /* ======================================================================== */
 
-static double sched(const dd_lr_schedule *s, int64_t step)
-{
+static double sched(const dd_lr_schedule *s, int64_t step) {
     float lr = -1.0f;
     ck_assert_int_eq(dd_lr_schedule_eval(s, step, &lr), DD_OK);
     return lr;
 }
 
-#define CK_LR(s, step, want)                                                                     \
-    do {                                                                                         \
-        double got_ = sched((s), (step)), want_ = (want);                                       \
-        ck_assert_msg(fabs(got_ - want_) <= 1e-6 * fmax(fabs(want_), 1e-3),                       \
-                      "step %lld: lr %.9g, expected %.9g", (long long)(step), got_, want_);     \
+#define CK_LR(s, step, want)                                                                \
+    do {                                                                                    \
+        double got_ = sched((s), (step)), want_ = (want);                                   \
+        ck_assert_msg(fabs(got_ - want_) <= 1e-6 * fmax(fabs(want_), 1e-3),                 \
+                      "step %lld: lr %.9g, expected %.9g", (long long)(step), got_, want_); \
     } while (0)
 
-START_TEST(test_schedule_init)
-{
+START_TEST(test_schedule_init) {
     dd_lr_schedule s;
     dd_lr_schedule_init(NULL, DD_SCHED_COSINE, 0.1f, 100);
     dd_lr_schedule_init(&s, DD_SCHED_COSINE, 0.1f, 100);
@@ -841,8 +794,7 @@ START_TEST(test_schedule_init)
 }
 END_TEST
 
-START_TEST(test_schedule_constant)
-{
+START_TEST(test_schedule_constant) {
     dd_lr_schedule s;
     dd_lr_schedule_init(&s, DD_SCHED_CONSTANT, 0.05f, 0);
     CK_LR(&s, 0, 0.05);
@@ -853,8 +805,7 @@ START_TEST(test_schedule_constant)
 }
 END_TEST
 
-START_TEST(test_schedule_step)
-{
+START_TEST(test_schedule_step) {
     dd_lr_schedule s;
     dd_lr_schedule_init(&s, DD_SCHED_STEP, 0.1f, 0);
     s.step_size = 10;
@@ -881,8 +832,7 @@ START_TEST(test_schedule_step)
 }
 END_TEST
 
-START_TEST(test_schedule_cosine)
-{
+START_TEST(test_schedule_cosine) {
     const double pi = 3.14159265358979323846;
     dd_lr_schedule s;
     dd_lr_schedule_init(&s, DD_SCHED_COSINE, 0.2f, 100);
@@ -916,8 +866,7 @@ START_TEST(test_schedule_cosine)
 }
 END_TEST
 
-START_TEST(test_schedule_one_cycle)
-{
+START_TEST(test_schedule_one_cycle) {
     dd_lr_schedule s;
     dd_lr_schedule_init(&s, DD_SCHED_ONE_CYCLE, 0.4f, 100);
     ck_assert_int_eq(s.warmup_steps, 30);
@@ -929,8 +878,7 @@ START_TEST(test_schedule_one_cycle)
     CK_LR(&s, 86, base * 14.0 / 70.0);
     CK_LR(&s, 100, 0.0);
     CK_LR(&s, 200, 0.0);
-    for (int64_t t = 0; t <= 100; t++)
-        ck_assert(sched(&s, t) <= sched(&s, 30));
+    for (int64_t t = 0; t <= 100; t++) ck_assert(sched(&s, t) <= sched(&s, 30));
 
     s.min_lr = 0.04f;
     double lo = (double)0.04f;
@@ -946,8 +894,7 @@ START_TEST(test_schedule_one_cycle)
 }
 END_TEST
 
-START_TEST(test_schedule_invalid)
-{
+START_TEST(test_schedule_invalid) {
     dd_lr_schedule s;
     float lr = 0.0f;
     dd_lr_schedule_init(&s, DD_SCHED_COSINE, 0.1f, 100);
@@ -955,12 +902,12 @@ START_TEST(test_schedule_invalid)
     ck_assert_int_eq(dd_lr_schedule_eval(&s, 0, NULL), DD_ERR_INVALID_ARGUMENT);
     ck_assert_int_eq(dd_lr_schedule_eval(&s, -1, &lr), DD_ERR_INVALID_ARGUMENT);
 
-#define EXPECT_BAD(mutation)                                                                     \
-    do {                                                                                         \
-        dd_lr_schedule b_ = s;                                                                   \
-        mutation;                                                                                \
+#define EXPECT_BAD(mutation)                                                                      \
+    do {                                                                                          \
+        dd_lr_schedule b_ = s;                                                                    \
+        mutation;                                                                                 \
         ck_assert_msg(dd_lr_schedule_eval(&b_, 1, &lr) == DD_ERR_INVALID_ARGUMENT, "%s accepted", \
-                      #mutation);                                                                \
+                      #mutation);                                                                 \
     } while (0)
     EXPECT_BAD(b_.struct_size = 0);
     EXPECT_BAD(b_.kind = (dd_schedule_kind)4);
@@ -993,8 +940,7 @@ END_TEST
 /* For each kind: optimizer A takes 3 steps; after step 1 its weights and
  * state are copied into a fresh model and optimizer B, which then takes
  * steps 2 and 3 with the same gradients. B must end bitwise equal to A. */
-static void run_resume(dd_optimizer_kind kind, const char *what)
-{
+static void run_resume(dd_optimizer_kind kind, const char *what) {
     dd_model *ma = linear_model(40, 1), *mb = linear_model(40, 1);
     ref_state r;
     ref_init(&r, ma, 61u);
@@ -1037,8 +983,7 @@ static void run_resume(dd_optimizer_kind kind, const char *what)
     assert_same_snapshot(mb, wa);
     ck_assert_int_eq(dd_optimizer_steps(oa, &ta), DD_OK);
     ck_assert_int_eq(dd_optimizer_steps(ob, &tb), DD_OK);
-    ck_assert_msg(ta == 3 && tb == 3, "%s: steps %lld and %lld", what, (long long)ta,
-                  (long long)tb);
+    ck_assert_msg(ta == 3 && tb == 3, "%s: steps %lld and %lld", what, (long long)ta, (long long)tb);
     free(w1);
     free(wa);
     free(blob);
@@ -1057,8 +1002,7 @@ START_TEST(test_state_resume_adamw) { run_resume(DD_OPTIM_ADAMW, "adamw"); }
 END_TEST
 
 /* Every malformed or mismatched blob is refused and changes nothing. */
-START_TEST(test_state_invalid)
-{
+START_TEST(test_state_invalid) {
     dd_model *m = linear_model(8, 1), *other = linear_model(9, 1);
     dd_optimizer_options o;
     dd_optimizer_options_init(&o, DD_OPTIM_ADAM);
@@ -1069,8 +1013,7 @@ START_TEST(test_state_invalid)
     dd_optimizer_options_init(&so, DD_OPTIM_SGD);
     ck_assert_int_eq(dd_optimizer_create(&sgd, m, &so), DD_OK);
     for (int i = 0; i < m->nparams; i++)
-        for (size_t j = 0; j < m->params[i].count; j++)
-            m->params[i].grad[j] = 0.25f;
+        for (size_t j = 0; j < m->params[i].count; j++) m->params[i].grad[j] = 0.25f;
     ck_assert_int_eq(dd_optimizer_step(opt), DD_OK);
 
     size_t bytes = 0;
@@ -1129,8 +1072,7 @@ END_TEST
 
 /* ======================================================================== */
 
-static Suite *optim_suite(void)
-{
+static Suite *optim_suite(void) {
     Suite *s = suite_create("optim");
     TCase *tc = tcase_create("optimizer");
     tcase_set_timeout(tc, 60);
@@ -1173,8 +1115,7 @@ static Suite *optim_suite(void)
     return s;
 }
 
-int main(void)
-{
+int main(void) {
     SRunner *sr = srunner_create(optim_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

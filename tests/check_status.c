@@ -26,15 +26,22 @@
 
 /* Every status code of status.h, first to last. */
 static const dd_status all_codes[] = {
-    DD_OK, DD_ERR_INVALID_ARGUMENT, DD_ERR_OUT_OF_MEMORY, DD_ERR_UNSUPPORTED, DD_ERR_BACKEND,
-    DD_ERR_STATE, DD_ERR_IO, DD_ERR_FORMAT, DD_ERR_NUMERIC, DD_ERR_REMOTE,
+    DD_OK,
+    DD_ERR_INVALID_ARGUMENT,
+    DD_ERR_OUT_OF_MEMORY,
+    DD_ERR_UNSUPPORTED,
+    DD_ERR_BACKEND,
+    DD_ERR_STATE,
+    DD_ERR_IO,
+    DD_ERR_FORMAT,
+    DD_ERR_NUMERIC,
+    DD_ERR_REMOTE,
 };
 #define NUM_CODES ((int)(sizeof all_codes / sizeof all_codes[0]))
 
 /* ---- statuses and the last error --------------------------------------- */
 
-START_TEST(test_status_strings)
-{
+START_TEST(test_status_strings) {
     const char *unknown = dd_status_string((dd_status)9999);
     ck_assert_ptr_nonnull(unknown);
     ck_assert_ptr_nonnull(dd_status_string((dd_status)-1));
@@ -43,8 +50,7 @@ START_TEST(test_status_strings)
         ck_assert_ptr_nonnull(s);
         ck_assert_int_gt((int)strlen(s), 0);
         ck_assert_str_ne(s, unknown);
-        for (int j = 0; j < i; j++)
-            ck_assert_str_ne(s, dd_status_string(all_codes[j]));
+        for (int j = 0; j < i; j++) ck_assert_str_ne(s, dd_status_string(all_codes[j]));
     }
     ck_assert_int_eq((int)all_codes[NUM_CODES - 1], NUM_CODES - 1);
     /* One past the last code is unknown (a new code must get a string). */
@@ -52,8 +58,7 @@ START_TEST(test_status_strings)
 }
 END_TEST
 
-START_TEST(test_last_error_after_failure)
-{
+START_TEST(test_last_error_after_failure) {
     dd_status s = dd_model_create(NULL, 3, 8, 8, 10, NULL);
     ck_assert_int_eq(s, DD_ERR_INVALID_ARGUMENT);
     ck_assert_ptr_nonnull(dd_last_error());
@@ -67,8 +72,7 @@ START_TEST(test_last_error_after_failure)
 }
 END_TEST
 
-static int other_thread(void *arg)
-{
+static int other_thread(void *arg) {
     const char **seen = arg;
     /* Copy: the buffer belongs to this thread and dies with it. */
     static char copy[64];
@@ -77,8 +81,7 @@ static int other_thread(void *arg)
     return 0;
 }
 
-START_TEST(test_last_error_is_thread_local)
-{
+START_TEST(test_last_error_is_thread_local) {
     const char *seen = NULL;
     thrd_t t;
     /* A thread that never failed sees an empty message, never NULL. */
@@ -106,16 +109,14 @@ static dd_log_level log_last_level;
 static char log_last[2048];
 static void *log_user_seen;
 
-static void log_fn(dd_log_level level, const char *message, void *user)
-{
+static void log_fn(dd_log_level level, const char *message, void *user) {
     log_calls++;
     log_last_level = level;
     log_user_seen = user;
     snprintf(log_last, sizeof log_last, "%s", message);
 }
 
-START_TEST(test_log_callback)
-{
+START_TEST(test_log_callback) {
     int token = 0;
     log_calls = 0;
     /* No callback: nothing is delivered anywhere. */
@@ -145,13 +146,11 @@ END_TEST
 
 /* ---- version ----------------------------------------------------------- */
 
-START_TEST(test_version)
-{
+START_TEST(test_version) {
     char expect[32];
     ck_assert_uint_eq(dd_version(), DD_VERSION_NUMBER);
     ck_assert_str_eq(dd_version_string(), DD_VERSION_STRING);
-    snprintf(expect, sizeof expect, "%d.%d.%d", DD_VERSION_MAJOR, DD_VERSION_MINOR,
-             DD_VERSION_PATCH);
+    snprintf(expect, sizeof expect, "%d.%d.%d", DD_VERSION_MAJOR, DD_VERSION_MINOR, DD_VERSION_PATCH);
     ck_assert_str_eq(dd_version_string(), expect);
     ck_assert(DD_VERSION_AT_LEAST(DD_VERSION_MAJOR, DD_VERSION_MINOR, DD_VERSION_PATCH));
     ck_assert(!DD_VERSION_AT_LEAST(DD_VERSION_MAJOR, DD_VERSION_MINOR, DD_VERSION_PATCH + 1));
@@ -160,8 +159,7 @@ END_TEST
 
 /* ---- allocation-failure injection -------------------------------------- */
 
-START_TEST(test_alloc_fail_first)
-{
+START_TEST(test_alloc_fail_first) {
     dd_model *m = (dd_model *)&m;
     dd__alloc_fail_after(0);
     dd_status s = dd_model_create(&m, 3, 8, 8, 10, NULL);
@@ -174,8 +172,7 @@ START_TEST(test_alloc_fail_first)
 }
 END_TEST
 
-START_TEST(test_alloc_count_and_sweep)
-{
+START_TEST(test_alloc_count_and_sweep) {
     dd_model *m = NULL;
     dd__alloc_fail_after(-1);
     ck_assert_int_eq(dd_model_create(&m, 3, 8, 8, 10, NULL), DD_OK);
@@ -206,18 +203,23 @@ END_TEST
 
 /* ---- RNG --------------------------------------------------------------- */
 
-START_TEST(test_rng_reference_vectors)
-{
+START_TEST(test_rng_reference_vectors) {
     /* Published xoshiro256** outputs from state {1, 2, 3, 4}
      * (reference C implementation; also rand_xoshiro's test vector). */
     static const uint64_t expect[10] = {
-        11520ULL, 0ULL, 1509978240ULL, 1215971899390074240ULL, 1216172134540287360ULL,
-        607988272756665600ULL, 16172922978634559625ULL, 8476171486693032832ULL,
-        10595114339597558777ULL, 2904607092377533576ULL,
+        11520ULL,
+        0ULL,
+        1509978240ULL,
+        1215971899390074240ULL,
+        1216172134540287360ULL,
+        607988272756665600ULL,
+        16172922978634559625ULL,
+        8476171486693032832ULL,
+        10595114339597558777ULL,
+        2904607092377533576ULL,
     };
     dd__rng r = {{1, 2, 3, 4}};
-    for (int i = 0; i < 10; i++)
-        ck_assert_msg(dd__rng_next(&r) == expect[i], "output %d", i);
+    for (int i = 0; i < 10; i++) ck_assert_msg(dd__rng_next(&r) == expect[i], "output %d", i);
 
     /* Seeding is splitmix64 from the seed: its published first outputs for 0. */
     dd__rng_seed(&r, 0);
@@ -228,8 +230,7 @@ START_TEST(test_rng_reference_vectors)
 }
 END_TEST
 
-START_TEST(test_rng_reproducible)
-{
+START_TEST(test_rng_reproducible) {
     dd__rng a, b, c;
     dd__rng_seed(&a, 42);
     dd__rng_seed(&b, 42);
@@ -251,8 +252,7 @@ END_TEST
 
 #define NSAMP 100000
 
-START_TEST(test_rng_uniform)
-{
+START_TEST(test_rng_uniform) {
     dd__rng r;
     dd__rng_seed(&r, 7);
     double sum = 0, sum2 = 0;
@@ -270,8 +270,7 @@ START_TEST(test_rng_uniform)
 }
 END_TEST
 
-START_TEST(test_rng_normal)
-{
+START_TEST(test_rng_normal) {
     dd__rng r;
     dd__rng_seed(&r, 11);
     double s1 = 0, s2 = 0, s4 = 0;
@@ -296,8 +295,7 @@ START_TEST(test_rng_normal)
 }
 END_TEST
 
-START_TEST(test_rng_below)
-{
+START_TEST(test_rng_below) {
     dd__rng r;
     dd__rng_seed(&r, 3);
     ck_assert(dd__rng_below(&r, 0) == 0);
@@ -327,12 +325,10 @@ END_TEST
 
 /* ---- finiteness -------------------------------------------------------- */
 
-static void check_finite(size_t count, int nthreads)
-{
+static void check_finite(size_t count, int nthreads) {
     float *x = malloc(count * sizeof *x);
     ck_assert_ptr_nonnull(x);
-    for (size_t i = 0; i < count; i++)
-        x[i] = (i % 3 == 0) ? FLT_MAX : (i % 3 == 1) ? -FLT_TRUE_MIN : 0.5f;
+    for (size_t i = 0; i < count; i++) x[i] = (i % 3 == 0) ? FLT_MAX : (i % 3 == 1) ? -FLT_TRUE_MIN : 0.5f;
     ck_assert_int_eq(dd__all_finite(x, count, nthreads), 1);
     const float bad[3] = {NAN, INFINITY, -INFINITY};
     const size_t where[3] = {0, count / 2, count - 1};
@@ -340,16 +336,15 @@ static void check_finite(size_t count, int nthreads)
         for (int w = 0; w < 3; w++) {
             float keep = x[where[w]];
             x[where[w]] = bad[b];
-            ck_assert_msg(dd__all_finite(x, count, nthreads) == 0, "count %zu bad %d at %zu",
-                          count, b, where[w]);
+            ck_assert_msg(dd__all_finite(x, count, nthreads) == 0, "count %zu bad %d at %zu", count, b,
+                          where[w]);
             x[where[w]] = keep;
         }
     ck_assert_int_eq(dd__all_finite(x, count, nthreads), 1);
     free(x);
 }
 
-START_TEST(test_all_finite)
-{
+START_TEST(test_all_finite) {
     ck_assert_int_eq(dd__all_finite(NULL, 0, 1), 1);
     check_finite(1, 1);
     check_finite(1000, 2);
@@ -360,8 +355,7 @@ END_TEST
 
 /* ---- runner ------------------------------------------------------------ */
 
-static Suite *status_suite(void)
-{
+static Suite *status_suite(void) {
     Suite *s = suite_create("status");
     TCase *tc = tcase_create("status");
     tcase_add_test(tc, test_status_strings);
@@ -387,8 +381,7 @@ static Suite *status_suite(void)
     return s;
 }
 
-int main(void)
-{
+int main(void) {
     SRunner *sr = srunner_create(status_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -46,40 +46,35 @@ typedef struct run_result {
     char error[512];
 } run_result;
 
-#define RUN_CHECK(r, call)                                                                      \
-    do {                                                                                        \
-        dd_status s_ = (call);                                                                  \
-        if (s_ != DD_OK) {                                                                      \
-            if ((r)->error[0] == '\0')                                                          \
-                snprintf((r)->error, sizeof (r)->error, "%s: %s (%s)", #call,                   \
-                         dd_status_string(s_), dd_last_error());                                \
-            goto done;                                                                          \
-        }                                                                                       \
+#define RUN_CHECK(r, call)                                                                         \
+    do {                                                                                           \
+        dd_status s_ = (call);                                                                     \
+        if (s_ != DD_OK) {                                                                         \
+            if ((r)->error[0] == '\0')                                                             \
+                snprintf((r)->error, sizeof(r)->error, "%s: %s (%s)", #call, dd_status_string(s_), \
+                         dd_last_error());                                                         \
+            goto done;                                                                             \
+        }                                                                                          \
     } while (0)
 
 /* Deterministic data from a local generator (no shared state). */
-static float next_unit(uint64_t *state)
-{
+static float next_unit(uint64_t *state) {
     *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
     return (float)((*state >> 40) & 0xffffff) / 16777216.0f;
 }
 
-static int collect_params(const dd_model *m, run_result *r)
-{
+static int collect_params(const dd_model *m, run_result *r) {
     int np = 0;
-    if (dd_model_num_params(m, &np) != DD_OK)
-        return -1;
+    if (dd_model_num_params(m, &np) != DD_OK) return -1;
     size_t total = 0;
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
         pi.struct_size = sizeof pi;
-        if (dd_model_param_info(m, i, &pi) != DD_OK)
-            return -1;
+        if (dd_model_param_info(m, i, &pi) != DD_OK) return -1;
         total += pi.count;
     }
     r->params = malloc((total + 1) * sizeof(float));
-    if (!r->params)
-        return -1;
+    if (!r->params) return -1;
     size_t off = 0;
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
@@ -94,8 +89,7 @@ static int collect_params(const dd_model *m, run_result *r)
 }
 
 /* Saves m to a private file, loads it back, and checks every parameter. */
-static void save_load_check(const dd_model *m, const char *tag, run_result *r)
-{
+static void save_load_check(const dd_model *m, const char *tag, run_result *r) {
     char dir[] = "/tmp/dd-threads-XXXXXX", path[128];
     if (!mkdtemp(dir)) {
         snprintf(r->error, sizeof r->error, "%s: mkdtemp failed", tag);
@@ -119,8 +113,7 @@ done:
 
 /* Training A: conv -> batchnorm -> relu -> maxpool -> flatten -> linear on
  * 3x8x8 images, GFA hooks, SGD with momentum, augmenting batch iterator. */
-static void train_a(run_result *r)
-{
+static void train_a(run_result *r) {
     enum { N = 48, B = 16, C = 3, HW = 8, K = 5, EPOCHS = 2 };
     dd_model *m = NULL;
     dd_optimizer *opt = NULL;
@@ -134,10 +127,8 @@ static void train_a(run_result *r)
         snprintf(r->error, sizeof r->error, "train_a: malloc");
         goto done;
     }
-    for (int i = 0; i < N * C * HW * HW; i++)
-        x[i] = next_unit(&rng);
-    for (int i = 0; i < N; i++)
-        labels[i] = i % K;
+    for (int i = 0; i < N * C * HW * HW; i++) x[i] = next_unit(&rng);
+    for (int i = 0; i < N; i++) labels[i] = i % K;
     RUN_CHECK(r, dd_dataset_from_memory(&ds, x, labels, N, C, HW, HW, K));
 
     dd_model_options mo;
@@ -179,8 +170,7 @@ static void train_a(run_result *r)
         for (;;) {
             int n = 0;
             RUN_CHECK(r, dd_batch_iter_next(it, xb, y, NULL, &n));
-            if (n == 0)
-                break;
+            if (n == 0) break;
             RUN_CHECK(r, dd_model_zero_grad(m));
             RUN_CHECK(r, dd_model_forward(m, xb, n, DD_TRAIN, NULL));
             RUN_CHECK(r, dd_model_backward(m, y, NULL));
@@ -203,8 +193,7 @@ done:
 
 /* Training B: the zoo's MLP on 1x8x8 images, PGD adversarial training with
  * Adam through dd_attack_train_step. */
-static void train_b(run_result *r)
-{
+static void train_b(run_result *r) {
     enum { B = 12, HW = 8, K = 3, STEPS = 6 };
     dd_model *m = NULL;
     dd_optimizer *opt = NULL;
@@ -226,10 +215,8 @@ static void train_b(run_result *r)
     ao.seed = 17;
     RUN_CHECK(r, dd_attack_create(&a, m, &ao));
     for (int s = 0; s < STEPS; s++) {
-        for (int i = 0; i < B * HW * HW; i++)
-            x[i] = next_unit(&rng);
-        for (int i = 0; i < B; i++)
-            y[i] = (int32_t)((i + s) % K);
+        for (int i = 0; i < B * HW * HW; i++) x[i] = next_unit(&rng);
+        for (int i = 0; i < B; i++) y[i] = (int32_t)((i + s) % K);
         RUN_CHECK(r, dd_attack_train_step(a, opt, x, y, B, NULL, NULL));
     }
     if (collect_params(m, r) != 0) {
@@ -249,28 +236,25 @@ typedef struct worker {
     run_result result;
 } worker;
 
-static void *worker_main(void *arg)
-{
+static void *worker_main(void *arg) {
     worker *w = arg;
     pthread_barrier_wait(w->start);
     w->train(&w->result);
     return NULL;
 }
 
-static void assert_same(const run_result *a, const run_result *b, const char *what)
-{
+static void assert_same(const run_result *a, const run_result *b, const char *what) {
     ck_assert_msg(a->error[0] == '\0', "%s: %s", what, a->error);
     ck_assert_msg(b->error[0] == '\0', "%s: %s", what, b->error);
     ck_assert_uint_eq(a->count, b->count);
     ck_assert_uint_gt(a->count, 0);
     for (size_t i = 0; i < a->count; i++)
         ck_assert_msg(memcmp(&a->params[i], &b->params[i], sizeof(float)) == 0,
-                      "%s: parameter float %zu: %a sequential, %a concurrent", what, i,
-                      (double)a->params[i], (double)b->params[i]);
+                      "%s: parameter float %zu: %a sequential, %a concurrent", what, i, (double)a->params[i],
+                      (double)b->params[i]);
 }
 
-START_TEST(test_concurrent_equals_sequential)
-{
+START_TEST(test_concurrent_equals_sequential) {
     run_result seq_a, seq_b;
     memset(&seq_a, 0, sizeof seq_a);
     memset(&seq_b, 0, sizeof seq_b);
@@ -313,8 +297,7 @@ typedef struct omp_state {
     omp_sched_t kind;
 } omp_state;
 
-static omp_state omp_now(void)
-{
+static omp_state omp_now(void) {
     omp_state s;
     s.max_threads = omp_get_max_threads();
     s.dynamic = omp_get_dynamic();
@@ -323,31 +306,27 @@ static omp_state omp_now(void)
     return s;
 }
 
-static void assert_omp(const omp_state *want, const char *after)
-{
+static void assert_omp(const omp_state *want, const char *after) {
     omp_state now = omp_now();
     ck_assert_msg(now.max_threads == want->max_threads,
-                  "after %s: omp_get_max_threads() = %d, the host had set %d", after,
-                  now.max_threads, want->max_threads);
+                  "after %s: omp_get_max_threads() = %d, the host had set %d", after, now.max_threads,
+                  want->max_threads);
     ck_assert_msg(now.dynamic == want->dynamic, "after %s: omp_get_dynamic() changed", after);
     ck_assert_msg(now.levels == want->levels, "after %s: max active levels changed", after);
-    ck_assert_msg(now.kind == want->kind && now.chunk == want->chunk,
-                  "after %s: omp_get_schedule() changed", after);
+    ck_assert_msg(now.kind == want->kind && now.chunk == want->chunk, "after %s: omp_get_schedule() changed",
+                  after);
 }
 
 #define HOST_THREADS 3
 
 /* Every kind of call, with the OpenMP state checked after each. */
-static void exercise(int model_threads)
-{
+static void exercise(int model_threads) {
     const omp_state host = omp_now();
     enum { B = 4, C = 1, HW = 6, K = 4 };
     float x[B * C * HW * HW], adv[B * C * HW * HW];
     int32_t y[B];
-    for (int i = 0; i < B * C * HW * HW; i++)
-        x[i] = (float)(i % 13) / 13.0f;
-    for (int i = 0; i < B; i++)
-        y[i] = i % K;
+    for (int i = 0; i < B * C * HW * HW; i++) x[i] = (float)(i % 13) / 13.0f;
+    for (int i = 0; i < B; i++) y[i] = i % K;
 
     dd_model_options mo;
     dd_model_options_init(&mo);
@@ -379,8 +358,7 @@ static void exercise(int model_threads)
     OK(dd_model_backward(m, y, NULL));
     assert_omp(&host, "dd_model_backward with GFA hooks");
     float dl[B * K], dx[B * C * HW * HW];
-    for (int i = 0; i < B * K; i++)
-        dl[i] = 0.1f;
+    for (int i = 0; i < B * K; i++) dl[i] = 0.1f;
     OK(dd_model_forward(m, x, B, DD_EVAL, NULL));
     OK(dd_model_input_grad(m, dl, dx));
     assert_omp(&host, "dd_model_input_grad");
@@ -433,21 +411,19 @@ static void exercise(int model_threads)
     assert_omp(&host, "dd_model_destroy");
 }
 
-START_TEST(test_host_openmp_settings_kept)
-{
+START_TEST(test_host_openmp_settings_kept) {
     omp_set_num_threads(HOST_THREADS);
     omp_set_dynamic(0);
     omp_set_schedule(omp_sched_guided, 3);
     ck_assert_int_eq(omp_get_max_threads(), HOST_THREADS);
-    exercise(2);     /* the model's own count, different from the host's */
-    exercise(0);     /* OpenMP's default, resolved at creation */
+    exercise(2); /* the model's own count, different from the host's */
+    exercise(0); /* OpenMP's default, resolved at creation */
     exercise(1);
 }
 END_TEST
 
 /* From inside a host parallel region each host thread keeps its own ICVs. */
-START_TEST(test_host_openmp_settings_in_parallel_region)
-{
+START_TEST(test_host_openmp_settings_in_parallel_region) {
     omp_set_num_threads(2);
     int bad = 0;
     char why[256] = "";
@@ -460,19 +436,18 @@ START_TEST(test_host_openmp_settings_in_parallel_region)
         mo.num_threads = 1;
         dd_model *m = NULL;
         float x[2 * 16], lg[2 * 2];
-        for (int i = 0; i < 32; i++)
-            x[i] = 0.5f;
+        for (int i = 0; i < 32; i++) x[i] = 0.5f;
         dd_node f, l;
         if (dd_model_create(&m, 1, 4, 4, 2, &mo) != DD_OK ||
             dd_model_add_flatten(m, DD_INPUT, NULL, &f) != DD_OK ||
-            dd_model_add_linear(m, f, 2, 1, NULL, &l) != DD_OK ||
-            dd_model_build(m, l, 2) != DD_OK || dd_model_forward(m, x, 2, DD_EVAL, lg) != DD_OK)
+            dd_model_add_linear(m, f, 2, 1, NULL, &l) != DD_OK || dd_model_build(m, l, 2) != DD_OK ||
+            dd_model_forward(m, x, 2, DD_EVAL, lg) != DD_OK)
             bad++;
         if (omp_get_max_threads() != want) {
             bad++;
 #pragma omp critical
-            snprintf(why, sizeof why, "thread %d: %d != %d", omp_get_thread_num(),
-                     omp_get_max_threads(), want);
+            snprintf(why, sizeof why, "thread %d: %d != %d", omp_get_thread_num(), omp_get_max_threads(),
+                     want);
         }
         dd_model_destroy(m);
     }
@@ -481,8 +456,7 @@ START_TEST(test_host_openmp_settings_in_parallel_region)
 }
 END_TEST
 
-int main(void)
-{
+int main(void) {
     Suite *s = suite_create("threads");
     TCase *tc = tcase_create("threads");
     tcase_set_timeout(tc, 300);

@@ -53,40 +53,35 @@ typedef struct dd_attack dd_attack;
 /** Attack kinds. The kind fixes the algorithm and the norm of its budget.
  *  Append-only: numbers are never reused. */
 typedef enum dd_attack_kind {
-    DD_ATTACK_FGSM = 1,            /**< one sign step of size eps (Linf) */
-    DD_ATTACK_PGD_LINF = 2,        /**< Madry PGD, Linf, uniform random start */
-    DD_ATTACK_PGD_L2 = 3,          /**< PGD, L2, random start of uniform radius */
-    DD_ATTACK_APGD_CE_LINF = 4,    /**< Auto-PGD with cross-entropy, Linf */
-    DD_ATTACK_APGD_CE_L2 = 5,      /**< Auto-PGD with cross-entropy, L2 */
-    DD_ATTACK_APGD_DLR_LINF = 6,   /**< Auto-PGD with the DLR loss, Linf (K >= 3) */
-    DD_ATTACK_APGD_DLR_L2 = 7,     /**< Auto-PGD with the DLR loss, L2 (K >= 3) */
-    DD_ATTACK_APGD_T_LINF = 8,     /**< APGD-T: targeted DLR over the top classes, Linf (K >= 4) */
-    DD_ATTACK_APGD_T_L2 = 9,       /**< APGD-T, L2 (K >= 4) */
-    DD_ATTACK_DEEPFOOL_L2 = 10,    /**< DeepFool, minimal L2 (foolbox semantics) */
-    DD_ATTACK_DEEPFOOL_LINF = 11,  /**< DeepFool, minimal Linf (foolbox semantics) */
-    DD_ATTACK_EAD = 12,            /**< elastic-net attack (EN or L1 rule), budget in L1 */
-    DD_ATTACK_CW_L2 = 13,          /**< Carlini-Wagner L2 with binary search over c */
-    DD_ATTACK_SQUARE_LINF = 14,    /**< Square Attack (score-based, no gradients), Linf */
-    DD_ATTACK_SQUARE_L2 = 15,      /**< Square Attack, L2 */
-    DD_ATTACK_FAB_T_LINF = 16,     /**< targeted FAB (minimal norm within eps), Linf */
-    DD_ATTACK_FAB_T_L2 = 17,       /**< targeted FAB, L2 */
+    DD_ATTACK_FGSM = 1,             /**< one sign step of size eps (Linf) */
+    DD_ATTACK_PGD_LINF = 2,         /**< Madry PGD, Linf, uniform random start */
+    DD_ATTACK_PGD_L2 = 3,           /**< PGD, L2, random start of uniform radius */
+    DD_ATTACK_APGD_CE_LINF = 4,     /**< Auto-PGD with cross-entropy, Linf */
+    DD_ATTACK_APGD_CE_L2 = 5,       /**< Auto-PGD with cross-entropy, L2 */
+    DD_ATTACK_APGD_DLR_LINF = 6,    /**< Auto-PGD with the DLR loss, Linf (K >= 3) */
+    DD_ATTACK_APGD_DLR_L2 = 7,      /**< Auto-PGD with the DLR loss, L2 (K >= 3) */
+    DD_ATTACK_APGD_T_LINF = 8,      /**< APGD-T: targeted DLR over the top classes, Linf (K >= 4) */
+    DD_ATTACK_APGD_T_L2 = 9,        /**< APGD-T, L2 (K >= 4) */
+    DD_ATTACK_DEEPFOOL_L2 = 10,     /**< DeepFool, minimal L2 (foolbox semantics) */
+    DD_ATTACK_DEEPFOOL_LINF = 11,   /**< DeepFool, minimal Linf (foolbox semantics) */
+    DD_ATTACK_EAD = 12,             /**< elastic-net attack (EN or L1 rule), budget in L1 */
+    DD_ATTACK_CW_L2 = 13,           /**< Carlini-Wagner L2 with binary search over c */
+    DD_ATTACK_SQUARE_LINF = 14,     /**< Square Attack (score-based, no gradients), Linf */
+    DD_ATTACK_SQUARE_L2 = 15,       /**< Square Attack, L2 */
+    DD_ATTACK_FAB_T_LINF = 16,      /**< targeted FAB (minimal norm within eps), Linf */
+    DD_ATTACK_FAB_T_L2 = 17,        /**< targeted FAB, L2 */
     DD_ATTACK_AUTOATTACK_LINF = 18, /**< AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square (Linf) */
-    DD_ATTACK_AUTOATTACK_L2 = 19,  /**< AutoAttack standard, L2 */
-    DD_ATTACK_TRADES_KL = 20       /**< TRADES' inner maximisation: PGD on KL(p(x) || p(x')), Linf */
+    DD_ATTACK_AUTOATTACK_L2 = 19,   /**< AutoAttack standard, L2 */
+    DD_ATTACK_TRADES_KL = 20        /**< TRADES' inner maximisation: PGD on KL(p(x) || p(x')), Linf */
 } dd_attack_kind;
 
 /** Norms of perturbations. */
-typedef enum dd_norm {
-    DD_NORM_LINF = 0,
-    DD_NORM_L2 = 1,
-    DD_NORM_L1 = 2,
-    DD_NORM_L0 = 3
-} dd_norm;
+typedef enum dd_norm { DD_NORM_LINF = 0, DD_NORM_L2 = 1, DD_NORM_L1 = 2, DD_NORM_L0 = 3 } dd_norm;
 
 /** EAD decision rule: which successful iterate is kept. */
 typedef enum dd_ead_rule {
-    DD_EAD_EN = 0,   /**< smallest ||d||_2^2 + beta ||d||_1 (elastic net) */
-    DD_EAD_L1 = 1    /**< smallest ||d||_1 */
+    DD_EAD_EN = 0, /**< smallest ||d||_2^2 + beta ||d||_1 (elastic net) */
+    DD_EAD_L1 = 1  /**< smallest ||d||_1 */
 } dd_ead_rule;
 
 /** Attack options. Fill with dd_attack_options_init(&o, kind), then change
@@ -119,33 +114,33 @@ typedef enum dd_ead_rule {
  *  larger than eps in the kind's norm is returned unchanged (as FAB inside
  *  AutoAttack does). */
 typedef struct dd_attack_options {
-    size_t struct_size;        /**< set by dd_attack_options_init() */
-    dd_attack_kind kind;       /**< set by dd_attack_options_init() */
-    float eps;                 /**< budget in the kind's norm, >= 0 (see table) */
-    float step_size;           /**< PGD/TRADES step; CW Adam and EAD initial learning rate */
-    int steps;                 /**< iterations (per binary-search step for CW and EAD) */
-    int restarts;              /**< APGD, APGD-T and FAB-T (per target), Square; >= 1 */
-    int random_start;          /**< PGD: 1 = start from a random point of the ball */
-    int targeted;              /**< FGSM, PGD, CW, EAD: labels are target classes */
-    uint64_t seed;             /**< random generator seed (default 0, as the references) */
-    float rho;                 /**< APGD step-halving threshold (0.75) */
-    int num_targets;           /**< APGD-T, FAB-T: target classes, 1 .. K-1 (9) */
-    float overshoot;           /**< DeepFool overshoot (0.02) */
-    int candidates;            /**< DeepFool: classes considered, >= 2 (10; capped at K) */
-    int binary_steps;          /**< CW, EAD: binary-search steps over c (9) */
-    float initial_const;       /**< CW, EAD: first c (1e-3) */
-    float confidence;          /**< CW, EAD: kappa (0) */
-    float l1_weight;           /**< EAD: beta (1e-3) */
-    dd_ead_rule ead_rule;      /**< EAD: decision rule (DD_EAD_EN) */
-    int fista;                 /**< EAD: 1 = FISTA momentum (default), 0 = ISTA */
-    int abort_early;           /**< CW, EAD: stop a binary step when the loss stalls (1) */
-    float p_init;              /**< Square: initial fraction of pixels changed (0.8) */
-    int queries;               /**< Square: query budget per restart (5000) */
-    int rescale_schedule;      /**< Square: scale the p schedule to `queries` (1; AutoAttack 0) */
-    float alpha_max;           /**< FAB: 0.1 */
-    float eta;                 /**< FAB: extrapolation 1.05 */
-    float fab_beta;            /**< FAB: backward step 0.9 */
-    float box_lo, box_hi;      /**< pixel box (0, 1) */
+    size_t struct_size;   /**< set by dd_attack_options_init() */
+    dd_attack_kind kind;  /**< set by dd_attack_options_init() */
+    float eps;            /**< budget in the kind's norm, >= 0 (see table) */
+    float step_size;      /**< PGD/TRADES step; CW Adam and EAD initial learning rate */
+    int steps;            /**< iterations (per binary-search step for CW and EAD) */
+    int restarts;         /**< APGD, APGD-T and FAB-T (per target), Square; >= 1 */
+    int random_start;     /**< PGD: 1 = start from a random point of the ball */
+    int targeted;         /**< FGSM, PGD, CW, EAD: labels are target classes */
+    uint64_t seed;        /**< random generator seed (default 0, as the references) */
+    float rho;            /**< APGD step-halving threshold (0.75) */
+    int num_targets;      /**< APGD-T, FAB-T: target classes, 1 .. K-1 (9) */
+    float overshoot;      /**< DeepFool overshoot (0.02) */
+    int candidates;       /**< DeepFool: classes considered, >= 2 (10; capped at K) */
+    int binary_steps;     /**< CW, EAD: binary-search steps over c (9) */
+    float initial_const;  /**< CW, EAD: first c (1e-3) */
+    float confidence;     /**< CW, EAD: kappa (0) */
+    float l1_weight;      /**< EAD: beta (1e-3) */
+    dd_ead_rule ead_rule; /**< EAD: decision rule (DD_EAD_EN) */
+    int fista;            /**< EAD: 1 = FISTA momentum (default), 0 = ISTA */
+    int abort_early;      /**< CW, EAD: stop a binary step when the loss stalls (1) */
+    float p_init;         /**< Square: initial fraction of pixels changed (0.8) */
+    int queries;          /**< Square: query budget per restart (5000) */
+    int rescale_schedule; /**< Square: scale the p schedule to `queries` (1; AutoAttack 0) */
+    float alpha_max;      /**< FAB: 0.1 */
+    float eta;            /**< FAB: extrapolation 1.05 */
+    float fab_beta;       /**< FAB: backward step 0.9 */
+    float box_lo, box_hi; /**< pixel box (0, 1) */
 } dd_attack_options;
 /** The first released layout: every field above (see status.h). */
 #define DD_ATTACK_OPTIONS_SIZE_V1 DD_SIZE_THROUGH(dd_attack_options, box_hi)
@@ -207,25 +202,25 @@ DD_API dd_status dd_attack_set_eps(dd_attack *a, float eps);
  *  buffers of at least n entries; NULL arrays are skipped. The scalar
  *  fields are always written. */
 typedef struct dd_attack_results {
-    size_t struct_size;        /**< set by dd_attack_results_init() */
-    int32_t *success;          /**< (n): 1 if the model's argmax at x_adv differs
+    size_t struct_size;      /**< set by dd_attack_results_init() */
+    int32_t *success;        /**< (n): 1 if the model's argmax at x_adv differs
                                     from the label (targeted: equals the target) */
-    int32_t *pred;             /**< (n): argmax logit at x_adv (ties: lowest index) */
-    int32_t *clean_correct;    /**< (n): 1 if the argmax at x equals the label */
-    float *norm_l0;            /**< (n): number of values changed (over C*H*W) */
-    float *norm_l1;            /**< (n): ||x_adv - x||_1 over all C*H*W values */
-    float *norm_l2;            /**< (n): ||x_adv - x||_2 */
-    float *norm_linf;          /**< (n): ||x_adv - x||_inf */
-    int32_t *stage;            /**< (n): -1 not fooled; 0 misclassified already at x;
+    int32_t *pred;           /**< (n): argmax logit at x_adv (ties: lowest index) */
+    int32_t *clean_correct;  /**< (n): 1 if the argmax at x equals the label */
+    float *norm_l0;          /**< (n): number of values changed (over C*H*W) */
+    float *norm_l1;          /**< (n): ||x_adv - x||_1 over all C*H*W values */
+    float *norm_l2;          /**< (n): ||x_adv - x||_2 */
+    float *norm_linf;        /**< (n): ||x_adv - x||_inf */
+    int32_t *stage;          /**< (n): -1 not fooled; 0 misclassified already at x;
                                     k >= 1 fooled by stage k (AutoAttack: 1 APGD-CE,
                                     2 APGD-T, 3 FAB-T, 4 Square; other kinds: 1) */
-    int n;                     /**< samples of the run */
-    int num_clean_correct;     /**< samples whose clean argmax equals the label */
-    int num_success;           /**< sum of success: untargeted, n - num_success
+    int n;                   /**< samples of the run */
+    int num_clean_correct;   /**< samples whose clean argmax equals the label */
+    int num_success;         /**< sum of success: untargeted, n - num_success
                                     is the robust-accuracy numerator (AutoAttack's
                                     count: denominator n, clean mistakes included) */
-    int64_t forward_passes;    /**< batched forward passes run (queries) */
-    int64_t gradient_passes;   /**< input vector-Jacobian products run */
+    int64_t forward_passes;  /**< batched forward passes run (queries) */
+    int64_t gradient_passes; /**< input vector-Jacobian products run */
 } dd_attack_results;
 /** The first released layout: every field above (see status.h). */
 #define DD_ATTACK_RESULTS_SIZE_V1 DD_SIZE_THROUGH(dd_attack_results, gradient_passes)
@@ -250,8 +245,8 @@ static inline void dd_attack_results_init(dd_attack_results *r) {
  *  (x holds NaN or Inf, or the model produced non-finite logits);
  *  DD_ERR_BACKEND; DD_ERR_OUT_OF_MEMORY (from the model's first use of a
  *  batch size). The model's last forward pass is overwritten. */
-DD_API dd_status dd_attack_run(dd_attack *a, const float *x, const int32_t *labels, int n,
-                               float *x_adv, dd_attack_results *results);
+DD_API dd_status dd_attack_run(dd_attack *a, const float *x, const int32_t *labels, int n, float *x_adv,
+                               dd_attack_results *results);
 
 /* ---- adversarial-training baselines ------------------------------------ */
 
@@ -267,9 +262,8 @@ DD_API dd_status dd_attack_run(dd_attack *a, const float *x, const int32_t *labe
  *  dd_model_backward(). opt must be bound to the attack's model.
  *  Returns the statuses of dd_attack_run, dd_model_backward and
  *  dd_optimizer_step; on an attack error the model is unchanged. */
-DD_API dd_status dd_attack_train_step(dd_attack *a, dd_optimizer *opt, const float *x,
-                                      const int32_t *labels, int n, float *x_adv_out,
-                                      dd_step_stats *stats);
+DD_API dd_status dd_attack_train_step(dd_attack *a, dd_optimizer *opt, const float *x, const int32_t *labels,
+                                      int n, float *x_adv_out, dd_step_stats *stats);
 
 /** TRADES (Zhang et al. 2019) backward: accumulates (+=) into the parameter
  *  gradients the gradient of
@@ -290,8 +284,7 @@ DD_API dd_status dd_attack_train_step(dd_attack *a, dd_optimizer *opt, const flo
  *  hold part of L's gradient (call dd_model_zero_grad). Not thread-safe for
  *  one model (it runs the model). */
 DD_API dd_status dd_model_backward_trades(dd_model *m, const float *x_nat, const float *x_adv,
-                                          const int32_t *labels, int n, float beta,
-                                          dd_step_stats *stats);
+                                          const int32_t *labels, int n, float beta, dd_step_stats *stats);
 
 /** METHOD: one TRADES training step with attack a (normally
  *  DD_ATTACK_TRADES_KL: eps 0.031, 10 steps of 0.007) on opt's model:
@@ -302,9 +295,8 @@ DD_API dd_status dd_model_backward_trades(dd_model *m, const float *x_nat, const
  *  dd_model_backward_trades. Returns the statuses of dd_attack_run,
  *  dd_model_backward_trades and dd_optimizer_step, and DD_ERR_UNSUPPORTED (a
  *  GFA hook behind a node without a tangent pass, as dd_model_backward). */
-DD_API dd_status dd_attack_trades_step(dd_attack *a, dd_optimizer *opt, const float *x,
-                                       const int32_t *labels, int n, float beta, float *x_adv_out,
-                                       dd_step_stats *stats);
+DD_API dd_status dd_attack_trades_step(dd_attack *a, dd_optimizer *opt, const float *x, const int32_t *labels,
+                                       int n, float beta, float *x_adv_out, dd_step_stats *stats);
 
 #ifdef __cplusplus
 }

@@ -102,8 +102,7 @@ DD_API dd_status dd_dataset_open_cifar10_memory(dd_dataset **out, const void *da
  *  limits, truncated data, trailing bytes, counts that differ between the
  *  two files, gzip errors; the message names the file and byte offset),
  *  DD_ERR_UNSUPPORTED, DD_ERR_OUT_OF_MEMORY. Thread-safe. */
-DD_API dd_status dd_dataset_open_idx(dd_dataset **out, const char *images_path,
-                                     const char *labels_path);
+DD_API dd_status dd_dataset_open_idx(dd_dataset **out, const char *images_path, const char *labels_path);
 
 /** CONSTRUCTOR of dd_dataset: IDX images and labels from memory (borrowed
  *  for the call, copied), each plain or gzip. Error messages call them
@@ -111,9 +110,8 @@ DD_API dd_status dd_dataset_open_idx(dd_dataset **out, const char *images_path,
  *  (NULL, sizes 0), DD_ERR_FORMAT (truncated, malformed or inconsistent
  *  files), DD_ERR_UNSUPPORTED (an IDX element type other than unsigned
  *  byte), DD_ERR_OUT_OF_MEMORY. Thread-safe. */
-DD_API dd_status dd_dataset_open_idx_memory(dd_dataset **out, const void *images,
-                                            size_t images_size, const void *labels,
-                                            size_t labels_size);
+DD_API dd_status dd_dataset_open_idx_memory(dd_dataset **out, const void *images, size_t images_size,
+                                            const void *labels, size_t labels_size);
 
 /** CONSTRUCTOR of dd_dataset: opens the split of whatever dataset the
  *  directory dir (borrowed) holds, looking in this order for
@@ -137,16 +135,15 @@ DD_API dd_status dd_dataset_open_auto(dd_dataset **out, const char *dir, dd_spli
  *  DD_ERR_INVALID_ARGUMENT (NULL pointers, sizes < 1 or over the limits, a
  *  label or pixel out of range; nothing allocated), DD_ERR_NUMERIC (a pixel
  *  is NaN or infinite), DD_ERR_OUT_OF_MEMORY. Thread-safe. */
-DD_API dd_status dd_dataset_from_memory(dd_dataset **out, const float *x, const int32_t *labels,
-                                        int n, int c, int h, int w, int num_classes);
+DD_API dd_status dd_dataset_from_memory(dd_dataset **out, const float *x, const int32_t *labels, int n, int c,
+                                        int h, int w, int num_classes);
 
 /** CONSTRUCTOR of dd_dataset: as dd_dataset_from_memory() from 8-bit
  *  pixels x, (n, c, h, w) uint8 NCHW, value v meaning v / 255 (stored as
  *  bytes: a quarter of the memory). Returns DD_OK,
  *  DD_ERR_INVALID_ARGUMENT, DD_ERR_OUT_OF_MEMORY. Thread-safe. */
-DD_API dd_status dd_dataset_from_memory_u8(dd_dataset **out, const uint8_t *x,
-                                           const int32_t *labels, int n, int c, int h, int w,
-                                           int num_classes);
+DD_API dd_status dd_dataset_from_memory_u8(dd_dataset **out, const uint8_t *x, const int32_t *labels, int n,
+                                           int c, int h, int w, int num_classes);
 
 /** CONSTRUCTOR of dd_dataset: the samples [start, start + count) of ds
  *  (borrowed for the call), sharing its memory (nothing is copied; ds may
@@ -174,8 +171,8 @@ DD_API dd_status dd_dataset_info(const dd_dataset *ds, int *n, int *c, int *h, i
  *  for count*C*H*W floats. Everything is checked before anything is
  *  written. Returns DD_OK, DD_ERR_INVALID_ARGUMENT (ds or indices NULL,
  *  count < 0, an index out of range). */
-DD_API dd_status dd_dataset_get(const dd_dataset *ds, const int32_t *indices, int count,
-                                float *x_out, int32_t *labels_out);
+DD_API dd_status dd_dataset_get(const dd_dataset *ds, const int32_t *indices, int count, float *x_out,
+                                int32_t *labels_out);
 
 /** METHOD of dd_dataset: as dd_dataset_get() for the samples
  *  [start, start + count). Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL,
@@ -259,8 +256,7 @@ DD_API void dd_batch_iter_destroy(dd_batch_iter *it);
  *  Each of x, labels and indices may be NULL (not written); those given
  *  must have room for batch_size samples. Returns DD_OK,
  *  DD_ERR_INVALID_ARGUMENT (it or n NULL). */
-DD_API dd_status dd_batch_iter_next(dd_batch_iter *it, float *x, int32_t *labels,
-                                    int32_t *indices, int *n);
+DD_API dd_status dd_batch_iter_next(dd_batch_iter *it, float *x, int32_t *labels, int32_t *indices, int *n);
 
 /** METHOD of dd_batch_iter: starts epoch `epoch` (>= 0) from its first
  *  batch, with that epoch's permutation and augmentation draws. Calling it

@@ -32,8 +32,8 @@ DD_API dd_status dd_model_load(const char *path, dd_model **out);
 
 /** As dd_model_load with options (copied; NULL = defaults) and a max_batch
  *  (0 = the saved one). Returns the statuses of dd_model_load. */
-DD_API dd_status dd_model_load_ex(const char *path, const dd_model_options *opts,
-                                  int max_batch, dd_model **out);
+DD_API dd_status dd_model_load_ex(const char *path, const dd_model_options *opts, int max_batch,
+                                  dd_model **out);
 
 /** Loads only the tensors of path into an existing built model of the same
  *  architecture (names, shapes must match). Returns DD_OK,

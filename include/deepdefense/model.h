@@ -72,10 +72,10 @@ typedef enum dd_node_type {
 
 /** Model options. Fill with dd_model_options_init(), then change fields. */
 typedef struct dd_model_options {
-    size_t struct_size;       /**< set by dd_model_options_init() (see status.h) */
-    int num_threads;          /**< OpenMP threads for this model; 0 = omp_get_max_threads() at creation */
-    uint64_t seed;            /**< seed of parameter initialisation (default 1) */
-    dd_conv_algo conv_algo;   /**< default DD_CONV_AUTO */
+    size_t struct_size;     /**< set by dd_model_options_init() (see status.h) */
+    int num_threads;        /**< OpenMP threads for this model; 0 = omp_get_max_threads() at creation */
+    uint64_t seed;          /**< seed of parameter initialisation (default 1) */
+    dd_conv_algo conv_algo; /**< default DD_CONV_AUTO */
     /** 1 (default): run chains of layers as one oneDNN primitive where
      *  possible -- in eval passes conv/linear + batch norm (folded into the
      *  weights) + residual add + ReLU, in both modes conv/linear + ReLU,
@@ -103,8 +103,8 @@ static inline void dd_model_options_init(dd_model_options *opts) {
  *  a size < 1 or absurdly large, opts not filled by dd_model_options_init
  *  or out of range), DD_ERR_OUT_OF_MEMORY, DD_ERR_BACKEND (oneDNN's CPU
  *  engine could not be created). Thread-safe. */
-DD_API dd_status dd_model_create(dd_model **out, int channels, int height, int width,
-                                 int num_classes, const dd_model_options *opts);
+DD_API dd_status dd_model_create(dd_model **out, int channels, int height, int width, int num_classes,
+                                 const dd_model_options *opts);
 
 /** DESTRUCTOR of dd_model. NULL is a no-op. Optimizers and attacks bound to
  *  the model must be destroyed first. */
@@ -122,13 +122,13 @@ DD_API void dd_model_destroy(dd_model *m);
 
 /** 2-D convolution options; fill with dd_conv2d_options_init(). */
 typedef struct dd_conv2d_options {
-    size_t struct_size;       /**< set by the init function (the size of the caller's struct) */
-    int out_channels;         /**< required, >= 1 */
-    int kernel_h, kernel_w;   /**< default 3x3 */
-    int stride_h, stride_w;   /**< default 1 */
-    int pad_h, pad_w;         /**< zero padding each side, default 0 */
-    int bias;                 /**< 1 = learnable bias (default), 0 = none */
-    const char *name;         /**< optional, copied */
+    size_t struct_size;     /**< set by the init function (the size of the caller's struct) */
+    int out_channels;       /**< required, >= 1 */
+    int kernel_h, kernel_w; /**< default 3x3 */
+    int stride_h, stride_w; /**< default 1 */
+    int pad_h, pad_w;       /**< zero padding each side, default 0 */
+    int bias;               /**< 1 = learnable bias (default), 0 = none */
+    const char *name;       /**< optional, copied */
 } dd_conv2d_options;
 /** The first released layout: every field above. */
 #define DD_CONV2D_OPTIONS_SIZE_V1 DD_SIZE_THROUGH(dd_conv2d_options, name)
@@ -136,58 +136,62 @@ typedef struct dd_conv2d_options {
 DD_API void dd_conv2d_options_init_sized(dd_conv2d_options *opts, size_t size);
 /** Fills *opts with the defaults above (out_channels 0: set it). NULL is a
  *  no-op. Thread-safe. */
-static inline void dd_conv2d_options_init(dd_conv2d_options *opts) { dd_conv2d_options_init_sized(opts, sizeof *opts); }
+static inline void dd_conv2d_options_init(dd_conv2d_options *opts) {
+    dd_conv2d_options_init_sized(opts, sizeof *opts);
+}
 
 /** Pooling options (max and average); fill with dd_pool_options_init(). */
 typedef struct dd_pool_options {
-    size_t struct_size;       /**< set by the init function (the size of the caller's struct) */
-    int kernel_h, kernel_w;   /**< default 2x2 */
-    int stride_h, stride_w;   /**< default 2 */
-    int pad_h, pad_w;         /**< default 0; average pooling counts padding (PyTorch's default) */
-    const char *name;         /**< optional node name, copied (NULL: "<type><id>") */
+    size_t struct_size;     /**< set by the init function (the size of the caller's struct) */
+    int kernel_h, kernel_w; /**< default 2x2 */
+    int stride_h, stride_w; /**< default 2 */
+    int pad_h, pad_w;       /**< default 0; average pooling counts padding (PyTorch's default) */
+    const char *name;       /**< optional node name, copied (NULL: "<type><id>") */
 } dd_pool_options;
 /** The first released layout: every field above. */
 #define DD_POOL_OPTIONS_SIZE_V1 DD_SIZE_THROUGH(dd_pool_options, name)
 /** dd_pool_options_init() for `size` bytes (see dd_model_options_init_sized()). */
 DD_API void dd_pool_options_init_sized(dd_pool_options *opts, size_t size);
 /** Fills *opts with the defaults above. NULL is a no-op. Thread-safe. */
-static inline void dd_pool_options_init(dd_pool_options *opts) { dd_pool_options_init_sized(opts, sizeof *opts); }
+static inline void dd_pool_options_init(dd_pool_options *opts) {
+    dd_pool_options_init_sized(opts, sizeof *opts);
+}
 
 /** Batch-norm options; fill with dd_batchnorm_options_init(). */
 typedef struct dd_batchnorm_options {
-    size_t struct_size;       /**< set by the init function (the size of the caller's struct) */
-    float eps;                /**< default 1e-5 */
-    float momentum;           /**< running = (1-momentum)*running + momentum*batch; default 0.1 */
-    const char *name;         /**< optional node name, copied (NULL: "<type><id>") */
+    size_t struct_size; /**< set by the init function (the size of the caller's struct) */
+    float eps;          /**< default 1e-5 */
+    float momentum;     /**< running = (1-momentum)*running + momentum*batch; default 0.1 */
+    const char *name;   /**< optional node name, copied (NULL: "<type><id>") */
 } dd_batchnorm_options;
 /** The first released layout: every field above. */
 #define DD_BATCHNORM_OPTIONS_SIZE_V1 DD_SIZE_THROUGH(dd_batchnorm_options, name)
 /** dd_batchnorm_options_init() for `size` bytes (see dd_model_options_init_sized()). */
 DD_API void dd_batchnorm_options_init_sized(dd_batchnorm_options *opts, size_t size);
 /** Fills *opts with the defaults above. NULL is a no-op. Thread-safe. */
-static inline void dd_batchnorm_options_init(dd_batchnorm_options *opts) { dd_batchnorm_options_init_sized(opts, sizeof *opts); }
+static inline void dd_batchnorm_options_init(dd_batchnorm_options *opts) {
+    dd_batchnorm_options_init_sized(opts, sizeof *opts);
+}
 
 /** Per-channel (x - mean[c]) / std[c]. mean and std have C entries (copied);
  *  std[c] > 0. Works on any tensor of the input's channel count.
  *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
  *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
  *  model is built), DD_ERR_OUT_OF_MEMORY. */
-DD_API dd_status dd_model_add_normalize(dd_model *m, dd_node input, const float *mean,
-                                        const float *std, int count, const char *name,
-                                        dd_node *out);
+DD_API dd_status dd_model_add_normalize(dd_model *m, dd_node input, const float *mean, const float *std,
+                                        int count, const char *name, dd_node *out);
 /** Convolution of a 4-D tensor. Weight (OC, IC, KH, KW), bias (OC).
  *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
  *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
  *  model is built), DD_ERR_OUT_OF_MEMORY. */
-DD_API dd_status dd_model_add_conv2d(dd_model *m, dd_node input, const dd_conv2d_options *opts,
-                                     dd_node *out);
+DD_API dd_status dd_model_add_conv2d(dd_model *m, dd_node input, const dd_conv2d_options *opts, dd_node *out);
 /** Fully connected layer on a 2-D tensor (N, IN): weight (OUT, IN), bias (OUT).
  *  bias: 1 = with bias, 0 = without.
  *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
  *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
  *  model is built), DD_ERR_OUT_OF_MEMORY. */
-DD_API dd_status dd_model_add_linear(dd_model *m, dd_node input, int out_features, int bias,
-                                     const char *name, dd_node *out);
+DD_API dd_status dd_model_add_linear(dd_model *m, dd_node input, int out_features, int bias, const char *name,
+                                     dd_node *out);
 /** Element-wise max(x, 0), any shape (the output has the input's shape).
  *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
  *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
@@ -198,40 +202,35 @@ DD_API dd_status dd_model_add_relu(dd_model *m, dd_node input, const char *name,
  *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
  *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
  *  model is built), DD_ERR_OUT_OF_MEMORY. */
-DD_API dd_status dd_model_add_maxpool(dd_model *m, dd_node input, const dd_pool_options *opts,
-                                      dd_node *out);
+DD_API dd_status dd_model_add_maxpool(dd_model *m, dd_node input, const dd_pool_options *opts, dd_node *out);
 /** Average pooling of a 4-D tensor (opts as for max pooling; padding is
  *  counted in the divisor, as PyTorch's default).
  *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
  *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
  *  model is built), DD_ERR_OUT_OF_MEMORY. */
-DD_API dd_status dd_model_add_avgpool(dd_model *m, dd_node input, const dd_pool_options *opts,
-                                      dd_node *out);
+DD_API dd_status dd_model_add_avgpool(dd_model *m, dd_node input, const dd_pool_options *opts, dd_node *out);
 /** Mean over H and W: (N, C, H, W) -> (N, C).
  *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
  *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
  *  model is built), DD_ERR_OUT_OF_MEMORY. */
-DD_API dd_status dd_model_add_global_avgpool(dd_model *m, dd_node input, const char *name,
-                                             dd_node *out);
+DD_API dd_status dd_model_add_global_avgpool(dd_model *m, dd_node input, const char *name, dd_node *out);
 /** Batch normalisation over N, H, W per channel: gamma/beta learnable,
  *  running mean/var (unbiased, as PyTorch) kept as buffers.
  *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
  *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
  *  model is built), DD_ERR_OUT_OF_MEMORY. */
-DD_API dd_status dd_model_add_batchnorm(dd_model *m, dd_node input,
-                                        const dd_batchnorm_options *opts, dd_node *out);
+DD_API dd_status dd_model_add_batchnorm(dd_model *m, dd_node input, const dd_batchnorm_options *opts,
+                                        dd_node *out);
 /** Element-wise a + b; both of the same shape (the residual connection).
  *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
  *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
  *  model is built), DD_ERR_OUT_OF_MEMORY. */
-DD_API dd_status dd_model_add_add(dd_model *m, dd_node a, dd_node b, const char *name,
-                                  dd_node *out);
+DD_API dd_status dd_model_add_add(dd_model *m, dd_node a, dd_node b, const char *name, dd_node *out);
 /** (N, C, H, W) -> (N, C*H*W) in C, H, W order (PyTorch's flatten).
  *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (NULL, an input that does not
  *  exist or has the wrong shape, bad options or name), DD_ERR_STATE (the
  *  model is built), DD_ERR_OUT_OF_MEMORY. */
-DD_API dd_status dd_model_add_flatten(dd_model *m, dd_node input, const char *name,
-                                      dd_node *out);
+DD_API dd_status dd_model_add_flatten(dd_model *m, dd_node input, const char *name, dd_node *out);
 
 /** Fixes the graph with `logits` as output (must be 2-D with num_classes
  *  features), allocates all buffers for batches of up to max_batch samples
@@ -250,8 +249,7 @@ DD_API dd_status dd_model_build(dd_model *m, dd_node logits, int max_batch);
  *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT, DD_ERR_STATE (not built),
  *  DD_ERR_NUMERIC (x holds NaN/Inf; nothing changed), DD_ERR_BACKEND,
  *  DD_ERR_OUT_OF_MEMORY (first use of a batch size creates primitives). */
-DD_API dd_status dd_model_forward(dd_model *m, const float *x, int n, dd_mode mode,
-                                  float *logits);
+DD_API dd_status dd_model_forward(dd_model *m, const float *x, int n, dd_mode mode, float *logits);
 
 /** Inference: the eval-mode logits of n images x: (n, C, H, W) f32 NCHW,
  *  borrowed; logits: (n, K) f32, written (on failure their content is
@@ -274,12 +272,12 @@ DD_API dd_status dd_model_predict(dd_model *m, const float *x, int n, float *log
 /** What a backward pass reports. Fill struct_size with
  *  dd_step_stats_init(); every other field is written. */
 typedef struct dd_step_stats {
-    size_t struct_size;       /**< set by dd_step_stats_init() */
-    double loss;              /**< L: the training loss (dd_model_set_loss) over the batch */
-    double objective;         /**< J = L + sum_t lambda_t R_t (= loss without hooks) */
-    int correct;              /**< samples whose argmax logit equals the label */
-    int batch;                /**< n of the forward pass */
-    int num_hooks;            /**< GFA hooks active (see gfa.h) */
+    size_t struct_size;               /**< set by dd_step_stats_init() */
+    double loss;                      /**< L: the training loss (dd_model_set_loss) over the batch */
+    double objective;                 /**< J = L + sum_t lambda_t R_t (= loss without hooks) */
+    int correct;                      /**< samples whose argmax logit equals the label */
+    int batch;                        /**< n of the forward pass */
+    int num_hooks;                    /**< GFA hooks active (see gfa.h) */
     dd_node hook_node[DD_MAX_HOOKS];  /**< the hooked tensor of hook t */
     double hook_lambda[DD_MAX_HOOKS]; /**< lambda_t */
     double hook_reg[DD_MAX_HOOKS];    /**< R_t = mean_i r_i */
@@ -306,8 +304,8 @@ static inline void dd_step_stats_init(dd_step_stats *stats) {
  *  including the inner maximisation of dd_attack_train_step: only the
  *  outer, training step uses L. */
 typedef enum dd_loss_kind {
-    DD_LOSS_CE = 0,  /**< mean softmax cross-entropy */
-    DD_LOSS_MSE = 1  /**< mean squared error of softmax probabilities vs one-hot */
+    DD_LOSS_CE = 0, /**< mean softmax cross-entropy */
+    DD_LOSS_MSE = 1 /**< mean squared error of softmax probabilities vs one-hot */
 } dd_loss_kind;
 
 /** METHOD: sets the training loss (saved in checkpoints). Takes effect at
@@ -365,32 +363,32 @@ DD_API dd_status dd_model_get_logits(const dd_model *m, float *out, size_t count
 
 /** Description of a node (strings borrowed, valid until the model is destroyed). */
 typedef struct dd_node_info {
-    size_t struct_size;       /**< the caller's sizeof, set by dd_model_node_info() */
-    dd_node_type type;        /**< the node's type */
-    const char *name;         /**< its name (borrowed) */
-    int num_inputs;           /**< 0 (the input node), 1, or 2 (add) */
-    dd_node inputs[2];        /**< the nodes it consumes */
-    int ndims;                /**< 2: (N, C) or 4: (N, C, H, W) */
+    size_t struct_size;          /**< the caller's sizeof, set by dd_model_node_info() */
+    dd_node_type type;           /**< the node's type */
+    const char *name;            /**< its name (borrowed) */
+    int num_inputs;              /**< 0 (the input node), 1, or 2 (add) */
+    dd_node inputs[2];           /**< the nodes it consumes */
+    int ndims;                   /**< 2: (N, C) or 4: (N, C, H, W) */
     int channels, height, width; /**< per-sample output shape (H = W = 1 when ndims == 2) */
     /* Configuration (appended fields; 0 / NULL where a node type has none). */
-    int kernel_h, kernel_w;   /**< conv2d, maxpool, avgpool */
-    int stride_h, stride_w;   /**< conv2d, maxpool, avgpool */
-    int pad_h, pad_w;         /**< conv2d, maxpool, avgpool: zero padding each side */
-    float eps, momentum;      /**< batchnorm */
-    const float *mean, *std;  /**< normalize: `channels` entries each (borrowed as the strings) */
+    int kernel_h, kernel_w;  /**< conv2d, maxpool, avgpool */
+    int stride_h, stride_w;  /**< conv2d, maxpool, avgpool */
+    int pad_h, pad_w;        /**< conv2d, maxpool, avgpool: zero padding each side */
+    float eps, momentum;     /**< batchnorm */
+    const float *mean, *std; /**< normalize: `channels` entries each (borrowed as the strings) */
 } dd_node_info;
 /** The first released layout ends at width (the configuration appended). */
 #define DD_NODE_INFO_SIZE_V1 DD_SIZE_THROUGH(dd_node_info, width)
 
 /** Description of a parameter or buffer (strings borrowed as above). */
 typedef struct dd_param_info {
-    size_t struct_size;       /**< the caller's sizeof, set by dd_model_param_info() */
-    const char *name;         /**< e.g. "conv1.weight", "bn1.running_mean" */
-    dd_node node;             /**< the node that owns it */
-    int ndims;                /**< entries of dims in use (1 to 4) */
-    int64_t dims[4];          /**< PyTorch shape, e.g. (OC, IC, KH, KW) */
-    size_t count;             /**< number of floats */
-    int trainable;            /**< 0 for batch-norm running statistics */
+    size_t struct_size; /**< the caller's sizeof, set by dd_model_param_info() */
+    const char *name;   /**< e.g. "conv1.weight", "bn1.running_mean" */
+    dd_node node;       /**< the node that owns it */
+    int ndims;          /**< entries of dims in use (1 to 4) */
+    int64_t dims[4];    /**< PyTorch shape, e.g. (OC, IC, KH, KW) */
+    size_t count;       /**< number of floats */
+    int trainable;      /**< 0 for batch-norm running statistics */
 } dd_param_info;
 /** The first released layout: every field above. */
 #define DD_PARAM_INFO_SIZE_V1 DD_SIZE_THROUGH(dd_param_info, trainable)
@@ -403,8 +401,7 @@ DD_API dd_status dd_model_num_nodes(const dd_model *m, int *count);
  *  DD_ERR_INVALID_ARGUMENT (NULL, no such node, size outside
  *  [DD_NODE_INFO_SIZE_V1, the library's sizeof]). Thread-safe on a model
  *  no other thread changes. */
-DD_API dd_status dd_model_node_info_sized(const dd_model *m, dd_node node, dd_node_info *info,
-                                          size_t size);
+DD_API dd_status dd_model_node_info_sized(const dd_model *m, dd_node node, dd_node_info *info, size_t size);
 /** METHOD: describes node `node` (see dd_model_node_info_sized()). */
 static inline dd_status dd_model_node_info(const dd_model *m, dd_node node, dd_node_info *info) {
     return dd_model_node_info_sized(m, node, info, sizeof *info);
@@ -431,8 +428,7 @@ DD_API dd_status dd_model_num_params(const dd_model *m, int *count);
  *  DD_ERR_INVALID_ARGUMENT (NULL, index out of range, size outside
  *  [DD_PARAM_INFO_SIZE_V1, the library's sizeof]), DD_ERR_STATE (not
  *  built). Thread-safe on a model no other thread changes. */
-DD_API dd_status dd_model_param_info_sized(const dd_model *m, int index, dd_param_info *info,
-                                           size_t size);
+DD_API dd_status dd_model_param_info_sized(const dd_model *m, int index, dd_param_info *info, size_t size);
 /** METHOD: describes parameter `index` (see dd_model_param_info_sized()). */
 static inline dd_status dd_model_param_info(const dd_model *m, int index, dd_param_info *info) {
     return dd_model_param_info_sized(m, index, info, sizeof *info);

@@ -23,23 +23,19 @@ extern "C" {
 
 typedef struct dd_optimizer dd_optimizer;
 
-typedef enum dd_optimizer_kind {
-    DD_OPTIM_SGD = 1,
-    DD_OPTIM_ADAM = 2,
-    DD_OPTIM_ADAMW = 3
-} dd_optimizer_kind;
+typedef enum dd_optimizer_kind { DD_OPTIM_SGD = 1, DD_OPTIM_ADAM = 2, DD_OPTIM_ADAMW = 3 } dd_optimizer_kind;
 
 /** Optimizer options. Fill with dd_optimizer_options_init(&o, kind), then
  *  change fields. */
 typedef struct dd_optimizer_options {
-    size_t struct_size;       /**< set by dd_optimizer_options_init() */
-    dd_optimizer_kind kind;   /**< set by dd_optimizer_options_init() */
-    float lr;                 /**< learning rate (SGD 0.1, Adam/AdamW 1e-3) */
-    float momentum;           /**< SGD momentum (default 0.9) */
-    int nesterov;             /**< SGD Nesterov momentum (default 0) */
-    float weight_decay;       /**< default 5e-4 for SGD, 0 for Adam, 1e-2 for AdamW */
-    float beta1, beta2, eps;  /**< Adam/AdamW: 0.9, 0.999, 1e-8 */
-    int decay_all;            /**< 1: decay every parameter; 0 (default): not biases and batch-norm */
+    size_t struct_size;      /**< set by dd_optimizer_options_init() */
+    dd_optimizer_kind kind;  /**< set by dd_optimizer_options_init() */
+    float lr;                /**< learning rate (SGD 0.1, Adam/AdamW 1e-3) */
+    float momentum;          /**< SGD momentum (default 0.9) */
+    int nesterov;            /**< SGD Nesterov momentum (default 0) */
+    float weight_decay;      /**< default 5e-4 for SGD, 0 for Adam, 1e-2 for AdamW */
+    float beta1, beta2, eps; /**< Adam/AdamW: 0.9, 0.999, 1e-8 */
+    int decay_all;           /**< 1: decay every parameter; 0 (default): not biases and batch-norm */
 } dd_optimizer_options;
 /** The first released layout: every field above (see status.h). */
 #define DD_OPTIMIZER_OPTIONS_SIZE_V1 DD_SIZE_THROUGH(dd_optimizer_options, decay_all)
@@ -47,8 +43,7 @@ typedef struct dd_optimizer_options {
 /** dd_optimizer_options_init() for the first `size` bytes of *opts, which
  *  get struct_size = size (for bindings without the inline function; see
  *  status.h). NULL or size < sizeof(size_t) is a no-op. Thread-safe. */
-DD_API void dd_optimizer_options_init_sized(dd_optimizer_options *opts, size_t size,
-                                            dd_optimizer_kind kind);
+DD_API void dd_optimizer_options_init_sized(dd_optimizer_options *opts, size_t size, dd_optimizer_kind kind);
 /** Fills *opts with the defaults of `kind`. NULL is a no-op. Thread-safe. */
 static inline void dd_optimizer_options_init(dd_optimizer_options *opts, dd_optimizer_kind kind) {
     dd_optimizer_options_init_sized(opts, sizeof *opts, kind);
@@ -57,8 +52,7 @@ static inline void dd_optimizer_options_init(dd_optimizer_options *opts, dd_opti
 /** CONSTRUCTOR of dd_optimizer, bound to the built model m (borrowed: m must
  *  outlive the optimizer). opts is copied. Returns DD_OK,
  *  DD_ERR_INVALID_ARGUMENT, DD_ERR_STATE (model not built), DD_ERR_OUT_OF_MEMORY. */
-DD_API dd_status dd_optimizer_create(dd_optimizer **out, dd_model *m,
-                                     const dd_optimizer_options *opts);
+DD_API dd_status dd_optimizer_create(dd_optimizer **out, dd_model *m, const dd_optimizer_options *opts);
 /** DESTRUCTOR. NULL is a no-op. */
 DD_API void dd_optimizer_destroy(dd_optimizer *opt);
 
@@ -109,23 +103,24 @@ DD_API dd_status dd_optimizer_state_write(dd_optimizer *opt, const void *src, si
 /* ---- learning-rate schedules: pure functions of the step ---------------- */
 
 typedef enum dd_schedule_kind {
-    DD_SCHED_CONSTANT = 0,   /**< base_lr */
-    DD_SCHED_STEP = 1,       /**< base_lr * gamma^(step / step_size) */
-    DD_SCHED_COSINE = 2,     /**< linear warm-up, then min_lr + (base-min)(1+cos(pi t))/2 */
-    DD_SCHED_ONE_CYCLE = 3   /**< linear 0 -> base over warmup_steps (default 30% of total), then linear -> min_lr */
+    DD_SCHED_CONSTANT = 0, /**< base_lr */
+    DD_SCHED_STEP = 1,     /**< base_lr * gamma^(step / step_size) */
+    DD_SCHED_COSINE = 2,   /**< linear warm-up, then min_lr + (base-min)(1+cos(pi t))/2 */
+    DD_SCHED_ONE_CYCLE =
+        3 /**< linear 0 -> base over warmup_steps (default 30% of total), then linear -> min_lr */
 } dd_schedule_kind;
 
 /** A learning-rate schedule: a pure function of the step (see
  *  dd_lr_schedule_eval). Fill with dd_lr_schedule_init(). */
 typedef struct dd_lr_schedule {
-    size_t struct_size;       /**< set by dd_lr_schedule_init() */
-    dd_schedule_kind kind;    /**< the shape of the schedule */
-    float base_lr;            /**< the peak (or constant) learning rate */
-    float min_lr;             /**< cosine and one-cycle floor, default 0 */
-    float gamma;              /**< step decay factor, default 0.1 */
-    int64_t step_size;        /**< step decay period (steps) */
-    int64_t warmup_steps;     /**< cosine: linear warm-up steps (default 0) */
-    int64_t total_steps;      /**< cosine and one-cycle length */
+    size_t struct_size;    /**< set by dd_lr_schedule_init() */
+    dd_schedule_kind kind; /**< the shape of the schedule */
+    float base_lr;         /**< the peak (or constant) learning rate */
+    float min_lr;          /**< cosine and one-cycle floor, default 0 */
+    float gamma;           /**< step decay factor, default 0.1 */
+    int64_t step_size;     /**< step decay period (steps) */
+    int64_t warmup_steps;  /**< cosine: linear warm-up steps (default 0) */
+    int64_t total_steps;   /**< cosine and one-cycle length */
 } dd_lr_schedule;
 /** The first released layout: every field above (see status.h). */
 #define DD_LR_SCHEDULE_SIZE_V1 DD_SIZE_THROUGH(dd_lr_schedule, total_steps)
@@ -133,8 +128,8 @@ typedef struct dd_lr_schedule {
 /** dd_lr_schedule_init() for the first `size` bytes of *s, which get
  *  struct_size = size (for bindings without the inline function; see
  *  status.h). NULL or size < sizeof(size_t) is a no-op. Thread-safe. */
-DD_API void dd_lr_schedule_init_sized(dd_lr_schedule *s, size_t size, dd_schedule_kind kind,
-                                      float base_lr, int64_t total_steps);
+DD_API void dd_lr_schedule_init_sized(dd_lr_schedule *s, size_t size, dd_schedule_kind kind, float base_lr,
+                                      int64_t total_steps);
 /** Fills *s with `kind`, base_lr, total_steps and the defaults: min_lr 0,
  *  gamma 0.1, step_size total_steps / 3 (0 when total_steps < 3: set it),
  *  warmup_steps 0, or floor(0.3 * total_steps) for one-cycle. total_steps 0

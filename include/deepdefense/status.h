@@ -12,15 +12,15 @@
 #include <stdint.h>
 
 #if defined(_WIN32)
-#  if defined(DD_BUILDING_LIBRARY)
-#    define DD_API __declspec(dllexport)
-#  else
-#    define DD_API __declspec(dllimport)
-#  endif
-#elif defined(__GNUC__)
-#  define DD_API __attribute__((visibility("default")))
+#if defined(DD_BUILDING_LIBRARY)
+#define DD_API __declspec(dllexport)
 #else
-#  define DD_API
+#define DD_API __declspec(dllimport)
+#endif
+#elif defined(__GNUC__)
+#define DD_API __attribute__((visibility("default")))
+#else
+#define DD_API
 #endif
 
 #ifdef __cplusplus
@@ -72,8 +72,7 @@ DD_API const char *dd_last_error(void);
  *  layer, deepdefense/mpi.h) and hosts that wrap dd_ calls, so that their
  *  failures read like the library's own. fmt NULL clears the message.
  *  Thread-safe. */
-DD_API dd_status dd_set_last_error(dd_status s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+DD_API dd_status dd_set_last_error(dd_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /** Log levels for the optional log callback. */
 typedef enum dd_log_level {

@@ -25,9 +25,9 @@ extern "C" {
  *  width) inputs and num_classes outputs, with up to max_batch samples.
  *  Returns DD_OK, DD_ERR_INVALID_ARGUMENT (unknown arch, shapes too small),
  *  DD_ERR_OUT_OF_MEMORY, DD_ERR_BACKEND. */
-DD_API dd_status dd_zoo_create(dd_model **out, const char *arch, int channels, int height,
-                               int width, int num_classes, int normalize, const float *mean,
-                               const float *std, int max_batch, const dd_model_options *opts);
+DD_API dd_status dd_zoo_create(dd_model **out, const char *arch, int channels, int height, int width,
+                               int num_classes, int normalize, const float *mean, const float *std,
+                               int max_batch, const dd_model_options *opts);
 
 #ifdef __cplusplus
 }

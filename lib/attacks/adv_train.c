@@ -13,8 +13,8 @@
  */
 #include "attack_internal.h"
 
-dd_status dd_attack_train_step(dd_attack *a, dd_optimizer *opt, const float *x, const int32_t *labels,
-                               int n, float *x_adv_out, dd_step_stats *stats) {
+dd_status dd_attack_train_step(dd_attack *a, dd_optimizer *opt, const float *x, const int32_t *labels, int n,
+                               float *x_adv_out, dd_step_stats *stats) {
     DD_RETURN_IF(!a || !opt, DD_ERR_INVALID_ARGUMENT, "dd_attack_train_step: attack or optimizer is NULL");
     DD_FORWARD(dd__stats_check(stats, "dd_attack_train_step"));
     DD_FORWARD(dd_attack_run(a, x, labels, n, a->out, NULL));

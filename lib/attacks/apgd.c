@@ -33,8 +33,8 @@
 
 typedef struct apgd_state {
     float *x0, *x, *xbest, *xadv, *xold, *gbest, *zc; /* (B, d) each */
-    float *loss, *lbest, *lbest_last, *eta, *ring;     /* (B); ring (k0+1, B) */
-    int32_t *idx, *y, *t, *acc, *reduced;              /* (B) */
+    float *loss, *lbest, *lbest_last, *eta, *ring;    /* (B); ring (k0+1, B) */
+    int32_t *idx, *y, *t, *acc, *reduced;             /* (B) */
     int ring_len;
 } apgd_state;
 
@@ -212,7 +212,7 @@ static dd_status apgd_single(dd_attack *a, apgd_state *s, int m, dd__loss loss) 
         if (++counter == k) {
             for (int i = 0; i < m; i++) {
                 int red = dd__apgd_reduce(s->ring, s->ring_len, a->max_batch, i, it, k, rho, s->reduced[i],
-                                      s->lbest_last[i], s->lbest[i]);
+                                          s->lbest_last[i], s->lbest[i]);
                 s->reduced[i] = red;
                 s->lbest_last[i] = s->lbest[i];
                 if (red) {
@@ -233,9 +233,10 @@ static dd_status apgd_run(dd_attack *a, const float *x, const int32_t *y, int n,
     const dd_attack_kind kind = a->o.kind;
     const size_t d = a->d;
     const int targeted = kind == DD_ATTACK_APGD_T_LINF || kind == DD_ATTACK_APGD_T_L2;
-    dd__loss loss = targeted ? DD__LOSS_DLR_TARGET
-                             : ((kind == DD_ATTACK_APGD_DLR_LINF || kind == DD_ATTACK_APGD_DLR_L2) ? DD__LOSS_DLR
-                                                                                                  : DD__LOSS_CE);
+    dd__loss loss = targeted
+                        ? DD__LOSS_DLR_TARGET
+                        : ((kind == DD_ATTACK_APGD_DLR_LINF || kind == DD_ATTACK_APGD_DLR_L2) ? DD__LOSS_DLR
+                                                                                              : DD__LOSS_CE);
     memcpy(out, x, (size_t)n * d * sizeof(float));
     /* robust[i]: clean-correct and not fooled yet (a->pred is free here). */
     int32_t *robust = a->pred;
@@ -250,7 +251,8 @@ static dd_status apgd_run(dd_attack *a, const float *x, const int32_t *y, int n,
             dd__atk_gather(s->x0, x, s->idx, m, d);
             for (int j = 0; j < m; j++) {
                 s->y[j] = y[s->idx[j]];
-                s->t[j] = targeted ? dd__rank_index(a->clean_logits + (size_t)s->idx[j] * a->K, a->K, tc) : s->y[j];
+                s->t[j] =
+                    targeted ? dd__rank_index(a->clean_logits + (size_t)s->idx[j] * a->K, a->K, tc) : s->y[j];
             }
             DD_FORWARD(apgd_single(a, s, m, loss));
             for (int j = 0; j < m; j++) {

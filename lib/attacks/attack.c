@@ -85,9 +85,7 @@ dd_status dd_attack_kind_norm(dd_attack_kind kind, dd_norm *norm) {
     return DD_OK;
 }
 
-static int is_apgd(dd_attack_kind k) {
-    return k >= DD_ATTACK_APGD_CE_LINF && k <= DD_ATTACK_APGD_T_L2;
-}
+static int is_apgd(dd_attack_kind k) { return k >= DD_ATTACK_APGD_CE_LINF && k <= DD_ATTACK_APGD_T_L2; }
 static int is_min_norm(dd_attack_kind k) {
     return k == DD_ATTACK_DEEPFOOL_L2 || k == DD_ATTACK_DEEPFOOL_LINF || k == DD_ATTACK_EAD ||
            k == DD_ATTACK_CW_L2;
@@ -221,8 +219,7 @@ static dd_status check_options(const dd_attack_options *o, int K, int H, int W) 
     case DD_ATTACK_TRADES_KL:
         OPT_RANGE(finite_pos(o->step_size), "%s: %s: step_size = %g must be finite and > 0", fn, name,
                   (double)o->step_size);
-        OPT_RANGE(o->random_start == 0 || o->random_start == 1, "%s: random_start = %d", fn,
-                  o->random_start);
+        OPT_RANGE(o->random_start == 0 || o->random_start == 1, "%s: random_start = %d", fn, o->random_start);
         break;
     case DD_ATTACK_APGD_DLR_LINF:
     case DD_ATTACK_APGD_DLR_L2:
@@ -240,9 +237,8 @@ static dd_status check_options(const dd_attack_options *o, int K, int H, int W) 
     if (is_apgd(k) || k == DD_ATTACK_AUTOATTACK_LINF || k == DD_ATTACK_AUTOATTACK_L2)
         OPT_RANGE(isfinite(o->rho) && o->rho > 0.0f && o->rho <= 1.0f, "%s: rho = %g outside (0, 1]", fn,
                   (double)o->rho);
-    if (is_apgd(k) || k == DD_ATTACK_FAB_T_LINF || k == DD_ATTACK_FAB_T_L2 ||
-        k == DD_ATTACK_SQUARE_LINF || k == DD_ATTACK_SQUARE_L2 || k == DD_ATTACK_AUTOATTACK_LINF ||
-        k == DD_ATTACK_AUTOATTACK_L2)
+    if (is_apgd(k) || k == DD_ATTACK_FAB_T_LINF || k == DD_ATTACK_FAB_T_L2 || k == DD_ATTACK_SQUARE_LINF ||
+        k == DD_ATTACK_SQUARE_L2 || k == DD_ATTACK_AUTOATTACK_LINF || k == DD_ATTACK_AUTOATTACK_L2)
         OPT_RANGE(o->restarts >= 1 && o->restarts <= 1000, "%s: %s: restarts = %d outside [1, 1000]", fn,
                   name, o->restarts);
     if (k == DD_ATTACK_APGD_T_LINF || k == DD_ATTACK_APGD_T_L2 || k == DD_ATTACK_FAB_T_LINF ||
@@ -274,8 +270,8 @@ static dd_status check_options(const dd_attack_options *o, int K, int H, int W) 
     }
     if (k == DD_ATTACK_SQUARE_LINF || k == DD_ATTACK_SQUARE_L2 || k == DD_ATTACK_AUTOATTACK_LINF ||
         k == DD_ATTACK_AUTOATTACK_L2) {
-        OPT_RANGE(isfinite(o->p_init) && o->p_init > 0.0f && o->p_init <= 1.0f, "%s: p_init = %g outside (0, 1]",
-                  fn, (double)o->p_init);
+        OPT_RANGE(isfinite(o->p_init) && o->p_init > 0.0f && o->p_init <= 1.0f,
+                  "%s: p_init = %g outside (0, 1]", fn, (double)o->p_init);
         OPT_RANGE(o->queries >= 1 && o->queries <= max_steps, "%s: queries = %d outside [1, %d]", fn,
                   o->queries, max_steps);
         OPT_RANGE(o->rescale_schedule == 0 || o->rescale_schedule == 1, "%s: rescale_schedule = %d", fn,
@@ -299,21 +295,30 @@ static dd_status check_options(const dd_attack_options *o, int K, int H, int W) 
 
 static const dd__attack_ops *ops_of(dd_attack_kind k) {
     switch (k) {
-    case DD_ATTACK_FGSM: return &dd__fgsm_ops;
+    case DD_ATTACK_FGSM:
+        return &dd__fgsm_ops;
     case DD_ATTACK_PGD_LINF:
     case DD_ATTACK_PGD_L2:
-    case DD_ATTACK_TRADES_KL: return &dd__pgd_ops;
+    case DD_ATTACK_TRADES_KL:
+        return &dd__pgd_ops;
     case DD_ATTACK_DEEPFOOL_L2:
-    case DD_ATTACK_DEEPFOOL_LINF: return &dd__deepfool_ops;
-    case DD_ATTACK_EAD: return &dd__ead_ops;
-    case DD_ATTACK_CW_L2: return &dd__cw_ops;
+    case DD_ATTACK_DEEPFOOL_LINF:
+        return &dd__deepfool_ops;
+    case DD_ATTACK_EAD:
+        return &dd__ead_ops;
+    case DD_ATTACK_CW_L2:
+        return &dd__cw_ops;
     case DD_ATTACK_SQUARE_LINF:
-    case DD_ATTACK_SQUARE_L2: return &dd__square_ops;
+    case DD_ATTACK_SQUARE_L2:
+        return &dd__square_ops;
     case DD_ATTACK_FAB_T_LINF:
-    case DD_ATTACK_FAB_T_L2: return &dd__fab_ops;
+    case DD_ATTACK_FAB_T_L2:
+        return &dd__fab_ops;
     case DD_ATTACK_AUTOATTACK_LINF:
-    case DD_ATTACK_AUTOATTACK_L2: return &dd__autoattack_ops;
-    default: return is_apgd(k) ? &dd__apgd_ops : NULL;
+    case DD_ATTACK_AUTOATTACK_L2:
+        return &dd__autoattack_ops;
+    default:
+        return is_apgd(k) ? &dd__apgd_ops : NULL;
     }
 }
 
@@ -384,8 +389,8 @@ dd_status dd_attack_create(dd_attack **out, dd_model *m, const dd_attack_options
     DD_FORWARD(dd__struct_size_check(user->struct_size, DD_ATTACK_OPTIONS_SIZE_V1, sizeof full,
                                      "dd_attack_create", "dd_attack_options"));
     defaults(&full, user->kind); /* what an older, smaller layout lacks */
-    DD_FORWARD(DD__STRUCT_READ(&full, user, DD_ATTACK_OPTIONS_SIZE_V1, "dd_attack_create",
-                               "dd_attack_options"));
+    DD_FORWARD(
+        DD__STRUCT_READ(&full, user, DD_ATTACK_OPTIONS_SIZE_V1, "dd_attack_create", "dd_attack_options"));
     const dd_attack_options *opts = &full;
     int B = 0, K = 0, C = 0, H = 0, W = 0;
     dd_status s = dd_model_max_batch(m, &B);
@@ -398,8 +403,8 @@ dd_status dd_attack_create(dd_attack **out, dd_model *m, const dd_attack_options
 
 dd_status dd_attack_get_options_sized(const dd_attack *a, dd_attack_options *opts, size_t size) {
     DD_RETURN_IF(!a || !opts, DD_ERR_INVALID_ARGUMENT, "dd_attack_get_options: NULL argument");
-    DD_FORWARD(dd__struct_size_check(size, DD_ATTACK_OPTIONS_SIZE_V1, sizeof *opts,
-                                     "dd_attack_get_options", "dd_attack_options"));
+    DD_FORWARD(dd__struct_size_check(size, DD_ATTACK_OPTIONS_SIZE_V1, sizeof *opts, "dd_attack_get_options",
+                                     "dd_attack_options"));
     dd__struct_fill(opts, size, &a->o, sizeof a->o);
     return DD_OK;
 }
@@ -435,8 +440,8 @@ dd_status dd_attack_run(dd_attack *a, const float *x, const int32_t *labels, int
     dd_attack_results full, *r = user ? &full : NULL;
     if (user) {
         dd_attack_results_init(&full);
-        DD_FORWARD(DD__STRUCT_READ(&full, user, DD_ATTACK_RESULTS_SIZE_V1, "dd_attack_run",
-                                   "dd_attack_results"));
+        DD_FORWARD(
+            DD__STRUCT_READ(&full, user, DD_ATTACK_RESULTS_SIZE_V1, "dd_attack_run", "dd_attack_results"));
     }
     for (int i = 0; i < n; i++)
         DD_RETURN_IF(labels[i] < 0 || labels[i] >= a->K, DD_ERR_INVALID_ARGUMENT,
@@ -502,8 +507,8 @@ dd_status dd_attack_run(dd_attack *a, const float *x, const int32_t *labels, int
     r->num_success = nsucc;
     r->forward_passes = a->n_fwd;
     r->gradient_passes = a->n_grad;
-    DD_FORWARD(DD__STRUCT_WRITE(user, &full, DD_ATTACK_RESULTS_SIZE_V1, "dd_attack_run",
-                                "dd_attack_results"));
+    DD_FORWARD(
+        DD__STRUCT_WRITE(user, &full, DD_ATTACK_RESULTS_SIZE_V1, "dd_attack_run", "dd_attack_results"));
     if (x_adv != a->out) memcpy(x_adv, a->out, count * sizeof(float));
     return DD_OK;
 }
@@ -659,19 +664,25 @@ double dd__atk_norm(const float *u, const float *v, size_t d, dd_norm p) {
     double nv[4];
     dd__atk_norms(u, v, d, nv);
     switch (p) {
-    case DD_NORM_L0: return nv[0];
-    case DD_NORM_L1: return nv[1];
-    case DD_NORM_L2: return nv[2];
-    default: return nv[3];
+    case DD_NORM_L0:
+        return nv[0];
+    case DD_NORM_L1:
+        return nv[1];
+    case DD_NORM_L2:
+        return nv[2];
+    default:
+        return nv[3];
     }
 }
 
 void dd__atk_gather(float *dst, const float *src, const int32_t *idx, int m, size_t row) {
-    for (int j = 0; j < m; j++) memcpy(dst + (size_t)j * row, src + (size_t)idx[j] * row, row * sizeof(float));
+    for (int j = 0; j < m; j++)
+        memcpy(dst + (size_t)j * row, src + (size_t)idx[j] * row, row * sizeof(float));
 }
 
 void dd__atk_scatter(float *dst, const float *src, const int32_t *idx, int m, size_t row) {
-    for (int j = 0; j < m; j++) memcpy(dst + (size_t)idx[j] * row, src + (size_t)j * row, row * sizeof(float));
+    for (int j = 0; j < m; j++)
+        memcpy(dst + (size_t)idx[j] * row, src + (size_t)j * row, row * sizeof(float));
 }
 
 void dd__atk_argmax_rows(const float *logits, int n, int K, int32_t *pred) {

@@ -42,33 +42,33 @@ typedef struct dd__attack_ops {
     dd_status (*run)(struct dd_attack *a, const float *x, const int32_t *y, int n, float *out);
 } dd__attack_ops;
 
-extern const dd__attack_ops dd__fgsm_ops, dd__pgd_ops, dd__apgd_ops, dd__deepfool_ops,
-    dd__ead_ops, dd__cw_ops, dd__square_ops, dd__fab_ops, dd__autoattack_ops;
+extern const dd__attack_ops dd__fgsm_ops, dd__pgd_ops, dd__apgd_ops, dd__deepfool_ops, dd__ead_ops,
+    dd__cw_ops, dd__square_ops, dd__fab_ops, dd__autoattack_ops;
 
 struct dd_attack {
     dd_attack_options o;
     const dd__attack_ops *ops;
     dd_model *m;
     int max_batch, K, C, H, W;
-    size_t d;                  /* C*H*W */
-    int nt;                    /* the model's OpenMP thread count */
-    dd_norm norm;              /* norm of the budget */
-    int min_norm;              /* 1: DeepFool, EAD, CW (eps is a success threshold) */
+    size_t d;     /* C*H*W */
+    int nt;       /* the model's OpenMP thread count */
+    dd_norm norm; /* norm of the budget */
+    int min_norm; /* 1: DeepFool, EAD, CW (eps is a success threshold) */
     dd__rng rng;
-    float *out;                /* (max_batch, d) staged x_adv */
-    float *grad;               /* (max_batch, d) input gradient */
-    float *logits;             /* (max_batch, K) */
-    float *dlogits;            /* (max_batch, K) */
-    float *clean_logits;       /* (max_batch, K) logits at the clean x */
-    int32_t *clean_pred;       /* (max_batch) */
-    int32_t *pred;             /* (max_batch) */
-    int32_t *stage;            /* (max_batch) set by AutoAttack, else derived */
-    int stage_set;             /* ops->run filled stage */
-    int64_t n_fwd, n_grad;     /* passes of the current run */
-    float *pad;                /* (max_batch, d) padded forward input */
-    int bucket_base;           /* batch size of the top-level run (see dd__atk_forward) */
-    int fw_n, fw_nb;           /* rows of the last forward: used, run (padded) */
-    void *state;               /* the kind's buffers */
+    float *out;            /* (max_batch, d) staged x_adv */
+    float *grad;           /* (max_batch, d) input gradient */
+    float *logits;         /* (max_batch, K) */
+    float *dlogits;        /* (max_batch, K) */
+    float *clean_logits;   /* (max_batch, K) logits at the clean x */
+    int32_t *clean_pred;   /* (max_batch) */
+    int32_t *pred;         /* (max_batch) */
+    int32_t *stage;        /* (max_batch) set by AutoAttack, else derived */
+    int stage_set;         /* ops->run filled stage */
+    int64_t n_fwd, n_grad; /* passes of the current run */
+    float *pad;            /* (max_batch, d) padded forward input */
+    int bucket_base;       /* batch size of the top-level run (see dd__atk_forward) */
+    int fw_n, fw_nb;       /* rows of the last forward: used, run (padded) */
+    void *state;           /* the kind's buffers */
 };
 
 /* ---- model access (attack.c) ---------------------------------------------- */
@@ -86,11 +86,11 @@ DD_INTERNAL dd_status dd__atk_forward(struct dd_attack *a, const float *x, int n
 DD_INTERNAL dd_status dd__atk_vjp(struct dd_attack *a, float *dlogits, float *dx);
 
 typedef enum dd__loss {
-    DD__LOSS_CE = 0,       /* CE(z, y) */
-    DD__LOSS_CE_TARGET,    /* -CE(z, t): ascending it moves towards t */
-    DD__LOSS_DLR,          /* DLR(z, y) */
-    DD__LOSS_DLR_TARGET,   /* targeted DLR(z, y, t) */
-    DD__LOSS_KL            /* KL(softmax(ref) || softmax(z)) (TRADES) */
+    DD__LOSS_CE = 0,     /* CE(z, y) */
+    DD__LOSS_CE_TARGET,  /* -CE(z, t): ascending it moves towards t */
+    DD__LOSS_DLR,        /* DLR(z, y) */
+    DD__LOSS_DLR_TARGET, /* targeted DLR(z, y, t) */
+    DD__LOSS_KL          /* KL(softmax(ref) || softmax(z)) (TRADES) */
 } dd__loss;
 
 /* Forward at x (n, d), per-sample loss (n) into loss (may be NULL), and
@@ -98,19 +98,18 @@ typedef enum dd__loss {
  * targeted losses), ref: (n, K) reference logits (KL). logits: (n, K)
  * output, may be NULL (then a->logits). */
 DD_INTERNAL dd_status dd__atk_loss_grad(struct dd_attack *a, const float *x, int n, dd__loss loss,
-                                        const int32_t *y, const int32_t *t, const float *ref,
-                                        float *lossv, float *grad, float *logits);
+                                        const int32_t *y, const int32_t *t, const float *ref, float *lossv,
+                                        float *grad, float *logits);
 
 /* ---- per-sample vector helpers (attack.c; OpenMP over samples) ------------ */
 
 /* x = clip_box(min(max(x, x0 - eps), x0 + eps)) over (n, d). */
-DD_INTERNAL void dd__atk_project_linf(const struct dd_attack *a, float *x, const float *x0, int n,
-                                      float eps);
+DD_INTERNAL void dd__atk_project_linf(const struct dd_attack *a, float *x, const float *x0, int n, float eps);
 /* x = clip_box(x0 + (x - x0) * min(eps, r) / (r + guard)), r = ||x - x0||_2,
  * per sample; guard 0 means factor 1 when r = 0 (torchattacks), 1e-12 is
  * the official AutoAttack form. */
-DD_INTERNAL void dd__atk_project_l2(const struct dd_attack *a, float *x, const float *x0, int n,
-                                    float eps, double guard);
+DD_INTERNAL void dd__atk_project_l2(const struct dd_attack *a, float *x, const float *x0, int n, float eps,
+                                    double guard);
 /* x = clip_box(x) over count floats. */
 DD_INTERNAL void dd__atk_clip(const struct dd_attack *a, float *x, size_t count);
 /* norms[0..3] = L0, L1, L2, Linf of (u - v) over d floats. */
@@ -130,12 +129,11 @@ DD_INTERNAL void dd__atk_normal(struct dd_attack *a, float *v, size_t count);
 /* Runs the attack `a` (already validated) on n images without the final
  * evaluation: reseed, clean logits (if clean != 0; every kind but FGSM and
  * PGD needs them), ops->run into out. For AutoAttack's stages. */
-DD_INTERNAL dd_status dd__attack_run_raw(struct dd_attack *a, const float *x, const int32_t *y,
-                                         int n, float *out, int clean);
+DD_INTERNAL dd_status dd__attack_run_raw(struct dd_attack *a, const float *x, const int32_t *y, int n,
+                                         float *out, int clean);
 /* Creates a sub-attack on the same model without public validation of the
  * caller (used by AutoAttack). */
-DD_INTERNAL dd_status dd__attack_create_sub(struct dd_attack **out, dd_model *m,
-                                            const dd_attack_options *o);
+DD_INTERNAL dd_status dd__attack_create_sub(struct dd_attack **out, dd_model *m, const dd_attack_options *o);
 
 /* ======================================================================== */
 /* Pure pieces, shared with the tests                                        */

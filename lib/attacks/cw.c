@@ -25,9 +25,9 @@
  */
 
 typedef struct cw_state {
-    float *w0, *xrec, *delta, *m, *v, *xcur, *best;  /* (B, d) */
-    double *c, *lower, *upper, *bnorm;               /* (B) */
-    int32_t *found;                                  /* (B) */
+    float *w0, *xrec, *delta, *m, *v, *xcur, *best; /* (B, d) */
+    double *c, *lower, *upper, *bnorm;              /* (B) */
+    int32_t *found;                                 /* (B) */
 } cw_state;
 
 static void cw_destroy(dd_attack *a) {
@@ -103,7 +103,8 @@ static dd_status cw_run(dd_attack *a, const float *x, const int32_t *y, int n, f
     const size_t d = a->d, count = (size_t)n * d;
     const int K = a->K, S = a->o.steps, targeted = a->o.targeted;
     const float kappa = a->o.confidence, lr = a->o.step_size;
-    const double ca = 0.5 * ((double)a->o.box_lo + a->o.box_hi), cb = 0.5 * ((double)a->o.box_hi - a->o.box_lo);
+    const double ca = 0.5 * ((double)a->o.box_lo + a->o.box_hi),
+                 cb = 0.5 * ((double)a->o.box_hi - a->o.box_lo);
     const int period = (S + 9) / 10; /* foolbox: ceil(steps / 10) */
     const float b1 = 0.9f, b2 = 0.999f;
 

@@ -27,10 +27,10 @@
  */
 
 typedef struct deepfool_state {
-    float *xa, *gbest, *ptot;     /* (B, d) */
-    float *dbest;                 /* (B) */
-    int32_t *classes;             /* (B, C) */
-    int32_t *idx, *frozen;        /* (B) */
+    float *xa, *gbest, *ptot; /* (B, d) */
+    float *dbest;             /* (B) */
+    int32_t *classes;         /* (B, C) */
+    int32_t *idx, *frozen;    /* (B) */
     int C;
 } deepfool_state;
 

@@ -30,9 +30,9 @@
  */
 
 typedef struct ead_state {
-    float *xk, *yk, *obest;                      /* (B, d) */
-    double *c, *lower, *upper, *bdist, *odist;   /* (B) */
-    int32_t *blabel;                             /* (B) */
+    float *xk, *yk, *obest;                    /* (B, d) */
+    double *c, *lower, *upper, *bdist, *odist; /* (B) */
+    int32_t *blabel;                           /* (B) */
 } ead_state;
 
 static void ead_destroy(dd_attack *a) {
@@ -140,7 +140,8 @@ static dd_status ead_run(dd_attack *a, const float *x, const int32_t *y, int n, 
             /* Gradient of the smooth part at y_k. */
             DD_FORWARD(dd__atk_forward(a, s->yk, n, a->logits));
             for (int i = 0; i < n; i++)
-                ead_f(a->logits + (size_t)i * K, K, y[i], targeted, kappa, s->c[i], a->dlogits + (size_t)i * K);
+                ead_f(a->logits + (size_t)i * K, K, y[i], targeted, kappa, s->c[i],
+                      a->dlogits + (size_t)i * K);
             DD_FORWARD(dd__atk_vjp(a, a->dlogits, a->grad));
 #pragma omp parallel for num_threads(a->nt) schedule(static)
             for (size_t j = 0; j < count; j++) {

@@ -30,9 +30,9 @@
  */
 
 typedef struct fab_state {
-    float *x0, *x1, *adv, *d1, *d2;   /* (B, d) */
-    double *res, *bh;                 /* (B) */
-    int32_t *idx, *y, *t;             /* (B) */
+    float *x0, *x1, *adv, *d1, *d2; /* (B, d) */
+    double *res, *bh;               /* (B) */
+    int32_t *idx, *y, *t;           /* (B) */
 } fab_state;
 
 static void fab_destroy(dd_attack *a) {
@@ -181,7 +181,8 @@ static dd_status fab_single(dd_attack *a, fab_state *s, int m, int rand_start) {
         DD_FORWARD(dd__atk_vjp(a, a->dlogits, a->grad));
 #pragma omp parallel for num_threads(a->nt) schedule(dynamic, 1)
         for (int j = 0; j < m; j++) {
-            const float *g = a->grad + (size_t)j * d, *x1 = s->x1 + (size_t)j * d, *x0 = s->x0 + (size_t)j * d;
+            const float *g = a->grad + (size_t)j * d, *x1 = s->x1 + (size_t)j * d,
+                        *x0 = s->x0 + (size_t)j * d;
             double b = s->bh[j];
             for (size_t q = 0; q < d; q++) b += (double)g[q] * x1[q];
             float *d1 = s->d1 + (size_t)j * d, *d2 = s->d2 + (size_t)j * d;
@@ -232,7 +233,8 @@ static dd_status fab_run(dd_attack *a, const float *x, const int32_t *y, int n, 
             /* adv_curr: the closest point where found, else x0; fooled if
              * misclassified there and within eps. */
             for (int j = 0; j < m; j++)
-                if (s->res[j] >= 1e10) memcpy(s->adv + (size_t)j * d, s->x0 + (size_t)j * d, d * sizeof(float));
+                if (s->res[j] >= 1e10)
+                    memcpy(s->adv + (size_t)j * d, s->x0 + (size_t)j * d, d * sizeof(float));
             DD_FORWARD(dd__atk_forward(a, s->adv, m, a->logits));
             for (int j = 0; j < m; j++) {
                 const float *aj = s->adv + (size_t)j * d;

@@ -33,12 +33,12 @@
  */
 
 typedef struct square_state {
-    float *x0, *xb, *xn;          /* (B, d): compacted clean, best, candidates */
-    float *margin, *lossmin;      /* (B) */
-    int32_t *idx, *act, *y;       /* (B) */
-    float *eta;                   /* (H*W) pattern */
-    double *tmp;                  /* (H*W) eta_rect scratch */
-    float *sgn;                   /* (B*C) signs */
+    float *x0, *xb, *xn;     /* (B, d): compacted clean, best, candidates */
+    float *margin, *lossmin; /* (B) */
+    int32_t *idx, *act, *y;  /* (B) */
+    float *eta;              /* (H*W) pattern */
+    double *tmp;             /* (H*W) eta_rect scratch */
+    float *sgn;              /* (B*C) signs */
 } square_state;
 
 static void square_destroy(dd_attack *a) {
@@ -253,7 +253,8 @@ static dd_status square_single(dd_attack *a, square_state *s, int m) {
                     /* d[W2] = 0 where W1 (written last in the reference) does not cover it. */
                     for (int r = vh2; r < vh2 + sd; r++)
                         for (int k = vw2; k < vw2 + sd; k++)
-                            if (!(r >= vh && r < vh + sd && k >= vw && k < vw + sd)) dc[(size_t)r * W + k] = 0.0f;
+                            if (!(r >= vh && r < vh + sd && k >= vw && k < vw + sd))
+                                dc[(size_t)r * W + k] = 0.0f;
                 }
                 double nd = 0.0;
                 for (size_t k = 0; k < d; k++) nd += (double)dl[k] * dl[k];

@@ -83,11 +83,11 @@ static dd_status trades_backward(dd_model *m, const float *xn, const float *xa, 
     return DD_OK;
 }
 
-static dd_status check_args(dd_model *m, const float *xn, const float *xa, const int32_t *y, int n, float beta,
-                            dd_step_stats *stats, const char *fn) {
+static dd_status check_args(dd_model *m, const float *xn, const float *xa, const int32_t *y, int n,
+                            float beta, dd_step_stats *stats, const char *fn) {
     DD_RETURN_IF(!m || !xn || !xa || !y, DD_ERR_INVALID_ARGUMENT, "%s: NULL argument", fn);
-    DD_RETURN_IF(!isfinite(beta) || beta < 0.0f, DD_ERR_INVALID_ARGUMENT, "%s: beta = %g must be finite and >= 0",
-                 fn, (double)beta);
+    DD_RETURN_IF(!isfinite(beta) || beta < 0.0f, DD_ERR_INVALID_ARGUMENT,
+                 "%s: beta = %g must be finite and >= 0", fn, (double)beta);
     DD_FORWARD(dd__stats_check(stats, fn));
     int B = 0, K = 0;
     dd_status s = dd_model_max_batch(m, &B);
@@ -95,8 +95,8 @@ static dd_status check_args(dd_model *m, const float *xn, const float *xa, const
     DD_FORWARD(dd_model_num_classes(m, &K));
     DD_RETURN_IF(n < 1 || n > B, DD_ERR_INVALID_ARGUMENT, "%s: n = %d outside [1, max_batch = %d]", fn, n, B);
     for (int i = 0; i < n; i++)
-        DD_RETURN_IF(y[i] < 0 || y[i] >= K, DD_ERR_INVALID_ARGUMENT, "%s: labels[%d] = %d outside [0, %d)", fn, i,
-                     (int)y[i], K);
+        DD_RETURN_IF(y[i] < 0 || y[i] >= K, DD_ERR_INVALID_ARGUMENT, "%s: labels[%d] = %d outside [0, %d)",
+                     fn, i, (int)y[i], K);
     return DD_OK;
 }
 
@@ -126,8 +126,8 @@ dd_status dd_attack_trades_step(dd_attack *a, dd_optimizer *opt, const float *x,
     /* The handle's logit buffers hold max_batch rows: no allocation here. */
     dd_step_stats full;
     dd_step_stats_init(&full);
-    DD_FORWARD(trades_backward(a->m, x, a->out, labels, n, beta, &full, a->clean_logits, a->logits,
-                               a->dlogits));
+    DD_FORWARD(
+        trades_backward(a->m, x, a->out, labels, n, beta, &full, a->clean_logits, a->logits, a->dlogits));
     DD_FORWARD(dd_optimizer_step(opt));
     dd__stats_out(stats, &full);
     return DD_OK;

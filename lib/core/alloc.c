@@ -29,84 +29,56 @@ static _Thread_local long dd_fail_after = -1;
 static _Thread_local long dd_alloc_ok;
 
 /* 1 if the next allocation may proceed (and counts it), 0 if it must fail. */
-static int dd_alloc_gate(void)
-{
-    if (dd_fail_after >= 0 && dd_alloc_ok >= dd_fail_after)
-        return 0;
+static int dd_alloc_gate(void) {
+    if (dd_fail_after >= 0 && dd_alloc_ok >= dd_fail_after) return 0;
     return 1;
 }
 
-static void *dd_counted(void *p)
-{
-    if (p != NULL)
-        dd_alloc_ok++;
+static void *dd_counted(void *p) {
+    if (p != NULL) dd_alloc_ok++;
     return p;
 }
 
-void dd__alloc_fail_after(long count)
-{
+void dd__alloc_fail_after(long count) {
     dd_fail_after = count < 0 ? -1 : count;
     dd_alloc_ok = 0;
 }
 
-long dd__alloc_count(void)
-{
-    return dd_alloc_ok;
-}
+long dd__alloc_count(void) { return dd_alloc_ok; }
 
-void *dd__malloc(size_t bytes)
-{
-    if (!dd_alloc_gate())
-        return NULL;
+void *dd__malloc(size_t bytes) {
+    if (!dd_alloc_gate()) return NULL;
     return dd_counted(malloc(bytes != 0 ? bytes : 1));
 }
 
-void *dd__calloc(size_t count, size_t size)
-{
-    if (!dd_alloc_gate())
-        return NULL;
-    if (count == 0 || size == 0)
-        count = size = 1;
+void *dd__calloc(size_t count, size_t size) {
+    if (!dd_alloc_gate()) return NULL;
+    if (count == 0 || size == 0) count = size = 1;
     return dd_counted(calloc(count, size));
 }
 
-void *dd__realloc(void *p, size_t bytes)
-{
-    if (!dd_alloc_gate())
-        return NULL;
+void *dd__realloc(void *p, size_t bytes) {
+    if (!dd_alloc_gate()) return NULL;
     return dd_counted(realloc(p, bytes != 0 ? bytes : 1));
 }
 
-void dd__free(void *p)
-{
-    free(p);
-}
+void dd__free(void *p) { free(p); }
 
-void *dd__aligned_alloc(size_t bytes)
-{
-    if (!dd_alloc_gate())
-        return NULL;
+void *dd__aligned_alloc(size_t bytes) {
+    if (!dd_alloc_gate()) return NULL;
     void *p = NULL;
-    if (bytes == 0)
-        bytes = DD_ALIGN;
-    if (posix_memalign(&p, DD_ALIGN, bytes) != 0)
-        return NULL;
+    if (bytes == 0) bytes = DD_ALIGN;
+    if (posix_memalign(&p, DD_ALIGN, bytes) != 0) return NULL;
     memset(p, 0, bytes);
     return dd_counted(p);
 }
 
-void dd__free_aligned(void *p)
-{
-    free(p);
-}
+void dd__free_aligned(void *p) { free(p); }
 
-char *dd__strdup(const char *s)
-{
-    if (s == NULL)
-        return NULL;
+char *dd__strdup(const char *s) {
+    if (s == NULL) return NULL;
     size_t len = strlen(s) + 1;
     char *d = dd__malloc(len);
-    if (d != NULL)
-        memcpy(d, s, len);
+    if (d != NULL) memcpy(d, s, len);
     return d;
 }

@@ -41,16 +41,25 @@ DD_INTERNAL dd_status dd__set_error(dd_status s, const char *file, int line, con
 DD_INTERNAL void dd__clear_error(void);
 
 #define DD_ERROR(status, ...) dd__set_error((status), __FILE__, __LINE__, __VA_ARGS__)
-#define DD_RETURN_IF(cond, status, ...) \
-    do { if (cond) return DD_ERROR((status), __VA_ARGS__); } while (0)
-#define DD_FORWARD(expr) \
-    do { dd_status dd_s_ = (expr); if (dd_s_ != DD_OK) return dd_s_; } while (0)
-#define DD_CHECK_ARG(cond) DD_RETURN_IF(!(cond), DD_ERR_INVALID_ARGUMENT, "%s: invalid argument: %s", __func__, #cond)
+#define DD_RETURN_IF(cond, status, ...)                   \
+    do {                                                  \
+        if (cond) return DD_ERROR((status), __VA_ARGS__); \
+    } while (0)
+#define DD_FORWARD(expr)                  \
+    do {                                  \
+        dd_status dd_s_ = (expr);         \
+        if (dd_s_ != DD_OK) return dd_s_; \
+    } while (0)
+#define DD_CHECK_ARG(cond) \
+    DD_RETURN_IF(!(cond), DD_ERR_INVALID_ARGUMENT, "%s: invalid argument: %s", __func__, #cond)
 
 /* oneDNN status -> dd_status (records the call text). */
 DD_INTERNAL dd_status dd__dnnl_error(int dnnl_status, const char *call, const char *file, int line);
-#define DD_CHECK_DNNL(expr) \
-    do { int dd_d_ = (int)(expr); if (dd_d_ != 0) return dd__dnnl_error(dd_d_, #expr, __FILE__, __LINE__); } while (0)
+#define DD_CHECK_DNNL(expr)                                                      \
+    do {                                                                         \
+        int dd_d_ = (int)(expr);                                                 \
+        if (dd_d_ != 0) return dd__dnnl_error(dd_d_, #expr, __FILE__, __LINE__); \
+    } while (0)
 
 /* ---- versioned structs (lib/core/versioned.c) -------------------------- */
 /* size in [v1, cur], else DD_ERR_INVALID_ARGUMENT naming fn and type. */
@@ -62,12 +71,12 @@ DD_INTERNAL dd_status dd__struct_size_check(size_t size, size_t v1, size_t cur, 
 DD_INTERNAL void dd__struct_fill(void *dst, size_t size, const void *full, size_t cur);
 /* Input struct: full (cur bytes, holding the defaults) takes the caller's
  * first user->struct_size bytes; full's struct_size becomes cur. */
-DD_INTERNAL dd_status dd__struct_read(void *full, size_t cur, const void *user, size_t v1,
-                                      const char *fn, const char *type);
+DD_INTERNAL dd_status dd__struct_read(void *full, size_t cur, const void *user, size_t v1, const char *fn,
+                                      const char *type);
 /* Output struct: the caller's first user->struct_size bytes = full's;
  * user->struct_size is kept. */
-DD_INTERNAL dd_status dd__struct_write(void *user, const void *full, size_t v1, size_t cur,
-                                       const char *fn, const char *type);
+DD_INTERNAL dd_status dd__struct_write(void *user, const void *full, size_t v1, size_t cur, const char *fn,
+                                       const char *type);
 /* The passes' statistics (dd_step_stats, deepdefense/model.h): a public
  * entry point checks the caller's struct (NULL passes), runs on a full-size
  * local one and copies it out with dd__stats_out (no-op for NULL). */
@@ -100,11 +109,13 @@ DD_API long dd__alloc_count(void);
 
 /* ---- random numbers ----------------------------------------------------- */
 /* xoshiro256** seeded by splitmix64: fast, reproducible, per-handle state. */
-typedef struct dd__rng { uint64_t s[4]; } dd__rng;
+typedef struct dd__rng {
+    uint64_t s[4];
+} dd__rng;
 DD_INTERNAL void dd__rng_seed(dd__rng *r, uint64_t seed);
 DD_INTERNAL uint64_t dd__rng_next(dd__rng *r);
-DD_INTERNAL double dd__rng_uniform(dd__rng *r);           /* [0, 1) */
-DD_INTERNAL double dd__rng_normal(dd__rng *r);            /* N(0, 1), Box-Muller */
+DD_INTERNAL double dd__rng_uniform(dd__rng *r);             /* [0, 1) */
+DD_INTERNAL double dd__rng_normal(dd__rng *r);              /* N(0, 1), Box-Muller */
 DD_INTERNAL uint64_t dd__rng_below(dd__rng *r, uint64_t n); /* uniform in [0, n) */
 
 /* ---- numerics ----------------------------------------------------------- */

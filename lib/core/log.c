@@ -24,18 +24,15 @@ static _Atomic(dd_log_fn) dd_log_callback;
 static _Atomic(void *) dd_log_user;
 static atomic_int dd_log_max_level;
 
-void dd_set_log_callback(dd_log_fn fn, void *user, dd_log_level max_level)
-{
+void dd_set_log_callback(dd_log_fn fn, void *user, dd_log_level max_level) {
     atomic_store_explicit(&dd_log_user, user, memory_order_relaxed);
     atomic_store_explicit(&dd_log_max_level, (int)max_level, memory_order_relaxed);
     atomic_store_explicit(&dd_log_callback, fn, memory_order_release);
 }
 
-void dd__log(dd_log_level level, const char *fmt, ...)
-{
+void dd__log(dd_log_level level, const char *fmt, ...) {
     dd_log_fn fn = atomic_load_explicit(&dd_log_callback, memory_order_acquire);
-    if (fn == NULL || (int)level > atomic_load_explicit(&dd_log_max_level, memory_order_relaxed))
-        return;
+    if (fn == NULL || (int)level > atomic_load_explicit(&dd_log_max_level, memory_order_relaxed)) return;
     void *user = atomic_load_explicit(&dd_log_user, memory_order_relaxed);
     char msg[DD_LOG_BUF];
     va_list ap;

@@ -17,27 +17,22 @@
 #define DD_FINITE_PAR ((size_t)1 << 16)
 #define DD_F32_EXP_MASK 0x7f800000u
 
-static int dd_bad(float v)
-{
+static int dd_bad(float v) {
     uint32_t bits;
     memcpy(&bits, &v, sizeof bits);
     return (bits & DD_F32_EXP_MASK) == DD_F32_EXP_MASK;
 }
 
-int dd__all_finite(const float *x, size_t count, int nthreads)
-{
-    if (count == 0)
-        return 1;
+int dd__all_finite(const float *x, size_t count, int nthreads) {
+    if (count == 0) return 1;
     if (count < DD_FINITE_PAR || nthreads <= 1) {
         for (size_t i = 0; i < count; i++)
-            if (dd_bad(x[i]))
-                return 0;
+            if (dd_bad(x[i])) return 0;
         return 1;
     }
     long long bad = 0;
     long long n = (long long)count;
 #pragma omp parallel for num_threads(nthreads) reduction(+ : bad) schedule(static)
-    for (long long i = 0; i < n; i++)
-        bad += dd_bad(x[i]);
+    for (long long i = 0; i < n; i++) bad += dd_bad(x[i]);
     return bad == 0;
 }

@@ -42,8 +42,7 @@ static const char *const dd_status_text[] = {
     [DD_ERR_REMOTE] = "another process of the distributed job failed",
 };
 
-const char *dd_status_string(dd_status s)
-{
+const char *dd_status_string(dd_status s) {
     /* The enum's underlying type may be unsigned: compare as long long. */
     long long i = (long long)s;
     if (i < 0 || i >= (long long)(sizeof dd_status_text / sizeof dd_status_text[0]) ||
@@ -52,40 +51,29 @@ const char *dd_status_string(dd_status s)
     return dd_status_text[i];
 }
 
-const char *dd_last_error(void)
-{
-    return dd_error_buf;
-}
+const char *dd_last_error(void) { return dd_error_buf; }
 
-void dd__clear_error(void)
-{
-    dd_error_buf[0] = '\0';
-}
+void dd__clear_error(void) { dd_error_buf[0] = '\0'; }
 
 /* Shortens an absolute __FILE__ to the part from the last "lib/" on, so
  * messages do not depend on where the source tree was checked out. */
-static const char *dd_short_path(const char *file)
-{
+static const char *dd_short_path(const char *file) {
     const char *best = NULL;
     for (const char *p = strstr(file, "lib/"); p != NULL; p = strstr(p + 1, "lib/"))
-        if (p == file || p[-1] == '/')
-            best = p;
-    if (best != NULL)
-        return best;
+        if (p == file || p[-1] == '/') best = p;
+    if (best != NULL) return best;
     const char *slash = strrchr(file, '/');
     return slash != NULL ? slash + 1 : file;
 }
 
-static dd_status dd_record(dd_status s, const char *file, int line, const char *msg)
-{
-    snprintf(dd_error_buf, sizeof dd_error_buf, "%s [%s:%d]", msg,
-             file != NULL ? dd_short_path(file) : "?", line);
+static dd_status dd_record(dd_status s, const char *file, int line, const char *msg) {
+    snprintf(dd_error_buf, sizeof dd_error_buf, "%s [%s:%d]", msg, file != NULL ? dd_short_path(file) : "?",
+             line);
     dd__log(DD_LOG_DEBUG, "%s: %s", dd_status_string(s), dd_error_buf);
     return s;
 }
 
-dd_status dd__set_error(dd_status s, const char *file, int line, const char *fmt, ...)
-{
+dd_status dd__set_error(dd_status s, const char *file, int line, const char *fmt, ...) {
     char msg[DD_ERROR_BUF];
     va_list ap;
     va_start(ap, fmt);
@@ -94,8 +82,7 @@ dd_status dd__set_error(dd_status s, const char *file, int line, const char *fmt
     return dd_record(s, file, line, msg);
 }
 
-dd_status dd__dnnl_error(int dnnl_status, const char *call, const char *file, int line)
-{
+dd_status dd__dnnl_error(int dnnl_status, const char *call, const char *file, int line) {
     char msg[DD_ERROR_BUF];
     dd_status s = dnnl_status == (int)dnnl_out_of_memory ? DD_ERR_OUT_OF_MEMORY : DD_ERR_BACKEND;
     snprintf(msg, sizeof msg, "oneDNN call %s failed: %s", call != NULL ? call : "?",
@@ -103,8 +90,7 @@ dd_status dd__dnnl_error(int dnnl_status, const char *call, const char *file, in
     return dd_record(s, file, line, msg);
 }
 
-dd_status dd_set_last_error(dd_status s, const char *fmt, ...)
-{
+dd_status dd_set_last_error(dd_status s, const char *fmt, ...) {
     if (fmt == NULL) {
         dd__clear_error();
         return s;

@@ -10,12 +10,6 @@
 
 #include "core.h"
 
-unsigned dd_version(void)
-{
-    return (unsigned)DD_VERSION_NUMBER;
-}
+unsigned dd_version(void) { return (unsigned)DD_VERSION_NUMBER; }
 
-const char *dd_version_string(void)
-{
-    return DD_VERSION_STRING;
-}
+const char *dd_version_string(void) { return DD_VERSION_STRING; }

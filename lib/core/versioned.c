@@ -22,8 +22,7 @@
 
 #include <deepdefense/model.h>
 
-dd_status dd__struct_size_check(size_t size, size_t v1, size_t cur, const char *fn, const char *type)
-{
+dd_status dd__struct_size_check(size_t size, size_t v1, size_t cur, const char *fn, const char *type) {
     DD_RETURN_IF(size < v1 || size > cur, DD_ERR_INVALID_ARGUMENT,
                  "%s: %s.struct_size = %zu is outside [%zu, %zu] (fill the struct with its _init "
                  "function, or set struct_size = sizeof; a size above %zu means a header newer "
@@ -32,8 +31,7 @@ dd_status dd__struct_size_check(size_t size, size_t v1, size_t cur, const char *
     return DD_OK;
 }
 
-void dd__struct_fill(void *dst, size_t size, const void *full, size_t cur)
-{
+void dd__struct_fill(void *dst, size_t size, const void *full, size_t cur) {
     if (!dst || size < sizeof(size_t)) return;
     size_t n = size < cur ? size : cur;
     memcpy(dst, full, n);
@@ -42,8 +40,7 @@ void dd__struct_fill(void *dst, size_t size, const void *full, size_t cur)
 }
 
 dd_status dd__struct_read(void *full, size_t cur, const void *user, size_t v1, const char *fn,
-                          const char *type)
-{
+                          const char *type) {
     size_t size;
     memcpy(&size, user, sizeof size);
     DD_FORWARD(dd__struct_size_check(size, v1, cur, fn, type));
@@ -53,8 +50,7 @@ dd_status dd__struct_read(void *full, size_t cur, const void *user, size_t v1, c
 }
 
 dd_status dd__struct_write(void *user, const void *full, size_t v1, size_t cur, const char *fn,
-                           const char *type)
-{
+                           const char *type) {
     size_t size;
     memcpy(&size, user, sizeof size);
     DD_FORWARD(dd__struct_size_check(size, v1, cur, fn, type));
@@ -63,14 +59,11 @@ dd_status dd__struct_write(void *user, const void *full, size_t v1, size_t cur, 
     return DD_OK;
 }
 
-dd_status dd__stats_check(const dd_step_stats *user, const char *fn)
-{
+dd_status dd__stats_check(const dd_step_stats *user, const char *fn) {
     if (!user) return DD_OK;
-    return dd__struct_size_check(user->struct_size, DD_STEP_STATS_SIZE_V1, sizeof *user, fn,
-                                 "dd_step_stats");
+    return dd__struct_size_check(user->struct_size, DD_STEP_STATS_SIZE_V1, sizeof *user, fn, "dd_step_stats");
 }
 
-void dd__stats_out(dd_step_stats *user, const dd_step_stats *full)
-{
+void dd__stats_out(dd_step_stats *user, const dd_step_stats *full) {
     if (user) dd__struct_fill(user, user->struct_size, full, sizeof *full);
 }

@@ -23,9 +23,7 @@
  * draws and the permutation of an epoch are unrelated streams. */
 #define DD_AUGMENT_DOMAIN 0x6175676d656e7431ULL /* "augment1" */
 
-dd__augment_draw dd__augment_draw_for(uint64_t seed, uint64_t epoch, uint64_t index, int pad,
-                                      int hflip)
-{
+dd__augment_draw dd__augment_draw_for(uint64_t seed, uint64_t epoch, uint64_t index, int pad, int hflip) {
     uint64_t key = dd__mix64(seed ^ DD_AUGMENT_DOMAIN);
     key = dd__mix64(key ^ epoch);
     key = dd__mix64(key ^ index);
@@ -39,14 +37,11 @@ dd__augment_draw dd__augment_draw_for(uint64_t seed, uint64_t epoch, uint64_t in
         d.dy = (int)dd__rng_below(&rng, (uint64_t)(2 * pad + 1));
         d.dx = (int)dd__rng_below(&rng, (uint64_t)(2 * pad + 1));
     }
-    if (hflip)
-        d.flip = (int)(dd__rng_next(&rng) >> 63);
+    if (hflip) d.flip = (int)(dd__rng_next(&rng) >> 63);
     return d;
 }
 
-void dd__augment_apply(const float *src, float *dst, int c, int h, int w, int pad,
-                       dd__augment_draw d)
-{
+void dd__augment_apply(const float *src, float *dst, int c, int h, int w, int pad, dd__augment_draw d) {
     int oy = d.dy - pad, ox = d.dx - pad; /* source = destination + offset */
     for (int ch = 0; ch < c; ch++) {
         const float *plane = src + (size_t)ch * h * w;

@@ -29,22 +29,20 @@
 #define DD_CIFAR_RECORD (1 + DD_CIFAR_PIXELS)
 #define DD_CIFAR_TRAIN_FILES 5
 
-dd_status dd__cifar10_read(dd__reader *r, dd__grow *pixels, dd__grow *labels, size_t *n)
-{
+dd_status dd__cifar10_read(dd__reader *r, dd__grow *pixels, dd__grow *labels, size_t *n) {
     size_t records = 0;
     for (;;) {
         uint64_t at = r->offset;
         unsigned char label;
         size_t got;
         DD_FORWARD(dd__reader_read(r, &label, 1, &got));
-        if (got == 0)
-            break;
+        if (got == 0) break;
         DD_RETURN_IF(label >= DD_CIFAR_CLASSES, DD_ERR_FORMAT,
-                     "%s: label %u > 9 in the record at byte offset %llu%s", r->name,
-                     (unsigned)label, (unsigned long long)at, r->gz ? " (decompressed)" : "");
+                     "%s: label %u > 9 in the record at byte offset %llu%s", r->name, (unsigned)label,
+                     (unsigned long long)at, r->gz ? " (decompressed)" : "");
         DD_RETURN_IF(*n + records >= (size_t)DD_DATASET_MAX_SAMPLES, DD_ERR_FORMAT,
-                     "%s: more than %d records at byte offset %llu", r->name,
-                     DD_DATASET_MAX_SAMPLES, (unsigned long long)at);
+                     "%s: more than %d records at byte offset %llu", r->name, DD_DATASET_MAX_SAMPLES,
+                     (unsigned long long)at);
         DD_FORWARD(dd__grow_read(pixels, r, DD_CIFAR_PIXELS, &got));
         DD_RETURN_IF(got != DD_CIFAR_PIXELS, DD_ERR_FORMAT,
                      "%s: truncated: the record at byte offset %llu%s has %zu of %d bytes "
@@ -64,18 +62,15 @@ dd_status dd__cifar10_read(dd__reader *r, dd__grow *pixels, dd__grow *labels, si
 }
 
 /* Wraps what was read into a dataset (takes both buffers). */
-static dd_status dd_cifar_finish(dd_dataset **out, dd__grow *pixels, dd__grow *labels, size_t n)
-{
+static dd_status dd_cifar_finish(dd_dataset **out, dd__grow *pixels, dd__grow *labels, size_t n) {
     void *px = dd__grow_take(pixels);
     int32_t *lab = dd__grow_take(labels);
-    return dd__dataset_wrap(out, DD__PIXELS_U8, px, lab, (int)n, DD_CIFAR_C, DD_CIFAR_H,
-                            DD_CIFAR_W, DD_CIFAR_CLASSES);
+    return dd__dataset_wrap(out, DD__PIXELS_U8, px, lab, (int)n, DD_CIFAR_C, DD_CIFAR_H, DD_CIFAR_W,
+                            DD_CIFAR_CLASSES);
 }
 
 /* Appends the records of the file at path. */
-static dd_status dd_cifar_read_file(const char *path, dd__grow *pixels, dd__grow *labels,
-                                    size_t *n)
-{
+static dd_status dd_cifar_read_file(const char *path, dd__grow *pixels, dd__grow *labels, size_t *n) {
     dd__reader r;
     DD_FORWARD(dd__reader_open_file(&r, path));
     dd_status st = dd__cifar10_read(&r, pixels, labels, n);
@@ -83,8 +78,7 @@ static dd_status dd_cifar_read_file(const char *path, dd__grow *pixels, dd__grow
     return st;
 }
 
-dd_status dd_dataset_open_cifar10_file(dd_dataset **out, const char *path)
-{
+dd_status dd_dataset_open_cifar10_file(dd_dataset **out, const char *path) {
     DD_CHECK_ARG(out != NULL);
     *out = NULL;
     DD_CHECK_ARG(path != NULL);
@@ -99,8 +93,7 @@ dd_status dd_dataset_open_cifar10_file(dd_dataset **out, const char *path)
     return dd_cifar_finish(out, &pixels, &labels, n);
 }
 
-dd_status dd_dataset_open_cifar10_memory(dd_dataset **out, const void *data, size_t size)
-{
+dd_status dd_dataset_open_cifar10_memory(dd_dataset **out, const void *data, size_t size) {
     DD_CHECK_ARG(out != NULL);
     *out = NULL;
     DD_CHECK_ARG(data != NULL || size == 0);
@@ -118,8 +111,7 @@ dd_status dd_dataset_open_cifar10_memory(dd_dataset **out, const void *data, siz
     return dd_cifar_finish(out, &pixels, &labels, n);
 }
 
-dd_status dd_dataset_open_cifar10(dd_dataset **out, const char *dir, dd_split split)
-{
+dd_status dd_dataset_open_cifar10(dd_dataset **out, const char *dir, dd_split split) {
     DD_CHECK_ARG(out != NULL);
     *out = NULL;
     DD_CHECK_ARG(dir != NULL);

@@ -32,20 +32,19 @@
 #define DD_SHUFFLE_DOMAIN 0x73687566666c6531ULL /* "shuffle1" */
 
 struct dd_batch_iter {
-    dd_dataset *ds;              /* private view: shares the samples */
+    dd_dataset *ds; /* private view: shares the samples */
     dd_batch_iter_options opts;
     int batch;
     int nthreads;
     size_t chw;
-    int32_t *perm;               /* (N) sample indices of this epoch, in order */
-    int count;                   /* entries of perm this shard iterates (N without sharding) */
-    float *scratch;              /* (nthreads, C, H, W) when augmenting, else NULL */
+    int32_t *perm;  /* (N) sample indices of this epoch, in order */
+    int count;      /* entries of perm this shard iterates (N without sharding) */
+    float *scratch; /* (nthreads, C, H, W) when augmenting, else NULL */
     int64_t epoch;
-    int pos;                     /* next position in perm */
+    int pos; /* next position in perm */
 };
 
-static int dd_max_threads(void)
-{
+static int dd_max_threads(void) {
 #ifdef _OPENMP
     return omp_get_max_threads();
 #else
@@ -53,8 +52,7 @@ static int dd_max_threads(void)
 #endif
 }
 
-static int dd_thread_num(void)
-{
+static int dd_thread_num(void) {
 #ifdef _OPENMP
     return omp_get_thread_num();
 #else
@@ -62,8 +60,7 @@ static int dd_thread_num(void)
 #endif
 }
 
-void dd_batch_iter_options_init_sized(dd_batch_iter_options *opts, size_t size)
-{
+void dd_batch_iter_options_init_sized(dd_batch_iter_options *opts, size_t size) {
     dd_batch_iter_options d;
     memset(&d, 0, sizeof d);
     d.shuffle = 1;
@@ -77,16 +74,12 @@ void dd_batch_iter_options_init_sized(dd_batch_iter_options *opts, size_t size)
     dd__struct_fill(opts, size, &d, sizeof d);
 }
 
-static void dd_iter_permute(dd_batch_iter *it)
-{
+static void dd_iter_permute(dd_batch_iter *it) {
     int n = it->ds->n;
-    for (int i = 0; i < n; i++)
-        it->perm[i] = i;
-    if (!it->opts.shuffle)
-        return;
+    for (int i = 0; i < n; i++) it->perm[i] = i;
+    if (!it->opts.shuffle) return;
     dd__rng rng;
-    dd__rng_seed(&rng, dd__mix64(dd__mix64(it->opts.seed ^ DD_SHUFFLE_DOMAIN) ^
-                                 (uint64_t)it->epoch));
+    dd__rng_seed(&rng, dd__mix64(dd__mix64(it->opts.seed ^ DD_SHUFFLE_DOMAIN) ^ (uint64_t)it->epoch));
     for (int i = n - 1; i > 0; i--) {
         int j = (int)dd__rng_below(&rng, (uint64_t)i + 1);
         int32_t t = it->perm[i];
@@ -99,17 +92,14 @@ static void dd_iter_permute(dd_batch_iter *it)
  * shard, shard + S, shard + 2S, ... (in place: position k reads from
  * shard + k S >= k). Shards are disjoint and cover the epoch; their sizes
  * differ by at most one. */
-static void dd_iter_shard(dd_batch_iter *it)
-{
+static void dd_iter_shard(dd_batch_iter *it) {
     int n = it->ds->n, S = it->opts.num_shards, r = it->opts.shard;
     it->count = (n - r + S - 1) / S;
-    for (int k = 0; k < it->count; k++)
-        it->perm[k] = it->perm[r + k * S];
+    for (int k = 0; k < it->count; k++) it->perm[k] = it->perm[r + k * S];
 }
 
 dd_status dd_batch_iter_create(dd_batch_iter **out, const dd_dataset *ds, int batch_size,
-                               const dd_batch_iter_options *opts)
-{
+                               const dd_batch_iter_options *opts) {
     DD_CHECK_ARG(out != NULL);
     *out = NULL;
     DD_CHECK_ARG(ds != NULL);
@@ -118,8 +108,8 @@ dd_status dd_batch_iter_create(dd_batch_iter **out, const dd_dataset *ds, int ba
     if (opts != NULL)
         DD_FORWARD(DD__STRUCT_READ(&o, opts, DD_BATCH_ITER_OPTIONS_SIZE_V1, "dd_batch_iter_create",
                                    "dd_batch_iter_options"));
-    DD_RETURN_IF(batch_size < 1, DD_ERR_INVALID_ARGUMENT,
-                 "dd_batch_iter_create: batch_size %d < 1", batch_size);
+    DD_RETURN_IF(batch_size < 1, DD_ERR_INVALID_ARGUMENT, "dd_batch_iter_create: batch_size %d < 1",
+                 batch_size);
     DD_RETURN_IF(o.drop_last && batch_size > ds->n, DD_ERR_INVALID_ARGUMENT,
                  "dd_batch_iter_create: drop_last with batch_size %d > %d samples: every epoch "
                  "would be empty",
@@ -133,8 +123,8 @@ dd_status dd_batch_iter_create(dd_batch_iter **out, const dd_dataset *ds, int ba
                  "dd_batch_iter_create: shuffle %d is not 0 or 1", o.shuffle);
     DD_RETURN_IF(o.drop_last != 0 && o.drop_last != 1, DD_ERR_INVALID_ARGUMENT,
                  "dd_batch_iter_create: drop_last %d is not 0 or 1", o.drop_last);
-    DD_RETURN_IF(o.num_threads < 0, DD_ERR_INVALID_ARGUMENT,
-                 "dd_batch_iter_create: num_threads %d < 0", o.num_threads);
+    DD_RETURN_IF(o.num_threads < 0, DD_ERR_INVALID_ARGUMENT, "dd_batch_iter_create: num_threads %d < 0",
+                 o.num_threads);
     DD_RETURN_IF(o.num_shards < 1 || o.num_shards > ds->n || o.shard < 0 || o.shard >= o.num_shards,
                  DD_ERR_INVALID_ARGUMENT,
                  "dd_batch_iter_create: shard %d of %d (need 1 <= num_shards <= %d samples, 0 <= shard "
@@ -152,12 +142,10 @@ dd_status dd_batch_iter_create(dd_batch_iter **out, const dd_dataset *ds, int ba
     it->nthreads = o.num_threads > 0 ? o.num_threads : dd_max_threads();
     it->chw = (size_t)ds->c * ds->h * ds->w;
     dd_status st = dd__dataset_view(&it->ds, ds, 0, ds->n);
-    if (st != DD_OK)
-        goto fail;
+    if (st != DD_OK) goto fail;
     it->perm = dd__malloc((size_t)ds->n * sizeof *it->perm);
     if (it->perm == NULL) {
-        st = DD_ERROR(DD_ERR_OUT_OF_MEMORY, "dd_batch_iter_create: no memory for %d indices",
-                      ds->n);
+        st = DD_ERROR(DD_ERR_OUT_OF_MEMORY, "dd_batch_iter_create: no memory for %d indices", ds->n);
         goto fail;
     }
     if (o.crop_padding > 0 || o.hflip) {
@@ -178,21 +166,17 @@ fail:
     return st;
 }
 
-void dd_batch_iter_destroy(dd_batch_iter *it)
-{
-    if (it == NULL)
-        return;
+void dd_batch_iter_destroy(dd_batch_iter *it) {
+    if (it == NULL) return;
     dd_dataset_destroy(it->ds);
     dd__free(it->perm);
     dd__free(it->scratch);
     dd__free(it);
 }
 
-dd_status dd_batch_iter_reset(dd_batch_iter *it, int64_t epoch)
-{
+dd_status dd_batch_iter_reset(dd_batch_iter *it, int64_t epoch) {
     DD_CHECK_ARG(it != NULL);
-    DD_RETURN_IF(epoch < 0, DD_ERR_INVALID_ARGUMENT, "dd_batch_iter_reset: epoch %lld < 0",
-                 (long long)epoch);
+    DD_RETURN_IF(epoch < 0, DD_ERR_INVALID_ARGUMENT, "dd_batch_iter_reset: epoch %lld < 0", (long long)epoch);
     it->epoch = epoch;
     it->pos = 0;
     dd_iter_permute(it);
@@ -200,21 +184,17 @@ dd_status dd_batch_iter_reset(dd_batch_iter *it, int64_t epoch)
     return DD_OK;
 }
 
-dd_status dd_batch_iter_info(const dd_batch_iter *it, int *num_batches, int64_t *epoch)
-{
+dd_status dd_batch_iter_info(const dd_batch_iter *it, int *num_batches, int64_t *epoch) {
     DD_CHECK_ARG(it != NULL);
     if (num_batches != NULL) {
         int n = it->count;
         *num_batches = it->opts.drop_last ? n / it->batch : n / it->batch + (n % it->batch != 0);
     }
-    if (epoch != NULL)
-        *epoch = it->epoch;
+    if (epoch != NULL) *epoch = it->epoch;
     return DD_OK;
 }
 
-dd_status dd_batch_iter_next(dd_batch_iter *it, float *x, int32_t *labels, int32_t *indices,
-                             int *n)
-{
+dd_status dd_batch_iter_next(dd_batch_iter *it, float *x, int32_t *labels, int32_t *indices, int *n) {
     DD_CHECK_ARG(n != NULL);
     *n = 0;
     DD_CHECK_ARG(it != NULL);
@@ -226,11 +206,9 @@ dd_status dd_batch_iter_next(dd_batch_iter *it, float *x, int32_t *labels, int32
     }
     int m = left < it->batch ? left : it->batch;
     const int32_t *idx = it->perm + it->pos;
-    if (indices != NULL)
-        memcpy(indices, idx, (size_t)m * sizeof *indices);
+    if (indices != NULL) memcpy(indices, idx, (size_t)m * sizeof *indices);
     if (labels != NULL)
-        for (int i = 0; i < m; i++)
-            labels[i] = ds->store->labels[ds->first + (size_t)idx[i]];
+        for (int i = 0; i < m; i++) labels[i] = ds->store->labels[ds->first + (size_t)idx[i]];
     if (x != NULL) {
         const size_t chw = it->chw;
         const int pad = it->opts.crop_padding, hflip = it->opts.hflip;

@@ -29,24 +29,20 @@
 
 /* ---- zlib allocation hooks ---------------------------------------------- */
 
-static voidpf dd_zalloc(voidpf opaque, uInt items, uInt size)
-{
+static voidpf dd_zalloc(voidpf opaque, uInt items, uInt size) {
     (void)opaque;
-    if (size != 0 && items > SIZE_MAX / size)
-        return Z_NULL;
+    if (size != 0 && items > SIZE_MAX / size) return Z_NULL;
     return dd__malloc((size_t)items * size);
 }
 
-static void dd_zfree(voidpf opaque, voidpf p)
-{
+static void dd_zfree(voidpf opaque, voidpf p) {
     (void)opaque;
     dd__free(p);
 }
 
 /* ---- opening ------------------------------------------------------------- */
 
-static dd_status dd_reader_start_gz(dd__reader *r)
-{
+static dd_status dd_reader_start_gz(dd__reader *r) {
     memset(&r->zs, 0, sizeof r->zs);
     r->zs.zalloc = dd_zalloc;
     r->zs.zfree = dd_zfree;
@@ -54,23 +50,19 @@ static dd_status dd_reader_start_gz(dd__reader *r)
     int zr = inflateInit2(&r->zs, 16 + MAX_WBITS);
     if (zr == Z_MEM_ERROR)
         return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "%s: cannot start gzip decompression", r->name);
-    DD_RETURN_IF(zr != Z_OK, DD_ERR_FORMAT, "%s: cannot start gzip decompression (zlib %d)",
-                 r->name, zr);
+    DD_RETURN_IF(zr != Z_OK, DD_ERR_FORMAT, "%s: cannot start gzip decompression (zlib %d)", r->name, zr);
     r->zinit = 1;
     r->gz = 1;
     return DD_OK;
 }
 
 /* Bytes of raw input given to zlib so far (compressed offset). */
-static uint64_t dd_raw_consumed(const dd__reader *r)
-{
-    if (r->file != NULL)
-        return r->raw_read - r->zs.avail_in;
+static uint64_t dd_raw_consumed(const dd__reader *r) {
+    if (r->file != NULL) return r->raw_read - r->zs.avail_in;
     return (uint64_t)(r->mem_pos - r->zs.avail_in);
 }
 
-dd_status dd__reader_open_file(dd__reader *r, const char *path)
-{
+dd_status dd__reader_open_file(dd__reader *r, const char *path) {
     memset(r, 0, sizeof *r);
     r->name = path;
     r->size_hint = -1;
@@ -88,8 +80,7 @@ dd_status dd__reader_open_file(dd__reader *r, const char *path)
     /* The file's size bounds what a plain read can deliver (pipes have none). */
     if (fseek(r->file, 0, SEEK_END) == 0) {
         long end = ftell(r->file);
-        if (end >= 0)
-            r->size_hint = (int64_t)end;
+        if (end >= 0) r->size_hint = (int64_t)end;
         if (fseek(r->file, 0, SEEK_SET) != 0) {
             int e = errno;
             st = DD_ERROR(DD_ERR_IO, "%s: cannot seek: %s", path, strerror(e));
@@ -107,8 +98,7 @@ dd_status dd__reader_open_file(dd__reader *r, const char *path)
     r->raw_read = r->in_len;
     if (r->in_len >= 2 && r->inbuf[0] == 0x1f && r->inbuf[1] == 0x8b) {
         st = dd_reader_start_gz(r);
-        if (st != DD_OK)
-            goto fail;
+        if (st != DD_OK) goto fail;
         r->zs.next_in = r->inbuf;
         r->zs.avail_in = (uInt)r->in_len;
         r->size_hint = -1;
@@ -119,8 +109,7 @@ fail:
     return st;
 }
 
-dd_status dd__reader_open_memory(dd__reader *r, const void *data, size_t size, const char *name)
-{
+dd_status dd__reader_open_memory(dd__reader *r, const void *data, size_t size, const char *name) {
     memset(r, 0, sizeof *r);
     r->name = name;
     r->mem = data;
@@ -133,14 +122,10 @@ dd_status dd__reader_open_memory(dd__reader *r, const void *data, size_t size, c
     return DD_OK;
 }
 
-void dd__reader_close(dd__reader *r)
-{
-    if (r == NULL)
-        return;
-    if (r->zinit)
-        inflateEnd(&r->zs);
-    if (r->file != NULL)
-        fclose(r->file);
+void dd__reader_close(dd__reader *r) {
+    if (r == NULL) return;
+    if (r->zinit) inflateEnd(&r->zs);
+    if (r->file != NULL) fclose(r->file);
     dd__free(r->inbuf);
     memset(r, 0, sizeof *r);
 }
@@ -148,11 +133,9 @@ void dd__reader_close(dd__reader *r)
 /* ---- reading -------------------------------------------------------------- */
 
 /* Gives zlib more raw input if it has none; *more = 0 when none is left. */
-static dd_status dd_reader_refill(dd__reader *r, int *more)
-{
+static dd_status dd_reader_refill(dd__reader *r, int *more) {
     *more = 1;
-    if (r->zs.avail_in > 0)
-        return DD_OK;
+    if (r->zs.avail_in > 0) return DD_OK;
     if (r->file != NULL) {
         if (r->in_eof) {
             *more = 0;
@@ -160,8 +143,8 @@ static dd_status dd_reader_refill(dd__reader *r, int *more)
         }
         size_t got = fread(r->inbuf, 1, DD__READER_CHUNK, r->file);
         if (got < DD__READER_CHUNK) {
-            DD_RETURN_IF(ferror(r->file), DD_ERR_IO, "%s: read error at compressed byte offset %llu",
-                         r->name, (unsigned long long)r->raw_read);
+            DD_RETURN_IF(ferror(r->file), DD_ERR_IO, "%s: read error at compressed byte offset %llu", r->name,
+                         (unsigned long long)r->raw_read);
             r->in_eof = 1;
         }
         r->raw_read += got;
@@ -180,8 +163,7 @@ static dd_status dd_reader_refill(dd__reader *r, int *more)
     return DD_OK;
 }
 
-static dd_status dd_reader_read_gz(dd__reader *r, unsigned char *dst, size_t size, size_t *got)
-{
+static dd_status dd_reader_read_gz(dd__reader *r, unsigned char *dst, size_t size, size_t *got) {
     size_t done = 0;
     while (done < size && !r->gz_done) {
         int more;
@@ -201,45 +183,38 @@ static dd_status dd_reader_read_gz(dd__reader *r, unsigned char *dst, size_t siz
                 break;
             }
             DD_RETURN_IF(inflateReset(&r->zs) != Z_OK, DD_ERR_FORMAT,
-                         "%s: cannot restart gzip decompression at compressed byte offset %llu",
-                         r->name, (unsigned long long)dd_raw_consumed(r));
+                         "%s: cannot restart gzip decompression at compressed byte offset %llu", r->name,
+                         (unsigned long long)dd_raw_consumed(r));
             continue;
         }
-        if (zr == Z_OK)
-            continue;
+        if (zr == Z_OK) continue;
         if (zr == Z_BUF_ERROR && !more)
             return DD_ERROR(DD_ERR_FORMAT,
                             "%s: gzip stream truncated at compressed byte offset %llu "
                             "(decompressed byte offset %llu)",
-                            r->name, (unsigned long long)dd_raw_consumed(r),
-                            (unsigned long long)r->offset);
+                            r->name, (unsigned long long)dd_raw_consumed(r), (unsigned long long)r->offset);
         if (zr == Z_MEM_ERROR)
             return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "%s: no memory for gzip decompression", r->name);
-        if (zr == Z_BUF_ERROR)
-            continue;
+        if (zr == Z_BUF_ERROR) continue;
         return DD_ERROR(DD_ERR_FORMAT,
                         "%s: corrupt gzip data at compressed byte offset %llu "
                         "(decompressed byte offset %llu): %s",
-                        r->name, (unsigned long long)dd_raw_consumed(r),
-                        (unsigned long long)r->offset, r->zs.msg ? r->zs.msg : "inflate failed");
+                        r->name, (unsigned long long)dd_raw_consumed(r), (unsigned long long)r->offset,
+                        r->zs.msg ? r->zs.msg : "inflate failed");
     }
     *got = done;
     return DD_OK;
 }
 
-dd_status dd__reader_read(dd__reader *r, void *dst, size_t size, size_t *got)
-{
+dd_status dd__reader_read(dd__reader *r, void *dst, size_t size, size_t *got) {
     unsigned char *out = dst;
     *got = 0;
-    if (size == 0)
-        return DD_OK;
-    if (r->gz)
-        return dd_reader_read_gz(r, out, size, got);
+    if (size == 0) return DD_OK;
+    if (r->gz) return dd_reader_read_gz(r, out, size, got);
     if (r->file == NULL) {
         size_t left = r->mem_size - r->mem_pos;
         size_t n = size < left ? size : left;
-        if (n > 0)
-            memcpy(out, r->mem + r->mem_pos, n);
+        if (n > 0) memcpy(out, r->mem + r->mem_pos, n);
         r->mem_pos += n;
         r->offset += n;
         *got = n;
@@ -268,33 +243,28 @@ dd_status dd__reader_read(dd__reader *r, void *dst, size_t size, size_t *got)
     return DD_OK;
 }
 
-dd_status dd__reader_expect_end(dd__reader *r)
-{
+dd_status dd__reader_expect_end(dd__reader *r) {
     unsigned char byte;
     size_t got;
     uint64_t at = r->offset;
     DD_FORWARD(dd__reader_read(r, &byte, 1, &got));
-    DD_RETURN_IF(got != 0, DD_ERR_FORMAT, "%s: unexpected trailing bytes at byte offset %llu%s",
-                 r->name, (unsigned long long)at, r->gz ? " (decompressed)" : "");
+    DD_RETURN_IF(got != 0, DD_ERR_FORMAT, "%s: unexpected trailing bytes at byte offset %llu%s", r->name,
+                 (unsigned long long)at, r->gz ? " (decompressed)" : "");
     return DD_OK;
 }
 
-int64_t dd__reader_remaining_hint(const dd__reader *r)
-{
-    if (r->size_hint < 0)
-        return -1;
+int64_t dd__reader_remaining_hint(const dd__reader *r) {
+    if (r->size_hint < 0) return -1;
     uint64_t used = r->offset;
     return used >= (uint64_t)r->size_hint ? 0 : r->size_hint - (int64_t)used;
 }
 
 /* ---- growing buffers ------------------------------------------------------ */
 
-dd_status dd__grow_reserve(dd__grow *g, size_t extra, int64_t hint)
-{
+dd_status dd__grow_reserve(dd__grow *g, size_t extra, int64_t hint) {
     DD_RETURN_IF(extra > SIZE_MAX - g->size, DD_ERR_OUT_OF_MEMORY, "buffer size overflow");
     size_t need = g->size + extra;
-    if (need <= g->cap)
-        return DD_OK;
+    if (need <= g->cap) return DD_OK;
     size_t target;
     if (hint >= 0 && (uint64_t)hint <= SIZE_MAX - g->size)
         target = g->size + (size_t)hint; /* what the input can still deliver */
@@ -302,8 +272,7 @@ dd_status dd__grow_reserve(dd__grow *g, size_t extra, int64_t hint)
         target = DD_GROW_MIN;
     else
         target = g->cap > SIZE_MAX / 2 ? SIZE_MAX : g->cap * 2;
-    if (target < need)
-        target = need;
+    if (target < need) target = need;
     unsigned char *p = dd__realloc(g->data, target);
     DD_RETURN_IF(p == NULL, DD_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes", target);
     g->data = p;
@@ -311,8 +280,7 @@ dd_status dd__grow_reserve(dd__grow *g, size_t extra, int64_t hint)
     return DD_OK;
 }
 
-dd_status dd__grow_read(dd__grow *g, dd__reader *r, size_t want, size_t *got)
-{
+dd_status dd__grow_read(dd__grow *g, dd__reader *r, size_t want, size_t *got) {
     *got = 0;
     while (*got < want) {
         if (g->size == g->cap) {
@@ -336,27 +304,23 @@ dd_status dd__grow_read(dd__grow *g, dd__reader *r, size_t want, size_t *got)
         DD_FORWARD(dd__reader_read(r, g->data + g->size, n, &read));
         g->size += read;
         *got += read;
-        if (read < n)
-            break;
+        if (read < n) break;
     }
     return DD_OK;
 }
 
-void *dd__grow_take(dd__grow *g)
-{
+void *dd__grow_take(dd__grow *g) {
     void *p = g->data;
     if (p != NULL && g->size < g->cap) {
         void *q = dd__realloc(p, g->size);
-        if (q != NULL)
-            p = q;
+        if (q != NULL) p = q;
     }
     g->data = NULL;
     g->size = g->cap = 0;
     return p;
 }
 
-void dd__grow_free(dd__grow *g)
-{
+void dd__grow_free(dd__grow *g) {
     dd__free(g->data);
     g->data = NULL;
     g->size = g->cap = 0;

@@ -16,12 +16,12 @@
 
 /* Runs `body` with the calling thread's OpenMP ICV set to the model's thread
  * count, restoring it afterwards (see engine.h). */
-#define DD__WITH_THREADS(ctx, body)                                  \
-    do {                                                             \
-        int dd_old_nt_ = omp_get_max_threads();                      \
+#define DD__WITH_THREADS(ctx, body)                                    \
+    do {                                                               \
+        int dd_old_nt_ = omp_get_max_threads();                        \
         if ((ctx)->nthreads > 0) omp_set_num_threads((ctx)->nthreads); \
-        body;                                                        \
-        omp_set_num_threads(dd_old_nt_);                             \
+        body;                                                          \
+        omp_set_num_threads(dd_old_nt_);                               \
     } while (0)
 
 int dd__act_block(void) {
@@ -79,8 +79,8 @@ dd_status dd__prim_create(dd__ctx *ctx, dd__prim *p, const void *op_desc, dnnl_p
     }
     dnnl_status_t st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     if (st == dnnl_success) {
-        DD__WITH_THREADS(ctx, st = dnnl_primitive_desc_create(&p->pd, op_desc, attr, ctx->eng,
-                                                             hint ? hint->pd : NULL));
+        DD__WITH_THREADS(
+            ctx, st = dnnl_primitive_desc_create(&p->pd, op_desc, attr, ctx->eng, hint ? hint->pd : NULL));
     }
     if (own) dnnl_primitive_attr_destroy(own);
     if (st != dnnl_success) {
@@ -95,8 +95,10 @@ dd_status dd__prim_create(dd__ctx *ctx, dd__prim *p, const void *op_desc, dnnl_p
                 impl);
     } else if (strncmp(impl, "ref", 3) == 0) {
         dd__prim_destroy(p);
-        return DD_ERROR(DD_ERR_BACKEND, "%s: oneDNN offers only the reference implementation '%s'"
-                        " (a layout combination without a fast kernel)", what, impl);
+        return DD_ERROR(DD_ERR_BACKEND,
+                        "%s: oneDNN offers only the reference implementation '%s'"
+                        " (a layout combination without a fast kernel)",
+                        what, impl);
     }
     DD__WITH_THREADS(ctx, st = dnnl_primitive_create(&p->prim, p->pd));
     if (st != dnnl_success) {
@@ -175,8 +177,8 @@ dd_status dd__reorder_create(dd__ctx *ctx, dd__reorder *r, const dnnl_memory_des
         if (po) dnnl_post_ops_destroy(po);
     }
     if (st == dnnl_success) {
-        DD__WITH_THREADS(ctx, st = dnnl_reorder_primitive_desc_create(&r->p.pd, from, ctx->eng, to,
-                                                                    ctx->eng, attr));
+        DD__WITH_THREADS(
+            ctx, st = dnnl_reorder_primitive_desc_create(&r->p.pd, from, ctx->eng, to, ctx->eng, attr));
     }
     dnnl_primitive_attr_destroy(attr);
     if (st != dnnl_success) {

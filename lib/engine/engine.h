@@ -21,15 +21,14 @@
 typedef struct dd__prim {
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
-    dnnl_memory_t scratch;      /* NULL when the primitive needs none */
+    dnnl_memory_t scratch; /* NULL when the primitive needs none */
 } dd__prim;
 
 /* Creates pd and primitive for op_desc (a dnnl_*_desc_t); hint may be NULL.
  * attr may be NULL (a fresh one with user scratchpad is used). what names
  * the primitive in error messages. */
 DD_INTERNAL dd_status dd__prim_create(dd__ctx *ctx, dd__prim *p, const void *op_desc,
-                                      dnnl_primitive_attr_t attr, const dd__prim *hint,
-                                      const char *what);
+                                      dnnl_primitive_attr_t attr, const dd__prim *hint, const char *what);
 DD_INTERNAL void dd__prim_destroy(dd__prim *p);
 /* Queried memory descriptor (dnnl_query_src_md etc.) of a primitive. */
 DD_INTERNAL const dnnl_memory_desc_t *dd__prim_md(const dd__prim *p, dnnl_query_t what, int index);
@@ -46,7 +45,7 @@ DD_INTERNAL void dd__mem_destroy(dnnl_memory_t *mem);
 
 /* Layout conversion from -> to; a plain copy when the descriptors are equal. */
 typedef struct dd__reorder {
-    dd__prim p;                 /* p.prim NULL: same layout */
+    dd__prim p; /* p.prim NULL: same layout */
     dnnl_memory_t src, dst;
     size_t bytes;
 } dd__reorder;

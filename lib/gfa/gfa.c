@@ -113,8 +113,7 @@ static dd_status parse_item(const char *it, size_t len, float dflt, char *name, 
     char *endp = NULL;
     double v = strtod(num, &endp);
     DD_RETURN_IF(*endp != '\0' || !isfinite(v) || v < 0 || v > 3.0e38, DD_ERR_INVALID_ARGUMENT,
-                 "dd_gfa_hook_spec: item '%.*s': lambda '%s' is not a finite number >= 0", (int)len, it,
-                 num);
+                 "dd_gfa_hook_spec: item '%.*s': lambda '%s' is not a finite number >= 0", (int)len, it, num);
     *lambda = (float)v;
     return DD_OK;
 }
@@ -174,7 +173,9 @@ static dd_status fill_spec(dd_model *m, const void *arg, float lambda) {
     }
 }
 
-static int valid_mode(int mode) { return mode == DD_GFA_SIN2 || mode == DD_GFA_TANGENT || mode == DD_GFA_COS; }
+static int valid_mode(int mode) {
+    return mode == DD_GFA_SIN2 || mode == DD_GFA_TANGENT || mode == DD_GFA_COS;
+}
 
 dd_status dd_gfa_hook_preset(dd_model *m, dd_gfa_preset preset, float lambda) {
     DD_RETURN_IF(!m, DD_ERR_INVALID_ARGUMENT, "dd_gfa_hook_preset: model is NULL");
@@ -285,15 +286,16 @@ static dd_status tangent_node(dd_model *m, dd__node *node, int g_written, dd__ts
     for (int k = 0; k < node->ninputs; k++) any |= dd__in(node, k)->tan_nonzero;
     if (!any) {
         if (h >= 0) {
-            dd__gfa_affine(out->tan, out->grad, out->data, hook_coef(m, h), 0, ctx->n, out->sample_floats,
-                           0, ctx->nthreads);
+            dd__gfa_affine(out->tan, out->grad, out->data, hook_coef(m, h), 0, ctx->n, out->sample_floats, 0,
+                           ctx->nthreads);
             out->tan_nonzero = 1;
         }
         return DD_OK;
     }
     DD_RETURN_IF(!node->ops->jvp, DD_ERR_UNSUPPORTED,
                  "GFA: node %d (%s '%s') has no Jacobian-vector product; a hook upstream of it "
-                 "cannot be differentiated", node->id, node->ops->name, node->name);
+                 "cannot be differentiated",
+                 node->id, node->ops->name, node->name);
     void *plan;
     DD_FORWARD(dd__node_plan(node, ctx, &plan));
     const float *tx[2] = {NULL, NULL};
@@ -362,8 +364,8 @@ dd_status dd__gfa_backward(dd_model *m, void *arg) {
     for (int h = 0; h < m->nhooks; h++) {
         dd__tensor *t = &m->nodes[m->hooks[h].tensor].out;
         double reg, align;
-        dd__gfa_align(t->grad, t->data, n, t->sample_floats, m->gfa_mode, m->hooks[h].lambda,
-                      hook_coef(m, h), gfa_reductions(m), ctx->nthreads, &reg, &align);
+        dd__gfa_align(t->grad, t->data, n, t->sample_floats, m->gfa_mode, m->hooks[h].lambda, hook_coef(m, h),
+                      gfa_reductions(m), ctx->nthreads, &reg, &align);
         J += m->hooks[h].lambda * reg;
         if (a->stats) {
             a->stats->hook_node[h] = m->hooks[h].tensor;

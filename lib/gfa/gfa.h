@@ -29,7 +29,7 @@ DD_INTERNAL void dd__gfa_align(const float *grad, const float *data, int n, size
                                double *align);
 /* out[i] (+)= coef[4i + 2w] G[i] + coef[4i + 2w + 1] h[i] for each sample i
  * (w = 0: Gbar, 1: Ybar); accumulate selects += over =. */
-DD_INTERNAL void dd__gfa_affine(float *out, const float *G, const float *h, const float *coef, int w,
-                                int n, size_t floats, int accumulate, int nthreads);
+DD_INTERNAL void dd__gfa_affine(float *out, const float *G, const float *h, const float *coef, int w, int n,
+                                size_t floats, int accumulate, int nthreads);
 
 #endif

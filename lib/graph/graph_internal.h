@@ -9,13 +9,12 @@
  * channels for DD__BLOCKED), padding included. */
 DD_INTERNAL size_t dd__layout_sample_floats(dd__layout layout, int blk, int c, int h, int w);
 /* Validates the common arguments of a dd_model_add_* call. */
-DD_INTERNAL dd_status dd__graph_check_add(dd_model *m, const char *what, const dd_node *inputs,
-                                          int ninputs, dd_node *out);
+DD_INTERNAL dd_status dd__graph_check_add(dd_model *m, const char *what, const dd_node *inputs, int ninputs,
+                                          dd_node *out);
 /* Appends a node; `state` (owned by the node from now on, freed by
  * ops->destroy) and the output shape (ndims, c, h, w, layout) are given. */
-DD_INTERNAL dd_status dd__graph_append(dd_model *m, const dd__node_ops *ops, const int *inputs,
-                                       int ninputs, const char *name, void *state,
-                                       const dd__tensor *shape, int *id);
+DD_INTERNAL dd_status dd__graph_append(dd_model *m, const dd__node_ops *ops, const int *inputs, int ninputs,
+                                       const char *name, void *state, const dd__tensor *shape, int *id);
 /* Frees the activation arena (the next forward pass allocates it again):
  * used when the hook set changes, so that the old and the new layout are
  * never resident together. */

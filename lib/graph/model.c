@@ -38,9 +38,12 @@ void dd_step_stats_init_sized(dd_step_stats *stats, size_t size) {
 
 size_t dd__layout_sample_floats(dd__layout layout, int blk, int c, int h, int w) {
     switch (layout) {
-    case DD__BLOCKED: return (size_t)((c + blk - 1) / blk) * (size_t)blk * (size_t)h * (size_t)w;
-    case DD__NCHW: return (size_t)c * (size_t)h * (size_t)w;
-    default: return (size_t)c;
+    case DD__BLOCKED:
+        return (size_t)((c + blk - 1) / blk) * (size_t)blk * (size_t)h * (size_t)w;
+    case DD__NCHW:
+        return (size_t)c * (size_t)h * (size_t)w;
+    default:
+        return (size_t)c;
     }
 }
 
@@ -50,19 +53,19 @@ dd_status dd_model_create(dd_model **out, int channels, int height, int width, i
     *out = NULL;
     DD_RETURN_IF(channels < 1 || height < 1 || width < 1 || channels > 65536 || height > 65536 ||
                      width > 65536 || (int64_t)channels * height * width > DD__MAX_DIM * 16,
-                 DD_ERR_INVALID_ARGUMENT, "dd_model_create: input shape %dx%dx%d out of range",
-                 channels, height, width);
+                 DD_ERR_INVALID_ARGUMENT, "dd_model_create: input shape %dx%dx%d out of range", channels,
+                 height, width);
     DD_RETURN_IF(num_classes < 2 || num_classes > DD__MAX_DIM, DD_ERR_INVALID_ARGUMENT,
                  "dd_model_create: num_classes = %d (need >= 2)", num_classes);
     dd_model_options o;
     dd_model_options_init(&o);
     if (opts)
-        DD_FORWARD(DD__STRUCT_READ(&o, opts, DD_MODEL_OPTIONS_SIZE_V1, "dd_model_create",
-                                   "dd_model_options"));
+        DD_FORWARD(
+            DD__STRUCT_READ(&o, opts, DD_MODEL_OPTIONS_SIZE_V1, "dd_model_create", "dd_model_options"));
     DD_RETURN_IF(o.num_threads < 0 || o.num_threads > 1024, DD_ERR_INVALID_ARGUMENT,
                  "dd_model_create: num_threads = %d", o.num_threads);
-    DD_RETURN_IF(o.conv_algo < DD_CONV_AUTO || o.conv_algo > DD_CONV_WINOGRAD,
-                 DD_ERR_INVALID_ARGUMENT, "dd_model_create: conv_algo = %d", (int)o.conv_algo);
+    DD_RETURN_IF(o.conv_algo < DD_CONV_AUTO || o.conv_algo > DD_CONV_WINOGRAD, DD_ERR_INVALID_ARGUMENT,
+                 "dd_model_create: conv_algo = %d", (int)o.conv_algo);
     DD_RETURN_IF(o.fuse_layers != 0 && o.fuse_layers != 1, DD_ERR_INVALID_ARGUMENT,
                  "dd_model_create: fuse_layers = %d (0 or 1)", o.fuse_layers);
     dd_model *m = dd__calloc(1, sizeof *m);
@@ -145,8 +148,8 @@ dd_status dd__graph_check_add(dd_model *m, const char *what, const dd_node *inpu
     return DD_OK;
 }
 
-dd_status dd__node_add_param(dd__node *n, const char *field, int ndims, const int64_t *dims,
-                             int trainable, int decay) {
+dd_status dd__node_add_param(dd__node *n, const char *field, int ndims, const int64_t *dims, int trainable,
+                             int decay) {
     dd_model *m = n->model;
     if (m->nparams == m->cap_params) {
         int cap = m->cap_params ? m->cap_params * 2 : 16;
@@ -247,10 +250,10 @@ static size_t layout_activations(dd_model *m, char *base, int gfa, const int *sl
                                  const size_t *slot_floats) {
     size_t off = 0;
     size_t maxb = (size_t)m->max_batch;
-#define DD__TAKE(ptr, floats)                                            \
-    do {                                                                 \
-        if (base) (ptr) = (float *)(base + off);                         \
-        off += (((size_t)(floats) * sizeof(float)) + 63) / 64 * 64;      \
+#define DD__TAKE(ptr, floats)                                       \
+    do {                                                            \
+        if (base) (ptr) = (float *)(base + off);                    \
+        off += (((size_t)(floats) * sizeof(float)) + 63) / 64 * 64; \
     } while (0)
     size_t maxt = 0;
     for (int i = 0; i <= m->logits; i++) {
@@ -319,8 +322,8 @@ dd_status dd_model_build(dd_model *m, dd_node logits, int max_batch) {
                  "dd_model_build: logits node %d does not exist (or is the input)", (int)logits);
     dd__tensor *lt = &m->nodes[logits].out;
     DD_RETURN_IF(lt->ndims != 2 || lt->c != m->num_classes, DD_ERR_INVALID_ARGUMENT,
-                 "dd_model_build: logits node %d has shape (%d, %d, %d), need (%d)", (int)logits,
-                 lt->c, lt->h, lt->w, m->num_classes);
+                 "dd_model_build: logits node %d has shape (%d, %d, %d), need (%d)", (int)logits, lt->c,
+                 lt->h, lt->w, m->num_classes);
     DD_RETURN_IF(max_batch < 1 || max_batch > 65536, DD_ERR_INVALID_ARGUMENT,
                  "dd_model_build: max_batch = %d", max_batch);
     /* A huge activation footprint is refused before allocating. */
@@ -396,10 +399,10 @@ dd_status dd_model_build(dd_model *m, dd_node logits, int max_batch) {
 
 /* ---- introspection ------------------------------------------------------ */
 
-#define DD__CHECK_BUILT(m, fn)                                                       \
-    do {                                                                             \
-        DD_RETURN_IF(!(m), DD_ERR_INVALID_ARGUMENT, "%s: model is NULL", fn);        \
-        DD_RETURN_IF(!(m)->built, DD_ERR_STATE, "%s: the model is not built", fn);   \
+#define DD__CHECK_BUILT(m, fn)                                                     \
+    do {                                                                           \
+        DD_RETURN_IF(!(m), DD_ERR_INVALID_ARGUMENT, "%s: model is NULL", fn);      \
+        DD_RETURN_IF(!(m)->built, DD_ERR_STATE, "%s: the model is not built", fn); \
     } while (0)
 
 dd_status dd_model_num_nodes(const dd_model *m, int *count) {
@@ -408,8 +411,7 @@ dd_status dd_model_num_nodes(const dd_model *m, int *count) {
     return DD_OK;
 }
 
-dd_status dd_model_node_info_sized(const dd_model *m, dd_node node, dd_node_info *info,
-                                   size_t size) {
+dd_status dd_model_node_info_sized(const dd_model *m, dd_node node, dd_node_info *info, size_t size) {
     DD_RETURN_IF(!m || !info, DD_ERR_INVALID_ARGUMENT, "dd_model_node_info: NULL argument");
     DD_FORWARD(dd__struct_size_check(size, DD_NODE_INFO_SIZE_V1, sizeof *info, "dd_model_node_info",
                                      "dd_node_info"));
@@ -466,23 +468,21 @@ dd_status dd_model_num_params(const dd_model *m, int *count) {
     return DD_OK;
 }
 
-static dd_status check_param(const dd_model *m, int index, const void *buf, size_t count,
-                             const char *fn) {
+static dd_status check_param(const dd_model *m, int index, const void *buf, size_t count, const char *fn) {
     DD_RETURN_IF(!buf, DD_ERR_INVALID_ARGUMENT, "%s: buffer is NULL", fn);
     DD__CHECK_BUILT(m, fn);
     DD_RETURN_IF(index < 0 || index >= m->nparams, DD_ERR_INVALID_ARGUMENT,
                  "%s: parameter %d does not exist (model has %d)", fn, index, m->nparams);
     DD_RETURN_IF(count != m->params[index].count, DD_ERR_INVALID_ARGUMENT,
-                 "%s: '%s' has %zu values, count is %zu", fn, m->params[index].name,
-                 m->params[index].count, count);
+                 "%s: '%s' has %zu values, count is %zu", fn, m->params[index].name, m->params[index].count,
+                 count);
     return DD_OK;
 }
 
-dd_status dd_model_param_info_sized(const dd_model *m, int index, dd_param_info *info,
-                                    size_t size) {
+dd_status dd_model_param_info_sized(const dd_model *m, int index, dd_param_info *info, size_t size) {
     DD_RETURN_IF(!info, DD_ERR_INVALID_ARGUMENT, "dd_model_param_info: info is NULL");
-    DD_FORWARD(dd__struct_size_check(size, DD_PARAM_INFO_SIZE_V1, sizeof *info,
-                                     "dd_model_param_info", "dd_param_info"));
+    DD_FORWARD(dd__struct_size_check(size, DD_PARAM_INFO_SIZE_V1, sizeof *info, "dd_model_param_info",
+                                     "dd_param_info"));
     DD__CHECK_BUILT(m, "dd_model_param_info");
     DD_RETURN_IF(index < 0 || index >= m->nparams, DD_ERR_INVALID_ARGUMENT,
                  "dd_model_param_info: parameter %d does not exist (model has %d)", index, m->nparams);

@@ -110,8 +110,8 @@ static dd_status forward_pass(dd_model *m, const float *x, int n, dd_mode mode, 
     DD_RETURN_IF(!x, DD_ERR_INVALID_ARGUMENT, "dd_model_forward: x is NULL");
     DD_RETURN_IF(n < 1 || n > m->max_batch, DD_ERR_INVALID_ARGUMENT,
                  "dd_model_forward: n = %d outside [1, max_batch = %d]", n, m->max_batch);
-    DD_RETURN_IF(mode != DD_EVAL && mode != DD_TRAIN, DD_ERR_INVALID_ARGUMENT,
-                 "dd_model_forward: mode = %d", (int)mode);
+    DD_RETURN_IF(mode != DD_EVAL && mode != DD_TRAIN, DD_ERR_INVALID_ARGUMENT, "dd_model_forward: mode = %d",
+                 (int)mode);
     dd__ctx *ctx = &m->ctx;
     size_t in_floats = (size_t)n * m->nodes[0].out.sample_floats;
     DD_RETURN_IF(!dd__all_finite(x, in_floats, ctx->nthreads), DD_ERR_NUMERIC,
@@ -139,8 +139,8 @@ dd_status dd_model_get_logits(const dd_model *m, float *out, size_t count) {
     DD_RETURN_IF(!m || !out, DD_ERR_INVALID_ARGUMENT, "dd_model_get_logits: NULL argument");
     DD_RETURN_IF(!m->have_forward, DD_ERR_STATE, "dd_model_get_logits: no forward pass yet");
     size_t need = (size_t)m->last_n * (size_t)m->num_classes;
-    DD_RETURN_IF(count < need, DD_ERR_INVALID_ARGUMENT,
-                 "dd_model_get_logits: count %zu < n*K = %zu", count, need);
+    DD_RETURN_IF(count < need, DD_ERR_INVALID_ARGUMENT, "dd_model_get_logits: count %zu < n*K = %zu", count,
+                 need);
     memcpy(out, m->nodes[m->logits].out.data, need * sizeof(float));
     return DD_OK;
 }

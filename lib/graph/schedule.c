@@ -34,7 +34,8 @@
  * and (in a GFA pass, which reads hooked gradients) no hook: its gradient
  * may be left unformed. */
 static int unformed_ok(const dd_model *m, int t, unsigned cap, int gfa) {
-    return t != 0 && (m->nodes[t].ops->caps & cap) && m->nodes[t].out.consumers == 1 && !(gfa && dd__tensor_hooked(m, t));
+    return t != 0 && (m->nodes[t].ops->caps & cap) && m->nodes[t].out.consumers == 1 &&
+           !(gfa && dd__tensor_hooked(m, t));
 }
 
 dd_status dd__schedule_alloc(dd_model *m, dd__pass_kind kind) {
@@ -80,7 +81,8 @@ dd_status dd__schedule_backward(dd_model *m, const dd__bpass *pass, const dd__bs
     /* need: the tensor leads to what the pass wants */
     for (int i = 0; i <= L; i++) {
         const dd__node *n = &m->nodes[i];
-        int need = (i == 0 && want_input) || (want_params && n->out.upstream_params) || (hooks && dd__tensor_hooked(m, i));
+        int need = (i == 0 && want_input) || (want_params && n->out.upstream_params) ||
+                   (hooks && dd__tensor_hooked(m, i));
         for (int k = 0; k < n->ninputs && !need; k++) need = s->need[n->inputs[k]];
         s->need[i] = (unsigned char)need;
         s->written[i] = 0;
@@ -109,7 +111,8 @@ dd_status dd__schedule_backward(dd_model *m, const dd__bpass *pass, const dd__bs
          * norm (in a pass without parameter gradients) whose weight layer
          * before it does: that node's step runs on this node's dy */
         int a = node->inputs[0], taker = -1;
-        if (fuse && (node->ops->caps & DD__CAP_MASK_FROM_OUTPUT) && unformed_ok(m, a, DD__CAP_BWD_MASKS_OUTPUT, hooks)) {
+        if (fuse && (node->ops->caps & DD__CAP_MASK_FROM_OUTPUT) &&
+            unformed_ok(m, a, DD__CAP_BWD_MASKS_OUTPUT, hooks)) {
             int same = 1;
             for (int k = 0; k < m->nodes[a].ninputs; k++)
                 same &= m->nodes[m->nodes[a].inputs[k]].out.layout == m->nodes[a].out.layout;
@@ -137,7 +140,8 @@ dd_status dd__schedule_backward(dd_model *m, const dd__bpass *pass, const dd__bs
             int t = relu >= 0 && k == 0 ? m->nodes[relu].inputs[0] : node->inputs[k];
             if (!s->need[t]) continue;
             st->dx_tensor[k] = t;
-            st->dx_add[k] = s->written[t] || (k == 1 && node->inputs[0] == node->inputs[1] && st->dx_tensor[0] >= 0);
+            st->dx_add[k] =
+                s->written[t] || (k == 1 && node->inputs[0] == node->inputs[1] && st->dx_tensor[0] >= 0);
             any = 1;
         }
         if (!any && !(want_params && node->nparams > 0)) {
@@ -224,16 +228,19 @@ static void print_bsched(const dd_model *m, const dd__bsched *s, dd__pass_kind k
             put(b, "  %-24s given to %s\n", n->name, m->nodes[st->partner].name);
             continue;
         }
-        static const char *vname[] = {"", "backward", "", "backward + mask of", "backward as", "backward-data as"};
+        static const char *vname[] = {
+            "", "backward", "", "backward + mask of", "backward as", "backward-data as"};
         put(b, "  %-24s %s", n->name, vname[st->variant]);
         if (st->variant == DD__BV_MASKS_INPUT) put(b, " %s (mask: own output)", m->nodes[st->partner].name);
         if (st->variant == DD__BV_MASKS_OUTPUT) put(b, " %s (its dy and mask)", m->nodes[st->partner].name);
         if (st->variant == DD__BV_FOLDS_BN) put(b, " %s (its dy, slope folded)", m->nodes[st->partner].name);
         put(b, ": reads d(%s)", tname(m, st->dy_tensor));
         for (int i = 0; i < 2; i++)
-            if (st->dx_tensor[i] >= 0) put(b, ", %s d(%s)", st->dx_add[i] ? "adds" : "writes", tname(m, st->dx_tensor[i]));
+            if (st->dx_tensor[i] >= 0)
+                put(b, ", %s d(%s)", st->dx_add[i] ? "adds" : "writes", tname(m, st->dx_tensor[i]));
         if (st->param_grad && n->nparams > 0)
-            put(b, kind == DD__PASS_GFA2 && (n->ops->caps & DD__CAP_WEIGHT_LAYER) ? ", params (weights deferred)"
+            put(b, kind == DD__PASS_GFA2 && (n->ops->caps & DD__CAP_WEIGHT_LAYER)
+                       ? ", params (weights deferred)"
                    : kind == DD__PASS_GFA4 && (n->ops->caps & DD__CAP_WEIGHT_LAYER)
                        ? ", params (weights on G + adjoint)"
                        : ", params");

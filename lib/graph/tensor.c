@@ -7,9 +7,12 @@
 
 dnnl_format_tag_t dd__layout_tag(const dd__tensor *t) {
     switch (t->layout) {
-    case DD__BLOCKED: return t->blk == 16 ? dnnl_nChw16c : dnnl_nChw8c;
-    case DD__NCHW: return dnnl_nchw;
-    default: return dnnl_nc;
+    case DD__BLOCKED:
+        return t->blk == 16 ? dnnl_nChw16c : dnnl_nChw8c;
+    case DD__NCHW:
+        return dnnl_nchw;
+    default:
+        return dnnl_nc;
     }
 }
 

@@ -14,9 +14,8 @@
 /* As dd__model_from_arch (graph.h), refusing with DD_ERR_FORMAT, before
  * anything is built, an architecture whose weights need more than
  * max_weight_bytes (UINT64_MAX: no bound). */
-DD_INTERNAL dd_status dd__model_from_arch_limited(const char *json, size_t len,
-                                                  const dd_model_options *opts, int max_batch,
-                                                  uint64_t max_weight_bytes, dd_model **out);
+DD_INTERNAL dd_status dd__model_from_arch_limited(const char *json, size_t len, const dd_model_options *opts,
+                                                  int max_batch, uint64_t max_weight_bytes, dd_model **out);
 
 /* Test-only fault injection (declared for tests in tests/internal.h): the
  * next dd_model_save() on the calling thread fails at `stage` (1 = open of

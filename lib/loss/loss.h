@@ -38,8 +38,7 @@ DD_INTERNAL void dd__mse(const float *logits, const int32_t *labels, int n, int 
 /* t (n, k), in place: t_i <- H_i t_i, the Hessian of the mean loss `kind`
  * (DD_LOSS_CE or DD_LOSS_MSE of model.h) at the logits whose softmax is
  * probs (n, k), labels as above (MSE only). */
-DD_INTERNAL void dd__loss_hvp(int kind, const float *probs, const int32_t *labels, int n, int k,
-                              float *t);
+DD_INTERNAL void dd__loss_hvp(int kind, const float *probs, const int32_t *labels, int n, int k, float *t);
 
 /* Softmax only: probs (n, k) from logits (n, k). */
 DD_INTERNAL void dd__softmax(const float *logits, int n, int k, float *probs);

@@ -11,8 +11,8 @@
 #include "loss.h"
 #include "row.h"
 
-void dd__mse(const float *logits, const int32_t *labels, int n, int k, float *probs,
-             float *dlogits, double *loss, int *correct) {
+void dd__mse(const float *logits, const int32_t *labels, int n, int k, float *probs, float *dlogits,
+             double *loss, int *correct) {
     dd__softmax(logits, n, k, probs);
     double total = 0, scale = 2.0 / ((double)n * k);
     int hits = 0;

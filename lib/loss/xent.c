@@ -21,8 +21,8 @@ void dd__softmax(const float *logits, int n, int k, float *probs) {
     }
 }
 
-void dd__xent(const float *logits, const int32_t *labels, int n, int k, float *probs,
-              float *dlogits, double *loss, int *correct) {
+void dd__xent(const float *logits, const int32_t *labels, int n, int k, float *probs, float *dlogits,
+              double *loss, int *correct) {
     double total = 0;
     int hits = 0;
     for (int i = 0; i < n; i++) {

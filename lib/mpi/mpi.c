@@ -19,7 +19,7 @@
 #include <string.h>
 
 struct dd_mpi {
-    MPI_Comm comm;   /* private duplicate, MPI_ERRORS_RETURN */
+    MPI_Comm comm; /* private duplicate, MPI_ERRORS_RETURN */
     int rank, size;
 };
 
@@ -90,8 +90,9 @@ static dd_status agree_equal(dd_mpi *d, dd_status local, long long value, const 
     int rc = MPI_Allreduce(mm, r, 2, MPI_LONG_LONG, MPI_MAX, d->comm);
     if (rc != MPI_SUCCESS) return mpi_fail(rc, what);
     if (r[0] != -r[1])
-        return dd_set_last_error(DD_ERR_INVALID_ARGUMENT, "%s: the ranks disagree (%lld here, from %lld to %lld)",
-                                 what, value, -r[1], r[0]);
+        return dd_set_last_error(DD_ERR_INVALID_ARGUMENT,
+                                 "%s: the ranks disagree (%lld here, from %lld to %lld)", what, value, -r[1],
+                                 r[0]);
     return DD_OK;
 }
 
@@ -99,8 +100,9 @@ dd_status dd_mpi_allreduce_grads(dd_mpi *d, dd_model *m, dd_status local) {
     if (!d) return dd_set_last_error(DD_ERR_INVALID_ARGUMENT, "dd_mpi_allreduce_grads: d is NULL");
     float *g = NULL;
     size_t count = 0;
-    if (local == DD_OK) local = m ? dd_model_grad_buffer(m, &g, &count)
-                                  : dd_set_last_error(DD_ERR_INVALID_ARGUMENT, "dd_mpi_allreduce_grads: m is NULL");
+    if (local == DD_OK)
+        local = m ? dd_model_grad_buffer(m, &g, &count)
+                  : dd_set_last_error(DD_ERR_INVALID_ARGUMENT, "dd_mpi_allreduce_grads: m is NULL");
     dd_status s = agree_equal(d, local, (long long)count, "dd_mpi_allreduce_grads: gradient floats");
     if (s != DD_OK) return s;
     if (d->size == 1) return DD_OK;
@@ -156,7 +158,8 @@ dd_status dd_mpi_broadcast(dd_mpi *d, dd_model *m, dd_optimizer *opt) {
                         : dd_set_last_error(DD_ERR_INVALID_ARGUMENT, "dd_mpi_broadcast: m is NULL");
     if (local == DD_OK && opt) local = dd_optimizer_state_size(opt, &obytes);
     dd_status s = agree_equal(d, local, (long long)floats, "dd_mpi_broadcast: parameter floats");
-    if (s == DD_OK) s = agree_equal(d, DD_OK, opt ? (long long)obytes : -1, "dd_mpi_broadcast: optimizer state bytes");
+    if (s == DD_OK)
+        s = agree_equal(d, DD_OK, opt ? (long long)obytes : -1, "dd_mpi_broadcast: optimizer state bytes");
     unsigned char *blob = NULL;
     if (s == DD_OK) {
         int rc = MPI_Bcast(buf, (int)floats, MPI_FLOAT, 0, d->comm);
@@ -203,7 +206,8 @@ dd_status dd_mpi_shard_options(const dd_mpi *d, dd_batch_iter_options *opts) {
     if (opts->struct_size < offsetof(dd_batch_iter_options, shard) + sizeof opts->shard)
         return dd_set_last_error(DD_ERR_INVALID_ARGUMENT,
                                  "dd_mpi_shard_options: opts->struct_size %zu (fill opts with "
-                                 "dd_batch_iter_options_init)", opts->struct_size);
+                                 "dd_batch_iter_options_init)",
+                                 opts->struct_size);
     opts->num_shards = d->size;
     opts->shard = d->rank;
     return DD_OK;

@@ -16,7 +16,7 @@
 #include "kernels.h"
 
 typedef struct {
-    int convert;            /* index of the input whose layout differs from y's, or -1 */
+    int convert; /* index of the input whose layout differs from y's, or -1 */
 } add_state;
 
 typedef struct {
@@ -65,7 +65,7 @@ static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *con
 }
 
 static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
-                         float *const *dx) {
+                          float *const *dx) {
     const add_state *s = n->state;
     size_t bytes = dd__tensor_floats(&n->out, ctx->n) * sizeof(float);
     if (st->variant == DD__BV_MASKS_OUTPUT) { /* the ReLU after this add (same layouts, schedule.c) */

@@ -31,13 +31,13 @@ static dd_status plan_create(dd__node *n, dd__ctx *ctx, void **out) {
     dnnl_pooling_desc_t fd, bd;
     dd_status s = dd__tensor_md(dd__in(n, 0), ctx->n, &smd);
     if (s == DD_OK) s = dd__tensor_md(&n->out, ctx->n, &dmd);
-    if (s == DD_OK && dnnl_pooling_forward_desc_init(&fd, dnnl_forward_training,
-                                                     dnnl_pooling_avg_include_padding, &smd, &dmd,
-                                                     st, k, pd, pd) != dnnl_success)
+    if (s == DD_OK &&
+        dnnl_pooling_forward_desc_init(&fd, dnnl_forward_training, dnnl_pooling_avg_include_padding, &smd,
+                                       &dmd, st, k, pd, pd) != dnnl_success)
         s = DD_ERROR(DD_ERR_BACKEND, "avgpool '%s': forward descriptor", n->name);
     if (s == DD_OK) s = dd__prim_create(ctx, &a->fwd, &fd, NULL, NULL, "avgpool forward");
-    if (s == DD_OK && dnnl_pooling_backward_desc_init(&bd, dnnl_pooling_avg_include_padding, &smd,
-                                                      &dmd, st, k, pd, pd) != dnnl_success)
+    if (s == DD_OK && dnnl_pooling_backward_desc_init(&bd, dnnl_pooling_avg_include_padding, &smd, &dmd, st,
+                                                      k, pd, pd) != dnnl_success)
         s = DD_ERROR(DD_ERR_BACKEND, "avgpool '%s': backward descriptor", n->name);
     if (s == DD_OK) s = dd__prim_create(ctx, &a->bwd, &bd, NULL, &a->fwd, "avgpool backward");
     if (s == DD_OK) s = dd__mem_create(ctx, &a->src, &smd);
@@ -58,7 +58,7 @@ static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *con
 }
 
 static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
-                         float *const *dx) {
+                          float *const *dx) {
     (void)st;
     (void)n;
     if (!dx[0]) return DD_OK;

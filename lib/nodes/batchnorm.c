@@ -45,7 +45,7 @@ static void plan_destroy(void *plan) {
     dd__prim_destroy(&p->bwd);
     dd__prim_destroy(&p->fwd_relu[0]);
     dd__prim_destroy(&p->fwd_relu[1]);
-    dnnl_memory_t *mems[] = {&p->src, &p->dst, &p->dsrc, &p->ddst, &p->scale, &p->shift,
+    dnnl_memory_t *mems[] = {&p->src,  &p->dst, &p->dsrc,   &p->ddst,   &p->scale, &p->shift,
                              &p->mean, &p->var, &p->dscale, &p->dshift, &p->ws};
     for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++) dd__mem_destroy(mems[i]);
     dd__free_aligned(p->buf);
@@ -97,7 +97,8 @@ static dd_status plan_create(dd__node *n, dd__ctx *ctx, void **out) {
     DD_RETURN_IF(!p, DD_ERR_OUT_OF_MEMORY, "batchnorm plan");
     int C = n->out.c;
     p->buf = dd__aligned_alloc(sizeof(float) * 8 * (size_t)C);
-    p->work = dd__aligned_alloc(sizeof(double) * (dd__chan_work_doubles(&n->out, ctx->nthreads) + 6 * (size_t)C));
+    p->work =
+        dd__aligned_alloc(sizeof(double) * (dd__chan_work_doubles(&n->out, ctx->nthreads) + 6 * (size_t)C));
     dnnl_memory_desc_t md, cmd;
     dnnl_batch_normalization_desc_t fd, bd, id;
     unsigned flags = dnnl_use_scale | dnnl_use_shift;
@@ -112,8 +113,9 @@ static dd_status plan_create(dd__node *n, dd__ctx *ctx, void **out) {
                                                                   flags) != dnnl_success)
         s = DD_ERROR(DD_ERR_BACKEND, "batchnorm '%s': backward descriptor", n->name);
     if (s == DD_OK) s = dd__prim_create(ctx, &p->bwd, &bd, NULL, &p->fwd_train, "batchnorm backward");
-    if (s == DD_OK && dnnl_batch_normalization_forward_desc_init(&id, dnnl_forward_inference, &md, st->eps,
-                                                                 flags | dnnl_use_global_stats) != dnnl_success)
+    if (s == DD_OK &&
+        dnnl_batch_normalization_forward_desc_init(&id, dnnl_forward_inference, &md, st->eps,
+                                                   flags | dnnl_use_global_stats) != dnnl_success)
         s = DD_ERROR(DD_ERR_BACKEND, "batchnorm '%s': inference descriptor", n->name);
     if (s == DD_OK) s = dd__prim_create(ctx, &p->fwd_eval, &id, NULL, NULL, "batchnorm inference");
     dnnl_memory_t *data[] = {&p->src, &p->dst, &p->dsrc, &p->ddst};
@@ -140,7 +142,8 @@ static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *con
     float *rm = dd__node_param(n, 2)->data, *rv = dd__node_param(n, 3)->data;
     const dd__prim *prim = ctx->train ? &p->fwd_train : &p->fwd_eval;
     if (ctx->fuse) DD_FORWARD(relu_prim(n, p, ctx, &prim));
-    dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, dd__mem(p->src, x[0])}, {DNNL_ARG_DST, dd__mem(p->dst, y)},
+    dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, dd__mem(p->src, x[0])},
+                           {DNNL_ARG_DST, dd__mem(p->dst, y)},
                            {DNNL_ARG_SCALE, dd__mem(p->scale, gamma)},
                            {DNNL_ARG_SHIFT, dd__mem(p->shift, beta)},
                            {DNNL_ARG_MEAN, dd__mem(p->mean, ctx->train ? p->bmean : rm)},
@@ -195,7 +198,7 @@ void dd__bn_fold(const dd__node *n, float *scale, float *shift) {
 }
 
 static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
-                         float *const *dx) {
+                          float *const *dx) {
     dd__bn_plan *p = plan;
     const dd__bn_state *cfg = n->state;
     int C = n->out.c;
@@ -234,8 +237,8 @@ static dd_status jvp(dd__node *n, void *plan, dd__ctx *ctx, const float *const *
     return DD_OK;
 }
 
-static dd_status second_order(dd__node *n, void *plan, dd__ctx *ctx, const float *const *tx,
-                              const float *gy, float *const *xbar, int xbar_fresh, int *xbar_written) {
+static dd_status second_order(dd__node *n, void *plan, dd__ctx *ctx, const float *const *tx, const float *gy,
+                              float *const *xbar, int xbar_fresh, int *xbar_written) {
     dd__bn_plan *p = plan;
     *xbar_written = 0;
     if (ctx->train) return dd__bn_train_second_order(n, p, ctx, tx[0], gy, xbar[0], xbar_fresh, xbar_written);
@@ -305,8 +308,7 @@ const dd__node_ops dd__batchnorm_ops = {
     .destroy = destroy,
 };
 
-dd_status dd_model_add_batchnorm(dd_model *m, dd_node input, const dd_batchnorm_options *user,
-                                 dd_node *out) {
+dd_status dd_model_add_batchnorm(dd_model *m, dd_node input, const dd_batchnorm_options *user, dd_node *out) {
     DD_FORWARD(dd__graph_check_add(m, "dd_model_add_batchnorm", &input, 1, out));
     DD_RETURN_IF(!user, DD_ERR_INVALID_ARGUMENT, "dd_model_add_batchnorm: options are NULL");
     dd_batchnorm_options full;

@@ -36,7 +36,7 @@ dd_status dd__bn_train_second_order(dd__node *n, dd__bn_plan *p, dd__ctx *ctx, c
         double mu = p->bmean[c], s = 1.0 / sqrt((double)p->bvar[c] + st->eps);
         double mT = sT[c] / M, mg = sg[c] / M;
         double Av = sTg[c] / M - mT * mg;
-        double m_g = s * (sgx[c] / M - mu * mg);     /* mean(g xhat) */
+        double m_g = s * (sgx[c] / M - mu * mg); /* mean(g xhat) */
         double m_T = s * (sTx[c] / M - mu * mT); /* mean(T xhat) */
         double gam = gamma->data[c];
         gamma->grad[c] += (float)(s * M * (Av - m_g * m_T));

@@ -67,8 +67,8 @@ static dd_status plan_create(dd__node *n, dd__ctx *ctx, void **plan) {
     dd__wl_cfg cfg = {desc, 4, {c->oc, in->c, c->kh, c->kw}, c->bias, 0, c->sh, c->sw, c->ph, c->pw};
     int wino_shape = c->kh == 3 && c->kw == 3 && c->sh == 1 && c->sw == 1 && in->layout == DD__BLOCKED;
     dd_conv_algo algo = n->model->opts.conv_algo;
-    cfg.winograd = (algo == DD_CONV_WINOGRAD && wino_shape) ||
-                   (algo == DD_CONV_AUTO && wino_shape && in->c >= 32);
+    cfg.winograd =
+        (algo == DD_CONV_WINOGRAD && wino_shape) || (algo == DD_CONV_AUTO && wino_shape && in->c >= 32);
     return dd__wl_plan_create(n, ctx, &cfg, plan);
 }
 
@@ -120,28 +120,30 @@ dd_status dd_model_add_conv2d(dd_model *m, dd_node input, const dd_conv2d_option
     DD_RETURN_IF(!user, DD_ERR_INVALID_ARGUMENT, "dd_model_add_conv2d: options are NULL");
     dd_conv2d_options full;
     dd_conv2d_options_init(&full);
-    DD_FORWARD(DD__STRUCT_READ(&full, user, DD_CONV2D_OPTIONS_SIZE_V1, "dd_model_add_conv2d",
-                               "dd_conv2d_options"));
+    DD_FORWARD(
+        DD__STRUCT_READ(&full, user, DD_CONV2D_OPTIONS_SIZE_V1, "dd_model_add_conv2d", "dd_conv2d_options"));
     const dd_conv2d_options *o = &full;
     const dd__tensor *in = &m->nodes[input].out;
     DD_RETURN_IF(in->ndims != 4, DD_ERR_INVALID_ARGUMENT,
                  "dd_model_add_conv2d: input node %d is 2-D (%d features); conv2d needs (C, H, W)",
                  (int)input, in->c);
     DD_RETURN_IF(o->out_channels < 1 || o->out_channels > 65536 || o->kernel_h < 1 || o->kernel_w < 1 ||
-                     o->stride_h < 1 || o->stride_w < 1 || o->pad_h < 0 || o->pad_w < 0 ||
-                     o->kernel_h > 64 || o->kernel_w > 64 || o->stride_h > 64 || o->stride_w > 64 ||
-                     o->pad_h >= o->kernel_h || o->pad_w >= o->kernel_w || (o->bias != 0 && o->bias != 1),
+                     o->stride_h < 1 || o->stride_w < 1 || o->pad_h < 0 || o->pad_w < 0 || o->kernel_h > 64 ||
+                     o->kernel_w > 64 || o->stride_h > 64 || o->stride_w > 64 || o->pad_h >= o->kernel_h ||
+                     o->pad_w >= o->kernel_w || (o->bias != 0 && o->bias != 1),
                  DD_ERR_INVALID_ARGUMENT,
                  "dd_model_add_conv2d: out_channels %d, kernel %dx%d, stride %dx%d, pad %dx%d, bias %d",
-                 o->out_channels, o->kernel_h, o->kernel_w, o->stride_h, o->stride_w, o->pad_h,
-                 o->pad_w, o->bias);
+                 o->out_channels, o->kernel_h, o->kernel_w, o->stride_h, o->stride_w, o->pad_h, o->pad_w,
+                 o->bias);
     DD_RETURN_IF(in->h + 2 * o->pad_h < o->kernel_h || in->w + 2 * o->pad_w < o->kernel_w,
-                 DD_ERR_INVALID_ARGUMENT, "dd_model_add_conv2d: kernel %dx%d larger than the padded "
-                 "input %dx%d", o->kernel_h, o->kernel_w, in->h + 2 * o->pad_h, in->w + 2 * o->pad_w);
+                 DD_ERR_INVALID_ARGUMENT,
+                 "dd_model_add_conv2d: kernel %dx%d larger than the padded "
+                 "input %dx%d",
+                 o->kernel_h, o->kernel_w, in->h + 2 * o->pad_h, in->w + 2 * o->pad_w);
     conv_state *c = dd__malloc(sizeof *c);
     DD_RETURN_IF(!c, DD_ERR_OUT_OF_MEMORY, "dd_model_add_conv2d");
-    *c = (conv_state){o->out_channels, o->kernel_h, o->kernel_w, o->stride_h, o->stride_w,
-                      o->pad_h, o->pad_w, o->bias};
+    *c = (conv_state){o->out_channels, o->kernel_h, o->kernel_w, o->stride_h,
+                      o->stride_w,     o->pad_h,    o->pad_w,    o->bias};
     dd__tensor t;
     memset(&t, 0, sizeof t);
     t.ndims = 4;

@@ -26,8 +26,9 @@
 #include <string.h>
 
 int dd__conv_fewc_eligible(const dd__tensor *in, const dd__tensor *out, int kh, int kw) {
-    return in->layout == DD__NCHW && out->layout == DD__BLOCKED && out->blk == 16 && in->ndims == 4 && in->c >= 1 &&
-           in->c <= DD__FEWC_MAX_IC && kh >= 1 && kw >= 1 && kh <= DD__FEWC_MAX_K && kw <= DD__FEWC_MAX_K;
+    return in->layout == DD__NCHW && out->layout == DD__BLOCKED && out->blk == 16 && in->ndims == 4 &&
+           in->c >= 1 && in->c <= DD__FEWC_MAX_IC && kh >= 1 && kw >= 1 && kh <= DD__FEWC_MAX_K &&
+           kw <= DD__FEWC_MAX_K;
 }
 
 size_t dd__conv_fewc_pack_floats(int oc, int ic, int kh, int kw) {
@@ -51,18 +52,14 @@ typedef float dd__f16 __attribute__((vector_size(64)));
  * has a different ABI in the baseline clone (-Wpsabi). */
 #define LOAD16(v, p) memcpy(&(v), (p), sizeof(v))
 /* out = the sum of v's 16 lanes, as a fixed tree */
-#define HSUM16(out, v)                                                                 \
-    do {                                                                               \
-        dd__f16 t_ = (v);                                                              \
-        t_ += __builtin_shufflevector(t_, t_, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, \
-                                      4, 5, 6, 7);                                     \
-        t_ += __builtin_shufflevector(t_, t_, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15,   \
-                                      8, 9, 10, 11);                                   \
-        t_ += __builtin_shufflevector(t_, t_, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, \
-                                      15, 12, 13);                                     \
-        t_ += __builtin_shufflevector(t_, t_, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, \
-                                      12, 15, 14);                                     \
-        (out) = t_[0];                                                                 \
+#define HSUM16(out, v)                                                                               \
+    do {                                                                                             \
+        dd__f16 t_ = (v);                                                                            \
+        t_ += __builtin_shufflevector(t_, t_, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7); \
+        t_ += __builtin_shufflevector(t_, t_, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11); \
+        t_ += __builtin_shufflevector(t_, t_, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13); \
+        t_ += __builtin_shufflevector(t_, t_, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14); \
+        (out) = t_[0];                                                                               \
     } while (0)
 
 /* Input pixels (ih, iw .. iw + NP - 1) of one sample: NP = 4 with stride 1
@@ -76,8 +73,8 @@ typedef struct {
 } tap_rows;
 
 static inline __attribute__((always_inline)) void pixels(const dd__conv_fewc_geom *g, const tap_rows *rows,
-                                                          const float *wp, const float *dy, float *dx, int ih,
-                                                          int iw, const int IC, const int NP) {
+                                                         const float *wp, const float *dy, float *dx, int ih,
+                                                         int iw, const int IC, const int NP) {
     const int nb = (g->oc + 15) / 16;
     const size_t taps = (size_t)g->kh * g->kw, cs = taps * 16;
     dd__f16 acc[DD__FEWC_MAX_IC][4];
@@ -119,7 +116,7 @@ static inline __attribute__((always_inline)) void pixels(const dd__conv_fewc_geo
 /* One sample: groups of 4 pixels where stride 1 lets every pixel of the
  * group use every column tap, single pixels elsewhere. */
 static inline __attribute__((always_inline)) void sample_ic(const dd__conv_fewc_geom *g, const float *wp,
-                                                             const float *dy, float *dx, const int IC) {
+                                                            const float *dy, float *dx, const int IC) {
     /* with stride 1, pixel iw reads ow = iw + pw - kw for all kw: in range
      * for iw in [lo, hi) */
     int lo = g->kw - 1 - g->pw, hi = g->ow - g->pw;
@@ -144,10 +141,18 @@ static inline __attribute__((always_inline)) void sample_ic(const dd__conv_fewc_
 DD_CLONES("avx512f", "avx2", "default")
 static void sample(const dd__conv_fewc_geom *g, const float *wp, const float *dy, float *dx) {
     switch (g->ic) {
-    case 1: sample_ic(g, wp, dy, dx, 1); break;
-    case 2: sample_ic(g, wp, dy, dx, 2); break;
-    case 3: sample_ic(g, wp, dy, dx, 3); break;
-    default: sample_ic(g, wp, dy, dx, 4); break;
+    case 1:
+        sample_ic(g, wp, dy, dx, 1);
+        break;
+    case 2:
+        sample_ic(g, wp, dy, dx, 2);
+        break;
+    case 3:
+        sample_ic(g, wp, dy, dx, 3);
+        break;
+    default:
+        sample_ic(g, wp, dy, dx, 4);
+        break;
     }
 }
 

@@ -12,8 +12,8 @@
 #define DD__FEWC_MAX_K 16 /* kernel height and width */
 
 typedef struct dd__conv_fewc_geom {
-    int ic, ih, iw;         /* input: (IC, IH, IW), plain */
-    int oc, oh, ow;         /* output: (OC, OH, OW), nChw16c */
+    int ic, ih, iw; /* input: (IC, IH, IW), plain */
+    int oc, oh, ow; /* output: (OC, OH, OW), nChw16c */
     int kh, kw, sh, sw, ph, pw;
 } dd__conv_fewc_geom;
 

@@ -50,7 +50,7 @@ static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *con
 }
 
 static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
-                         float *const *dx) {
+                          float *const *dx) {
     (void)st;
     (void)n;
     if (!dx[0]) return DD_OK;

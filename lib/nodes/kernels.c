@@ -66,27 +66,27 @@ void dd__chan_affine(const dd__tensor *t, int n, const float *x, float *y, const
 /* Sums over the hw positions of one channel block of L lanes (16 or 8):
  * float partials (at most H*W products each) folded into the caller's
  * double rows. */
-#define DD__BLOCK_SUMS(L)                                                                  \
-    DD_CLONES("avx512f", "avx2", "default") static void block_sums##L( \
-        const float *pa, const float *pb, size_t hw, double *ab, double *aa) {             \
-        float sab[L] = {0}, sa[L] = {0};                                                   \
-        for (size_t p = 0; p < hw; p++) {                                                  \
-            _Pragma("omp simd") for (int l = 0; l < L; l++) {                              \
-                float av = pa[p * L + l];                                                  \
-                sa[l] += av;                                                               \
-                sab[l] += pb ? av * pb[p * L + l] : av;                                    \
-            }                                                                              \
-        }                                                                                  \
-        for (int l = 0; l < L; l++) {                                                      \
-            ab[l] += sab[l];                                                               \
-            aa[l] += sa[l];                                                                \
-        }                                                                                  \
+#define DD__BLOCK_SUMS(L)                                                                            \
+    DD_CLONES("avx512f", "avx2", "default")                                                          \
+    static void block_sums##L(const float *pa, const float *pb, size_t hw, double *ab, double *aa) { \
+        float sab[L] = {0}, sa[L] = {0};                                                             \
+        for (size_t p = 0; p < hw; p++) {                                                            \
+            _Pragma("omp simd") for (int l = 0; l < L; l++) {                                        \
+                float av = pa[p * L + l];                                                            \
+                sa[l] += av;                                                                         \
+                sab[l] += pb ? av * pb[p * L + l] : av;                                              \
+            }                                                                                        \
+        }                                                                                            \
+        for (int l = 0; l < L; l++) {                                                                \
+            ab[l] += sab[l];                                                                         \
+            aa[l] += sa[l];                                                                          \
+        }                                                                                            \
     }
 DD__BLOCK_SUMS(16)
 DD__BLOCK_SUMS(8)
 
-void dd__chan_sums(const dd__tensor *t, int n, const float *a, const float *b, double *sum_ab,
-                   double *sum_a, double *work, int nthreads) {
+void dd__chan_sums(const dd__tensor *t, int n, const float *a, const float *b, double *sum_ab, double *sum_a,
+                   double *work, int nthreads) {
     geom g = geometry(t);
     int cpad = g.blocks * g.lanes;
     if ((size_t)n * g.blocks * g.block_floats < 32768) nthreads = 1;
@@ -137,22 +137,23 @@ void dd__chan_sums(const dd__tensor *t, int n, const float *a, const float *b, d
 }
 
 /* The five sums of one block of L lanes (16 or 8) for dd__chan_sums3. */
-#define DD__BLOCK_SUMS3(L)                                                                   \
-    DD_CLONES("avx512f", "avx2", "default") static void block_sums3_##L( \
-        const float *pt, const float *pg, const float *px, size_t hw, double *acc, size_t stride) { \
-        float s[5][L] = {{0}};                                                               \
-        for (size_t p = 0; p < hw; p++) {                                                    \
-            _Pragma("omp simd") for (int l = 0; l < L; l++) {                                \
-                float t = pt[p * L + l], g = pg[p * L + l], x = px[p * L + l];               \
-                s[0][l] += t;                                                                \
-                s[1][l] += g;                                                                \
-                s[2][l] += t * g;                                                            \
-                s[3][l] += g * x;                                                            \
-                s[4][l] += t * x;                                                            \
-            }                                                                                \
-        }                                                                                    \
-        for (int k = 0; k < 5; k++)                                                          \
-            for (int l = 0; l < L; l++) acc[k * stride + l] += s[k][l];                      \
+#define DD__BLOCK_SUMS3(L)                                                                                 \
+    DD_CLONES("avx512f", "avx2", "default")                                                                \
+    static void block_sums3_##L(const float *pt, const float *pg, const float *px, size_t hw, double *acc, \
+                                size_t stride) {                                                           \
+        float s[5][L] = {{0}};                                                                             \
+        for (size_t p = 0; p < hw; p++) {                                                                  \
+            _Pragma("omp simd") for (int l = 0; l < L; l++) {                                              \
+                float t = pt[p * L + l], g = pg[p * L + l], x = px[p * L + l];                             \
+                s[0][l] += t;                                                                              \
+                s[1][l] += g;                                                                              \
+                s[2][l] += t * g;                                                                          \
+                s[3][l] += g * x;                                                                          \
+                s[4][l] += t * x;                                                                          \
+            }                                                                                              \
+        }                                                                                                  \
+        for (int k = 0; k < 5; k++)                                                                        \
+            for (int l = 0; l < L; l++) acc[k * stride + l] += s[k][l];                                    \
     }
 DD__BLOCK_SUMS3(16)
 DD__BLOCK_SUMS3(8)
@@ -204,9 +205,9 @@ void dd__chan_sums3(const dd__tensor *t, int n, const float *tv, const float *gv
         }
 }
 
-void dd__chan_lincomb(const dd__tensor *t, int n, float *y, const float *a, const float *b,
-                      const float *e, const float *ca, const float *cb, const float *cc, const float *cd,
-                      int accumulate, int nthreads) {
+void dd__chan_lincomb(const dd__tensor *t, int n, float *y, const float *a, const float *b, const float *e,
+                      const float *ca, const float *cb, const float *cc, const float *cd, int accumulate,
+                      int nthreads) {
     geom g = geometry(t);
     long total = (long)n * g.blocks;
     if ((size_t)total * g.block_floats < 32768) nthreads = 1;

@@ -11,21 +11,21 @@
 #include "../graph/graph.h"
 
 /* y = x * scale[c] + shift[c] (shift may be NULL: 0); y may equal x. */
-DD_INTERNAL void dd__chan_affine(const dd__tensor *t, int n, const float *x, float *y,
-                                 const float *scale, const float *shift, int nthreads);
+DD_INTERNAL void dd__chan_affine(const dd__tensor *t, int n, const float *x, float *y, const float *scale,
+                                 const float *shift, int nthreads);
 /* Per channel, in double: sum_ab[c] = sum of a*b over n, h, w (b NULL: of a),
  * sum_a[c] = sum of a (either output may be NULL). work: scratch of
  * dd__chan_work_doubles(t, nthreads) doubles. Deterministic for a thread count
  * (threads beyond what the work buffer was sized for are not used). */
-DD_INTERNAL void dd__chan_sums(const dd__tensor *t, int n, const float *a, const float *b,
-                               double *sum_ab, double *sum_a, double *work, int nthreads);
+DD_INTERNAL void dd__chan_sums(const dd__tensor *t, int n, const float *a, const float *b, double *sum_ab,
+                               double *sum_a, double *work, int nthreads);
 static inline size_t dd__chan_work_doubles(const dd__tensor *t, int nthreads) {
     return 5 * (size_t)((t->c + 15) / 16 * 16) * (size_t)nthreads;
 }
 /* One pass over three tensors T, g, x: sums[k * C + c] for k = 0..4 are the
  * per-channel sums of T, g, T*g, g*x and T*x (double). work as above. */
-DD_INTERNAL void dd__chan_sums3(const dd__tensor *t, int n, const float *tv, const float *gv,
-                                const float *xv, double *sums, double *work, int nthreads);
+DD_INTERNAL void dd__chan_sums3(const dd__tensor *t, int n, const float *tv, const float *gv, const float *xv,
+                                double *sums, double *work, int nthreads);
 /* y (+)= ca[c] * a + cb[c] * b + cc[c] * e + cd[c] (accumulate: +=, else =;
  * padding lanes get 0 + 0, so a, b, e must have zero padding). */
 DD_INTERNAL void dd__chan_lincomb(const dd__tensor *t, int n, float *y, const float *a, const float *b,

@@ -20,10 +20,14 @@ static dnnl_status_t desc(const dd__node *n, dd__wl_kind kind, int wino, const d
     (void)wino;
     dnnl_inner_product_desc_t *d = out;
     switch (kind) {
-    case DD__WL_FWD: return dnnl_inner_product_forward_desc_init(d, dnnl_forward_training, src, w, b, dst);
-    case DD__WL_FWD_INFER: return dnnl_inner_product_forward_desc_init(d, dnnl_forward_inference, src, w, b, dst);
-    case DD__WL_BWD_DATA: return dnnl_inner_product_backward_data_desc_init(d, src, w, dst);
-    default: return dnnl_inner_product_backward_weights_desc_init(d, src, w, b, dst);
+    case DD__WL_FWD:
+        return dnnl_inner_product_forward_desc_init(d, dnnl_forward_training, src, w, b, dst);
+    case DD__WL_FWD_INFER:
+        return dnnl_inner_product_forward_desc_init(d, dnnl_forward_inference, src, w, b, dst);
+    case DD__WL_BWD_DATA:
+        return dnnl_inner_product_backward_data_desc_init(d, src, w, dst);
+    default:
+        return dnnl_inner_product_backward_weights_desc_init(d, src, w, b, dst);
     }
 }
 
@@ -77,8 +81,8 @@ dd_status dd_model_add_linear(dd_model *m, dd_node input, int out_features, int 
     DD_FORWARD(dd__graph_check_add(m, "dd_model_add_linear", &input, 1, out));
     const dd__tensor *in = &m->nodes[input].out;
     DD_RETURN_IF(in->ndims != 2, DD_ERR_INVALID_ARGUMENT,
-                 "dd_model_add_linear: input node %d is (%d, %d, %d); add a flatten node first",
-                 (int)input, in->c, in->h, in->w);
+                 "dd_model_add_linear: input node %d is (%d, %d, %d); add a flatten node first", (int)input,
+                 in->c, in->h, in->w);
     DD_RETURN_IF(out_features < 1 || out_features > (1 << 20) || (bias != 0 && bias != 1),
                  DD_ERR_INVALID_ARGUMENT, "dd_model_add_linear: out_features %d, bias %d", out_features,
                  bias);

@@ -48,44 +48,44 @@ typedef int32_t dd__i16 __attribute__((vector_size(64)));
 typedef float dd__f8 __attribute__((vector_size(32)));
 typedef int32_t dd__i8 __attribute__((vector_size(32)));
 
-#define DD__MAXPOOL_BLOCK(L, ...)                                                                    \
-    DD_CLONES("avx512f", "avx2", "default") static void block##L(               \
-        const dd__pool_cfg *c, const dd__tensor *in, const dd__tensor *ot, const float *xs,          \
-        size_t in_base, float *ys, int32_t *as, int real) {                                          \
-        const dd__i##L lane = {__VA_ARGS__};                                                                \
-        dd__i##L keep = lane < real;                                                                 \
-        for (int oy = 0; oy < ot->h; oy++)                                                           \
-            for (int ox = 0; ox < ot->w; ox++) {                                                     \
-                dd__f##L best = {0};                                                                 \
-                dd__i##L arg = lane - lane - 1;                                                      \
-                int first = 1;                                                                       \
-                for (int ky = 0; ky < c->kh; ky++) {                                                 \
-                    int iy = oy * c->sh - c->ph + ky;                                                \
-                    if (iy < 0 || iy >= in->h) continue;                                             \
-                    for (int kx = 0; kx < c->kw; kx++) {                                             \
-                        int ix = ox * c->sw - c->pw + kx;                                            \
-                        if (ix < 0 || ix >= in->w) continue;                                         \
-                        size_t off = in_base + ((size_t)iy * in->w + ix) * L;                        \
-                        dd__f##L v;                                                                  \
-                        memcpy(&v, xs + off, sizeof v);                                              \
-                        dd__i##L idx = lane + (int32_t)off;                                          \
-                        if (first) {                                                                 \
-                            best = v;                                                                \
-                            arg = idx;                                                               \
-                            first = 0;                                                               \
-                            continue;                                                                \
-                        }                                                                            \
-                        dd__i##L gt = v > best; /* strict: the first maximum wins */                 \
-                        best = (dd__f##L)(((dd__i##L)best & ~gt) | ((dd__i##L)v & gt));              \
-                        arg = (arg & ~gt) | (idx & gt);                                              \
-                    }                                                                                \
-                }                                                                                    \
-                dd__f##L outv = (dd__f##L)((dd__i##L)best & keep);                                   \
-                dd__i##L outa = (arg & keep) | ~keep;                                                \
-                size_t o = ((size_t)oy * ot->w + ox) * L;                                            \
-                memcpy(ys + o, &outv, sizeof outv);                                                  \
-                memcpy(as + o, &outa, sizeof outa);                                                  \
-            }                                                                                        \
+#define DD__MAXPOOL_BLOCK(L, ...)                                                                            \
+    DD_CLONES("avx512f", "avx2", "default")                                                                  \
+    static void block##L(const dd__pool_cfg *c, const dd__tensor *in, const dd__tensor *ot, const float *xs, \
+                         size_t in_base, float *ys, int32_t *as, int real) {                                 \
+        const dd__i##L lane = {__VA_ARGS__};                                                                 \
+        dd__i##L keep = lane < real;                                                                         \
+        for (int oy = 0; oy < ot->h; oy++)                                                                   \
+            for (int ox = 0; ox < ot->w; ox++) {                                                             \
+                dd__f##L best = {0};                                                                         \
+                dd__i##L arg = lane - lane - 1;                                                              \
+                int first = 1;                                                                               \
+                for (int ky = 0; ky < c->kh; ky++) {                                                         \
+                    int iy = oy * c->sh - c->ph + ky;                                                        \
+                    if (iy < 0 || iy >= in->h) continue;                                                     \
+                    for (int kx = 0; kx < c->kw; kx++) {                                                     \
+                        int ix = ox * c->sw - c->pw + kx;                                                    \
+                        if (ix < 0 || ix >= in->w) continue;                                                 \
+                        size_t off = in_base + ((size_t)iy * in->w + ix) * L;                                \
+                        dd__f##L v;                                                                          \
+                        memcpy(&v, xs + off, sizeof v);                                                      \
+                        dd__i##L idx = lane + (int32_t)off;                                                  \
+                        if (first) {                                                                         \
+                            best = v;                                                                        \
+                            arg = idx;                                                                       \
+                            first = 0;                                                                       \
+                            continue;                                                                        \
+                        }                                                                                    \
+                        dd__i##L gt = v > best; /* strict: the first maximum wins */                         \
+                        best = (dd__f##L)(((dd__i##L)best & ~gt) | ((dd__i##L)v & gt));                      \
+                        arg = (arg & ~gt) | (idx & gt);                                                      \
+                    }                                                                                        \
+                }                                                                                            \
+                dd__f##L outv = (dd__f##L)((dd__i##L)best & keep);                                           \
+                dd__i##L outa = (arg & keep) | ~keep;                                                        \
+                size_t o = ((size_t)oy * ot->w + ox) * L;                                                    \
+                memcpy(ys + o, &outv, sizeof outv);                                                          \
+                memcpy(as + o, &outa, sizeof outa);                                                          \
+            }                                                                                                \
     }
 DD__MAXPOOL_BLOCK(16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 DD__MAXPOOL_BLOCK(8, 0, 1, 2, 3, 4, 5, 6, 7)
@@ -144,7 +144,7 @@ static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *con
 }
 
 static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
-                         float *const *dx) {
+                          float *const *dx) {
     if (!dx[0]) return DD_OK;
     maxpool_plan *mp = plan;
     const dd__tensor *in = dd__in(n, 0);

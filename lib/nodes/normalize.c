@@ -27,7 +27,7 @@ static dd_status forward(dd__node *n, void *plan, dd__ctx *ctx, const float *con
 
 /* dx = dy / std; also the JVP (same linear map). */
 static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
-                         float *const *dx) {
+                          float *const *dx) {
     (void)st;
     (void)plan;
     normalize_state *s = n->state;
@@ -78,8 +78,8 @@ const dd__node_ops dd__normalize_ops = {
     .destroy = destroy,
 };
 
-dd_status dd_model_add_normalize(dd_model *m, dd_node input, const float *mean, const float *std,
-                                 int count, const char *name, dd_node *out) {
+dd_status dd_model_add_normalize(dd_model *m, dd_node input, const float *mean, const float *std, int count,
+                                 const char *name, dd_node *out) {
     DD_FORWARD(dd__graph_check_add(m, "dd_model_add_normalize", &input, 1, out));
     DD_RETURN_IF(!mean || !std, DD_ERR_INVALID_ARGUMENT, "dd_model_add_normalize: mean/std is NULL");
     const dd__tensor *in = &m->nodes[input].out;

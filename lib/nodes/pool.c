@@ -17,14 +17,14 @@ void dd_pool_options_init_sized(dd_pool_options *opts, size_t size) {
 dd_status dd__pool_config(const dd__tensor *in, const dd_pool_options *o, const char *what,
                           dd__pool_cfg *cfg) {
     DD_RETURN_IF(in->ndims != 4, DD_ERR_INVALID_ARGUMENT, "%s: input is not 4-D", what);
-    DD_RETURN_IF(o->kernel_h < 1 || o->kernel_w < 1 || o->stride_h < 1 || o->stride_w < 1 ||
-                     o->pad_h < 0 || o->pad_w < 0 || o->kernel_h > 4096 || o->kernel_w > 4096 ||
-                     o->stride_h > 4096 || o->stride_w > 4096,
-                 DD_ERR_INVALID_ARGUMENT, "%s: kernel %dx%d, stride %dx%d, pad %dx%d", what,
-                 o->kernel_h, o->kernel_w, o->stride_h, o->stride_w, o->pad_h, o->pad_w);
+    DD_RETURN_IF(o->kernel_h < 1 || o->kernel_w < 1 || o->stride_h < 1 || o->stride_w < 1 || o->pad_h < 0 ||
+                     o->pad_w < 0 || o->kernel_h > 4096 || o->kernel_w > 4096 || o->stride_h > 4096 ||
+                     o->stride_w > 4096,
+                 DD_ERR_INVALID_ARGUMENT, "%s: kernel %dx%d, stride %dx%d, pad %dx%d", what, o->kernel_h,
+                 o->kernel_w, o->stride_h, o->stride_w, o->pad_h, o->pad_w);
     DD_RETURN_IF(2 * o->pad_h > o->kernel_h || 2 * o->pad_w > o->kernel_w, DD_ERR_INVALID_ARGUMENT,
-                 "%s: padding %dx%d exceeds half the kernel %dx%d", what, o->pad_h, o->pad_w,
-                 o->kernel_h, o->kernel_w);
+                 "%s: padding %dx%d exceeds half the kernel %dx%d", what, o->pad_h, o->pad_w, o->kernel_h,
+                 o->kernel_w);
     DD_RETURN_IF(in->h + 2 * o->pad_h < o->kernel_h || in->w + 2 * o->pad_w < o->kernel_w,
                  DD_ERR_INVALID_ARGUMENT, "%s: kernel %dx%d larger than the padded input %dx%d", what,
                  o->kernel_h, o->kernel_w, in->h + 2 * o->pad_h, in->w + 2 * o->pad_w);
@@ -39,8 +39,8 @@ dd_status dd__pool_config(const dd__tensor *in, const dd_pool_options *o, const 
     return DD_OK;
 }
 
-dd_status dd__pool_append(dd_model *m, const dd__node_ops *ops, dd_node input,
-                          const dd_pool_options *user, const char *what, dd_node *out) {
+dd_status dd__pool_append(dd_model *m, const dd__node_ops *ops, dd_node input, const dd_pool_options *user,
+                          const char *what, dd_node *out) {
     DD_FORWARD(dd__graph_check_add(m, what, &input, 1, out));
     DD_RETURN_IF(!user, DD_ERR_INVALID_ARGUMENT, "%s: options are NULL", what);
     dd_pool_options full;

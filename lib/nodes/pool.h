@@ -11,8 +11,8 @@ typedef struct dd__pool_cfg {
 
 /* Validates opts against the input tensor and fills cfg (output size
  * floor((H + 2p - k) / s) + 1). what names the caller in messages. */
-DD_INTERNAL dd_status dd__pool_config(const dd__tensor *in, const dd_pool_options *opts,
-                                      const char *what, dd__pool_cfg *cfg);
+DD_INTERNAL dd_status dd__pool_config(const dd__tensor *in, const dd_pool_options *opts, const char *what,
+                                      dd__pool_cfg *cfg);
 /* Appends the pooling node (state: a copy of cfg). */
 DD_INTERNAL dd_status dd__pool_append(dd_model *m, const dd__node_ops *ops, dd_node input,
                                       const dd_pool_options *opts, const char *what, dd_node *out);

@@ -4,9 +4,9 @@
 #include "../graph/graph.h"
 
 static const dd__node_ops *const all_ops[] = {
-    &dd__input_ops,  &dd__normalize_ops, &dd__conv2d_ops,    &dd__linear_ops,
-    &dd__relu_ops,   &dd__maxpool_ops,   &dd__avgpool_ops,   &dd__gavgpool_ops,
-    &dd__batchnorm_ops, &dd__add_ops,    &dd__flatten_ops,
+    &dd__input_ops,     &dd__normalize_ops, &dd__conv2d_ops,  &dd__linear_ops,
+    &dd__relu_ops,      &dd__maxpool_ops,   &dd__avgpool_ops, &dd__gavgpool_ops,
+    &dd__batchnorm_ops, &dd__add_ops,       &dd__flatten_ops,
 };
 
 const dd__node_ops *dd__node_ops_by_name(const char *name) {

@@ -40,8 +40,7 @@ static dd_status plan_create(dd__node *n, dd__ctx *ctx, void **out) {
         dnnl_eltwise_forward_desc_init(&fd, dnnl_forward_training, alg, &md, 0.f, 0.f) != dnnl_success)
         s = DD_ERROR(DD_ERR_BACKEND, "relu '%s': forward descriptor", n->name);
     if (s == DD_OK) s = dd__prim_create(ctx, &r->fwd, &fd, NULL, NULL, "relu forward");
-    if (s == DD_OK &&
-        dnnl_eltwise_backward_desc_init(&bd, alg, &md, &md, 0.f, 0.f) != dnnl_success)
+    if (s == DD_OK && dnnl_eltwise_backward_desc_init(&bd, alg, &md, &md, 0.f, 0.f) != dnnl_success)
         s = DD_ERROR(DD_ERR_BACKEND, "relu '%s': backward descriptor", n->name);
     if (s == DD_OK) s = dd__prim_create(ctx, &r->bwd, &bd, NULL, &r->fwd, "relu backward");
     if (s == DD_OK) s = dd__mem_create(ctx, &r->src, &md);
@@ -72,7 +71,7 @@ static dd_status masked(dd__node *n, relu_plan *r, dd__ctx *ctx, const float *g,
 }
 
 static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
-                         float *const *dx) {
+                          float *const *dx) {
     (void)st;
     if (!dx[0]) return DD_OK;
     return masked(n, plan, ctx, dy, dx[0]);

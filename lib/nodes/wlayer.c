@@ -25,14 +25,14 @@
 
 /* The fused forward of one mode (see wlayer.h). */
 typedef struct dd__wfused {
-    dd__prim prim;          /* prim.prim NULL: not created yet */
-    int binary;             /* the add is a binary post-op (else sum onto a copy) */
+    dd__prim prim; /* prim.prim NULL: not created yet */
+    int binary;    /* the add is a binary post-op (else sum onto a copy) */
     dnnl_memory_t src, w, b, dst, other;
-    float *w_buf;           /* weights in the primitive's layout */
-    float *w_fold;          /* plain folded weights (with a batch norm) */
-    float *b_fold;          /* 3 * OC: the bias (folded), the batch norm's scale, shift */
+    float *w_buf;  /* weights in the primitive's layout */
+    float *w_fold; /* plain folded weights (with a batch norm) */
+    float *b_fold; /* 3 * OC: the bias (folded), the batch norm's scale, shift */
     dd__reorder r_w;
-    uint64_t ver_p, ver_s;  /* param_version, stats_version of w_buf */
+    uint64_t ver_p, ver_s; /* param_version, stats_version of w_buf */
 } dd__wfused;
 
 struct dd__wplan {
@@ -62,7 +62,7 @@ struct dd__wplan {
     const dd__node *fewc_bn;
     uint64_t ver_fewc_p, ver_fewc_s;
     dnnl_memory_desc_t src_md, dst_md, b_md, wplain_md;
-    dd__wfused fz[2];       /* fused forwards for eval [0] and training [1] passes */
+    dd__wfused fz[2]; /* fused forwards for eval [0] and training [1] passes */
 };
 
 static void fused_destroy(dd__wfused *f) {
@@ -89,14 +89,14 @@ void dd__wl_plan_destroy(void *plan) {
     dd__prim_destroy(&p->fwd);
     dd__prim_destroy(&p->bwdd);
     dd__prim_destroy(&p->bwdw);
-    dnnl_memory_t *mems[] = {&p->f_src, &p->f_w, &p->f_b, &p->f_dst, &p->d_dsrc, &p->d_w,
-                             &p->d_ddst, &p->w_src, &p->w_dw, &p->w_db, &p->w_ddst};
+    dnnl_memory_t *mems[] = {&p->f_src,  &p->f_w,   &p->f_b,  &p->f_dst, &p->d_dsrc, &p->d_w,
+                             &p->d_ddst, &p->w_src, &p->w_dw, &p->w_db,  &p->w_ddst};
     for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++) dd__mem_destroy(mems[i]);
     if (p->w_bwd != p->w_fwd) dd__free_aligned(p->w_bwd);
-    float *bufs[] = {p->w_fwd,     p->dw,       p->db,        p->zero_bias, p->fsrc_tmp,    p->dsrc_tmp,
+    float *bufs[] = {p->w_fwd,    p->dw,        p->db,        p->zero_bias, p->fsrc_tmp,      p->dsrc_tmp,
                      p->wsrc_tmp, p->wddst_tmp, p->dddst_tmp, p->w_bfold,   p->w_bfold_plain, p->w_fewc};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dd__free_aligned(bufs[i]);
-    dd__reorder *rs[] = {&p->r_wfwd, &p->r_wbwd,  &p->r_dw,    &p->r_fsrc,
+    dd__reorder *rs[] = {&p->r_wfwd, &p->r_wbwd, &p->r_dw,    &p->r_fsrc,
                          &p->r_dsrc, &p->r_wsrc, &p->r_wddst, &p->r_dddst};
     for (size_t i = 0; i < sizeof rs / sizeof rs[0]; i++) dd__reorder_destroy(rs[i]);
     fused_destroy(&p->fz[0]);
@@ -124,8 +124,8 @@ static dd_status make(dd__node *n, dd__ctx *ctx, dd__wplan *p, dd__wl_kind kind,
     static const char *what[] = {"forward", "backward-data", "backward-weights"};
     dnnl_status_t st = p->cfg.desc(n, kind, wino, src, &wany,
                                    p->cfg.bias && kind != DD__WL_BWD_DATA ? &p->b_md : NULL, dst, &desc);
-    DD_RETURN_IF(st != dnnl_success, DD_ERR_BACKEND, "%s '%s': %s descriptor rejected", n->ops->name,
-                 n->name, what[kind]);
+    DD_RETURN_IF(st != dnnl_success, DD_ERR_BACKEND, "%s '%s': %s descriptor rejected", n->ops->name, n->name,
+                 what[kind]);
     return dd__prim_create(ctx, out, &desc, NULL, kind == DD__WL_FWD ? NULL : &p->fwd, what[kind]);
 }
 
@@ -466,12 +466,12 @@ static dd_status fused_forward(dd__node *n, dd__wplan *p, dd__ctx *ctx, const fl
     }
     const float *other = f->add >= 0 ? n->model->nodes[f->add_other].out.data : NULL;
     if (other && !z->binary) dd__copy(y, other, dd__tensor_floats(&n->out, ctx->n), ctx->nthreads);
-    dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, dd__mem(z->src, x)},
-                           {DNNL_ARG_WEIGHTS, dd__mem(z->w, z->w_buf)},
-                           {DNNL_ARG_BIAS, dd__mem(z->b, z->b_fold)},
-                           {DNNL_ARG_DST, dd__mem(z->dst, y)},
-                           {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
-                            z->binary ? dd__mem(z->other, other) : NULL}};
+    dnnl_exec_arg_t a[] = {
+        {DNNL_ARG_SRC, dd__mem(z->src, x)},
+        {DNNL_ARG_WEIGHTS, dd__mem(z->w, z->w_buf)},
+        {DNNL_ARG_BIAS, dd__mem(z->b, z->b_fold)},
+        {DNNL_ARG_DST, dd__mem(z->dst, y)},
+        {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, z->binary ? dd__mem(z->other, other) : NULL}};
     return dd__exec(ctx, &z->prim, z->binary ? 5 : 4, a);
 }
 
@@ -532,8 +532,8 @@ static dd_status bwd_weights_folded(dd__node *n, dd__ctx *ctx, dd__wplan *p, con
     float *scale = p->w_bfold_plain + w->count, *shift = scale + oc;
     dd__bn_fold(bn, scale, shift);
     scale_rows(n, oc, scale, p->w_bfold_plain);
-    DD_FORWARD(dd__reorder_run(ctx, p->w_bwd == p->w_fwd ? &p->r_wfwd : &p->r_wbwd, p->w_bfold_plain,
-                               p->w_bfold));
+    DD_FORWARD(
+        dd__reorder_run(ctx, p->w_bwd == p->w_fwd ? &p->r_wfwd : &p->r_wbwd, p->w_bfold_plain, p->w_bfold));
     p->ver_bfold_p = m->param_version;
     p->ver_bfold_s = m->stats_version;
     return DD_OK;
@@ -555,14 +555,14 @@ static dd_status fewc_backward(dd__node *n, dd__ctx *ctx, dd__wplan *p, const dd
         p->ver_fewc_s = m->stats_version;
     }
     const dd__tensor *in = dd__in(n, 0), *out = &n->out;
-    dd__conv_fewc_geom g = {in->c,       in->h,       in->w,       out->c,      out->h,      out->w,
+    dd__conv_fewc_geom g = {in->c,      in->h,      in->w,     out->c,    out->h,    out->w,
                             (int)wd[2], (int)wd[3], p->cfg.sh, p->cfg.sw, p->cfg.ph, p->cfg.pw};
     dd__conv_fewc_bwd_data(&g, ctx->n, p->w_fewc, dy, dx, ctx->nthreads);
     return DD_OK;
 }
 
 dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
-                         float *const *dx) {
+                          float *const *dx) {
     dd__wplan *p = plan;
     const dd__node *bn = st->variant == DD__BV_FOLDS_BN ? st->fold_bn : NULL;
     if (st->param_grad && st->merge_gy) {
@@ -598,8 +598,8 @@ dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep
     return DD_OK;
 }
 
-dd_status dd__wl_second_order(dd__node *n, void *plan, dd__ctx *ctx, const float *const *tx,
-                              const float *gy, float *const *xbar, int xbar_fresh, int *xbar_written) {
+dd_status dd__wl_second_order(dd__node *n, void *plan, dd__ctx *ctx, const float *const *tx, const float *gy,
+                              float *const *xbar, int xbar_fresh, int *xbar_written) {
     (void)xbar;
     (void)xbar_fresh;
     *xbar_written = 0;

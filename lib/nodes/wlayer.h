@@ -25,7 +25,12 @@
 #include "../graph/graph_internal.h"
 
 /* DD__WL_FWD_INFER: forward with dnnl_forward_inference (fused eval kernels). */
-typedef enum { DD__WL_FWD = 0, DD__WL_BWD_DATA = 1, DD__WL_BWD_WEIGHTS = 2, DD__WL_FWD_INFER = 3 } dd__wl_kind;
+typedef enum {
+    DD__WL_FWD = 0,
+    DD__WL_BWD_DATA = 1,
+    DD__WL_BWD_WEIGHTS = 2,
+    DD__WL_FWD_INFER = 3
+} dd__wl_kind;
 
 /* Fills *desc (a dnnl_convolution_desc_t or dnnl_inner_product_desc_t) for
  * `kind`; bias may be NULL (none); winograd selects the algorithm. */
@@ -48,8 +53,8 @@ typedef struct dd__wplan dd__wplan;
 DD_INTERNAL dd_status dd__wl_plan_create(dd__node *n, dd__ctx *ctx, const dd__wl_cfg *cfg, void **plan);
 DD_INTERNAL void dd__wl_plan_destroy(void *plan);
 DD_INTERNAL dd_status dd__wl_forward(dd__node *n, void *plan, dd__ctx *ctx, const float *const *x, float *y);
-DD_INTERNAL dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st, const float *dy,
-                                     float *const *dx);
+DD_INTERNAL dd_status dd__wl_backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep *st,
+                                      const float *dy, float *const *dx);
 DD_INTERNAL dd_status dd__wl_jvp(dd__node *n, void *plan, dd__ctx *ctx, const float *const *tx, float *ty);
 DD_INTERNAL dd_status dd__wl_second_order(dd__node *n, void *plan, dd__ctx *ctx, const float *const *tx,
                                           const float *gy, float *const *xbar, int xbar_fresh,

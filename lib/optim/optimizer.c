@@ -34,12 +34,12 @@
 #define DD__OPTIM_ALIGN_FLOATS 16
 
 struct dd_optimizer {
-    dd_model *model;          /* borrowed; must outlive the optimizer */
-    dd_optimizer_options o;   /* validated copy */
-    int64_t t;                /* steps taken */
-    int nparams;              /* m->nparams at creation */
-    int nbuf;                 /* moment buffers per parameter: 0, 1 (SGD) or 2 (Adam) */
-    float *arena;             /* all moments, dd__aligned_alloc, zero-filled */
+    dd_model *model;        /* borrowed; must outlive the optimizer */
+    dd_optimizer_options o; /* validated copy */
+    int64_t t;              /* steps taken */
+    int nparams;            /* m->nparams at creation */
+    int nbuf;               /* moment buffers per parameter: 0, 1 (SGD) or 2 (Adam) */
+    float *arena;           /* all moments, dd__aligned_alloc, zero-filled */
     size_t arena_floats;
 };
 
@@ -47,9 +47,7 @@ struct dd_optimizer {
 /* Options                                                                   */
 /* ======================================================================== */
 
-DD_API void dd_optimizer_options_init_sized(dd_optimizer_options *opts, size_t size,
-                                            dd_optimizer_kind kind)
-{
+DD_API void dd_optimizer_options_init_sized(dd_optimizer_options *opts, size_t size, dd_optimizer_kind kind) {
     dd_optimizer_options d;
     memset(&d, 0, sizeof d);
     d.kind = kind;
@@ -78,15 +76,13 @@ DD_API void dd_optimizer_options_init_sized(dd_optimizer_options *opts, size_t s
 
 static int finite_nonneg(float x) { return isfinite(x) && x >= 0.0f; }
 
-static dd_status validate_options(const dd_optimizer_options *o)
-{
+static dd_status validate_options(const dd_optimizer_options *o) {
     DD_RETURN_IF(o->kind != DD_OPTIM_SGD && o->kind != DD_OPTIM_ADAM && o->kind != DD_OPTIM_ADAMW,
                  DD_ERR_INVALID_ARGUMENT, "optimizer options: unknown kind %d", (int)o->kind);
     DD_RETURN_IF(!finite_nonneg(o->lr), DD_ERR_INVALID_ARGUMENT,
                  "optimizer options: lr = %g must be finite and >= 0", (double)o->lr);
     DD_RETURN_IF(!finite_nonneg(o->weight_decay), DD_ERR_INVALID_ARGUMENT,
-                 "optimizer options: weight_decay = %g must be finite and >= 0",
-                 (double)o->weight_decay);
+                 "optimizer options: weight_decay = %g must be finite and >= 0", (double)o->weight_decay);
     DD_RETURN_IF(o->decay_all != 0 && o->decay_all != 1, DD_ERR_INVALID_ARGUMENT,
                  "optimizer options: decay_all = %d must be 0 or 1", o->decay_all);
     if (o->kind == DD_OPTIM_SGD) {
@@ -111,23 +107,17 @@ static dd_status validate_options(const dd_optimizer_options *o)
 /* Construction                                                              */
 /* ======================================================================== */
 
-static size_t padded(size_t count)
-{
+static size_t padded(size_t count) {
     return (count + DD__OPTIM_ALIGN_FLOATS - 1) / DD__OPTIM_ALIGN_FLOATS * DD__OPTIM_ALIGN_FLOATS;
 }
 
-static int model_threads(const dd_model *m)
-{
-    if (m->ctx.nthreads > 0)
-        return m->ctx.nthreads;
-    if (m->opts.num_threads > 0)
-        return m->opts.num_threads;
+static int model_threads(const dd_model *m) {
+    if (m->ctx.nthreads > 0) return m->ctx.nthreads;
+    if (m->opts.num_threads > 0) return m->opts.num_threads;
     return 1;
 }
 
-DD_API dd_status dd_optimizer_create(dd_optimizer **out, dd_model *m,
-                                     const dd_optimizer_options *user)
-{
+DD_API dd_status dd_optimizer_create(dd_optimizer **out, dd_model *m, const dd_optimizer_options *user) {
     DD_CHECK_ARG(out != NULL);
     *out = NULL;
     DD_CHECK_ARG(m != NULL);
@@ -148,8 +138,7 @@ DD_API dd_status dd_optimizer_create(dd_optimizer **out, dd_model *m,
 
     size_t floats = 0;
     for (int i = 0; i < m->nparams; i++)
-        if (m->params[i].trainable)
-            floats += padded(m->params[i].count) * (size_t)nbuf;
+        if (m->params[i].trainable) floats += padded(m->params[i].count) * (size_t)nbuf;
 
     dd_optimizer *opt = dd__calloc(1, sizeof *opt);
     DD_RETURN_IF(opt == NULL, DD_ERR_OUT_OF_MEMORY, "dd_optimizer_create: out of memory");
@@ -170,10 +159,8 @@ DD_API dd_status dd_optimizer_create(dd_optimizer **out, dd_model *m,
     return DD_OK;
 }
 
-DD_API void dd_optimizer_destroy(dd_optimizer *opt)
-{
-    if (opt == NULL)
-        return;
+DD_API void dd_optimizer_destroy(dd_optimizer *opt) {
+    if (opt == NULL) return;
     dd__free_aligned(opt->arena);
     dd__free(opt);
 }
@@ -183,19 +170,18 @@ DD_API void dd_optimizer_destroy(dd_optimizer *opt)
 /* ======================================================================== */
 
 /* w, g: (count) f32; v: (count) f32 momentum buffer or NULL when mu == 0. */
-static void sgd_update(float *restrict w, const float *restrict g, float *restrict v,
-                       size_t count, float lr, float wd, float mu, int nesterov, int nt)
-{
+static void sgd_update(float *restrict w, const float *restrict g, float *restrict v, size_t count, float lr,
+                       float wd, float mu, int nesterov, int nt) {
     long long n = (long long)count;
     int par = nt > 1 && count >= DD__OPTIM_PAR_MIN;
     if (v == NULL) {
-        #pragma omp parallel for simd num_threads(nt) if(par) schedule(static)
+#pragma omp parallel for simd num_threads(nt) if (par) schedule(static)
         for (long long i = 0; i < n; i++) {
             float d = g[i] + wd * w[i];
             w[i] -= lr * d;
         }
     } else if (nesterov) {
-        #pragma omp parallel for simd num_threads(nt) if(par) schedule(static)
+#pragma omp parallel for simd num_threads(nt) if (par) schedule(static)
         for (long long i = 0; i < n; i++) {
             float d = g[i] + wd * w[i];
             float b = mu * v[i] + d;
@@ -203,7 +189,7 @@ static void sgd_update(float *restrict w, const float *restrict g, float *restri
             w[i] -= lr * (d + mu * b);
         }
     } else {
-        #pragma omp parallel for simd num_threads(nt) if(par) schedule(static)
+#pragma omp parallel for simd num_threads(nt) if (par) schedule(static)
         for (long long i = 0; i < n; i++) {
             float d = g[i] + wd * w[i];
             float b = mu * v[i] + d;
@@ -217,14 +203,13 @@ static void sgd_update(float *restrict w, const float *restrict g, float *restri
  * shrink: factor w is multiplied by first (AdamW: 1 - lr*wd, else 1).
  * step_size = lr / (1 - b1^t), bc2s = sqrt(1 - b2^t); the expression
  * order follows PyTorch: w - step_size * (m / (sqrt(v) / bc2s + eps)). */
-static void adam_update(float *restrict w, const float *restrict g, float *restrict m1,
-                        float *restrict m2, size_t count, float l2, float shrink, float b1,
-                        float b2, float eps, float step_size, float bc2s, int nt)
-{
+static void adam_update(float *restrict w, const float *restrict g, float *restrict m1, float *restrict m2,
+                        size_t count, float l2, float shrink, float b1, float b2, float eps, float step_size,
+                        float bc2s, int nt) {
     long long n = (long long)count;
     int par = nt > 1 && count >= DD__OPTIM_PAR_MIN;
     float c1 = 1.0f - b1, c2 = 1.0f - b2;
-    #pragma omp parallel for simd num_threads(nt) if(par) schedule(static)
+#pragma omp parallel for simd num_threads(nt) if (par) schedule(static)
     for (long long i = 0; i < n; i++) {
         float wi = w[i] * shrink;
         float d = g[i] + l2 * wi;
@@ -240,8 +225,7 @@ static void adam_update(float *restrict w, const float *restrict g, float *restr
 /* Methods                                                                   */
 /* ======================================================================== */
 
-DD_API dd_status dd_optimizer_step(dd_optimizer *opt)
-{
+DD_API dd_status dd_optimizer_step(dd_optimizer *opt) {
     DD_CHECK_ARG(opt != NULL);
     dd_model *m = opt->model;
     DD_RETURN_IF(m == NULL || !m->built || m->nparams != opt->nparams, DD_ERR_STATE,
@@ -250,13 +234,11 @@ DD_API dd_status dd_optimizer_step(dd_optimizer *opt)
 
     for (int i = 0; i < m->nparams; i++) {
         const dd__param *p = &m->params[i];
-        if (!p->trainable || p->count == 0)
-            continue;
-        DD_RETURN_IF(p->grad == NULL, DD_ERR_STATE,
-                     "dd_optimizer_step: parameter %s has no gradient", p->name);
-        DD_RETURN_IF(!dd__all_finite(p->grad, p->count, nt), DD_ERR_NUMERIC,
-                     "dd_optimizer_step: gradient of %s is not finite; nothing was changed",
+        if (!p->trainable || p->count == 0) continue;
+        DD_RETURN_IF(p->grad == NULL, DD_ERR_STATE, "dd_optimizer_step: parameter %s has no gradient",
                      p->name);
+        DD_RETURN_IF(!dd__all_finite(p->grad, p->count, nt), DD_ERR_NUMERIC,
+                     "dd_optimizer_step: gradient of %s is not finite; nothing was changed", p->name);
     }
 
     const dd_optimizer_options *o = &opt->o;
@@ -273,21 +255,20 @@ DD_API dd_status dd_optimizer_step(dd_optimizer *opt)
     float *state = opt->arena;
     for (int i = 0; i < m->nparams; i++) {
         dd__param *p = &m->params[i];
-        if (!p->trainable)
-            continue;
+        if (!p->trainable) continue;
         size_t slice = padded(p->count);
         float wd = (o->decay_all || p->decay) ? o->weight_decay : 0.0f;
         if (p->count > 0) {
             if (o->kind == DD_OPTIM_SGD) {
-                sgd_update(p->data, p->grad, opt->nbuf ? state : NULL, p->count, o->lr, wd,
-                           o->momentum, o->nesterov, nt);
+                sgd_update(p->data, p->grad, opt->nbuf ? state : NULL, p->count, o->lr, wd, o->momentum,
+                           o->nesterov, nt);
             } else if (o->kind == DD_OPTIM_ADAM) {
-                adam_update(p->data, p->grad, state, state + slice, p->count, wd, 1.0f,
-                            o->beta1, o->beta2, o->eps, step_size, bc2s, nt);
+                adam_update(p->data, p->grad, state, state + slice, p->count, wd, 1.0f, o->beta1, o->beta2,
+                            o->eps, step_size, bc2s, nt);
             } else {
                 float shrink = (float)(1.0 - (double)o->lr * (double)wd);
-                adam_update(p->data, p->grad, state, state + slice, p->count, 0.0f, shrink,
-                            o->beta1, o->beta2, o->eps, step_size, bc2s, nt);
+                adam_update(p->data, p->grad, state, state + slice, p->count, 0.0f, shrink, o->beta1,
+                            o->beta2, o->eps, step_size, bc2s, nt);
             }
         }
         state += slice * (size_t)opt->nbuf;
@@ -297,8 +278,7 @@ DD_API dd_status dd_optimizer_step(dd_optimizer *opt)
     return DD_OK;
 }
 
-DD_API dd_status dd_optimizer_set_lr(dd_optimizer *opt, float lr)
-{
+DD_API dd_status dd_optimizer_set_lr(dd_optimizer *opt, float lr) {
     DD_CHECK_ARG(opt != NULL);
     DD_RETURN_IF(!finite_nonneg(lr), DD_ERR_INVALID_ARGUMENT,
                  "dd_optimizer_set_lr: lr = %g must be finite and >= 0", (double)lr);
@@ -306,16 +286,14 @@ DD_API dd_status dd_optimizer_set_lr(dd_optimizer *opt, float lr)
     return DD_OK;
 }
 
-DD_API dd_status dd_optimizer_get_lr(const dd_optimizer *opt, float *lr)
-{
+DD_API dd_status dd_optimizer_get_lr(const dd_optimizer *opt, float *lr) {
     DD_CHECK_ARG(opt != NULL);
     DD_CHECK_ARG(lr != NULL);
     *lr = opt->o.lr;
     return DD_OK;
 }
 
-DD_API dd_status dd_optimizer_steps(const dd_optimizer *opt, int64_t *steps)
-{
+DD_API dd_status dd_optimizer_steps(const dd_optimizer *opt, int64_t *steps) {
     DD_CHECK_ARG(opt != NULL);
     DD_CHECK_ARG(steps != NULL);
     *steps = opt->t;
@@ -340,8 +318,7 @@ DD_API dd_status dd_optimizer_steps(const dd_optimizer *opt, int64_t *steps)
 #define DD__OPTSTATE_HEADER 48
 static const char dd__optstate_magic[8] = "DDOPTST";
 
-static uint64_t layout_fingerprint(const dd_optimizer *opt)
-{
+static uint64_t layout_fingerprint(const dd_optimizer *opt) {
     const dd_model *m = opt->model;
     uint64_t h = 1469598103934665603ULL; /* FNV-1a 64-bit offset basis */
     for (int i = 0; i < m->nparams; i++) {
@@ -354,16 +331,14 @@ static uint64_t layout_fingerprint(const dd_optimizer *opt)
     return h;
 }
 
-DD_API dd_status dd_optimizer_state_size(const dd_optimizer *opt, size_t *bytes)
-{
+DD_API dd_status dd_optimizer_state_size(const dd_optimizer *opt, size_t *bytes) {
     DD_CHECK_ARG(opt != NULL);
     DD_CHECK_ARG(bytes != NULL);
     *bytes = DD__OPTSTATE_HEADER + opt->arena_floats * sizeof(float);
     return DD_OK;
 }
 
-DD_API dd_status dd_optimizer_state_read(const dd_optimizer *opt, void *dst, size_t size)
-{
+DD_API dd_status dd_optimizer_state_read(const dd_optimizer *opt, void *dst, size_t size) {
     DD_CHECK_ARG(opt != NULL);
     DD_CHECK_ARG(dst != NULL);
     size_t need = DD__OPTSTATE_HEADER + opt->arena_floats * sizeof(float);
@@ -382,13 +357,11 @@ DD_API dd_status dd_optimizer_state_read(const dd_optimizer *opt, void *dst, siz
     memcpy(p + 24, &fp, 8);
     memcpy(p + 32, &t, 8);
     memcpy(p + 40, &floats, 8);
-    if (opt->arena_floats > 0)
-        memcpy(p + DD__OPTSTATE_HEADER, opt->arena, opt->arena_floats * sizeof(float));
+    if (opt->arena_floats > 0) memcpy(p + DD__OPTSTATE_HEADER, opt->arena, opt->arena_floats * sizeof(float));
     return DD_OK;
 }
 
-DD_API dd_status dd_optimizer_state_write(dd_optimizer *opt, const void *src, size_t size)
-{
+DD_API dd_status dd_optimizer_state_write(dd_optimizer *opt, const void *src, size_t size) {
     DD_CHECK_ARG(opt != NULL);
     DD_CHECK_ARG(src != NULL);
     const unsigned char *p = src;
@@ -411,18 +384,19 @@ DD_API dd_status dd_optimizer_state_write(dd_optimizer *opt, const void *src, si
                  "dd_optimizer_state_write: format version %u at offset 8, expected 1", version);
     DD_RETURN_IF(kind != (uint32_t)opt->o.kind || nbuf != (uint32_t)opt->nbuf, DD_ERR_FORMAT,
                  "dd_optimizer_state_write: state of kind %u with %u moment buffers, this "
-                 "optimizer is kind %d with %d", kind, nbuf, (int)opt->o.kind, opt->nbuf);
+                 "optimizer is kind %d with %d",
+                 kind, nbuf, (int)opt->o.kind, opt->nbuf);
     DD_RETURN_IF(nparams != (uint32_t)opt->nparams || fp != layout_fingerprint(opt) ||
-                     floats != (uint64_t)opt->arena_floats, DD_ERR_FORMAT,
+                     floats != (uint64_t)opt->arena_floats,
+                 DD_ERR_FORMAT,
                  "dd_optimizer_state_write: the state belongs to another architecture "
-                 "(%u parameters, %llu floats; here %d, %zu)", nparams,
-                 (unsigned long long)floats, opt->nparams, opt->arena_floats);
+                 "(%u parameters, %llu floats; here %d, %zu)",
+                 nparams, (unsigned long long)floats, opt->nparams, opt->arena_floats);
     DD_RETURN_IF(t < 0, DD_ERR_FORMAT, "dd_optimizer_state_write: step count %lld at offset 32",
                  (long long)t);
     size_t need = DD__OPTSTATE_HEADER + opt->arena_floats * sizeof(float);
     DD_RETURN_IF(size != need, DD_ERR_FORMAT,
-                 "dd_optimizer_state_write: %zu bytes, the state of this optimizer has %zu", size,
-                 need);
+                 "dd_optimizer_state_write: %zu bytes, the state of this optimizer has %zu", size, need);
     if (opt->arena_floats > 0) {
         /* The blob may be unaligned: check finiteness on a copy made float by float. */
         const unsigned char *q = p + DD__OPTSTATE_HEADER;

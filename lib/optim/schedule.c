@@ -25,9 +25,8 @@
 /* pi to double precision (M_PI is not ISO C). */
 #define DD__PI 3.14159265358979323846
 
-DD_API void dd_lr_schedule_init_sized(dd_lr_schedule *user, size_t size, dd_schedule_kind kind,
-                                      float base_lr, int64_t total_steps)
-{
+DD_API void dd_lr_schedule_init_sized(dd_lr_schedule *user, size_t size, dd_schedule_kind kind, float base_lr,
+                                      int64_t total_steps) {
     dd_lr_schedule d, *s = &d;
     memset(s, 0, sizeof *s);
     s->kind = kind;
@@ -46,21 +45,20 @@ DD_API void dd_lr_schedule_init_sized(dd_lr_schedule *user, size_t size, dd_sche
     dd__struct_fill(user, size, s, sizeof *s);
 }
 
-static dd_status validate(const dd_lr_schedule *s)
-{
-    DD_RETURN_IF(s->kind != DD_SCHED_CONSTANT && s->kind != DD_SCHED_STEP &&
-                     s->kind != DD_SCHED_COSINE && s->kind != DD_SCHED_ONE_CYCLE,
+static dd_status validate(const dd_lr_schedule *s) {
+    DD_RETURN_IF(s->kind != DD_SCHED_CONSTANT && s->kind != DD_SCHED_STEP && s->kind != DD_SCHED_COSINE &&
+                     s->kind != DD_SCHED_ONE_CYCLE,
                  DD_ERR_INVALID_ARGUMENT, "lr schedule: unknown kind %d", (int)s->kind);
     DD_RETURN_IF(!isfinite(s->base_lr) || s->base_lr < 0.0f, DD_ERR_INVALID_ARGUMENT,
                  "lr schedule: base_lr = %g must be finite and >= 0", (double)s->base_lr);
-    DD_RETURN_IF(s->total_steps < 0, DD_ERR_INVALID_ARGUMENT,
-                 "lr schedule: total_steps = %lld must be >= 0", (long long)s->total_steps);
+    DD_RETURN_IF(s->total_steps < 0, DD_ERR_INVALID_ARGUMENT, "lr schedule: total_steps = %lld must be >= 0",
+                 (long long)s->total_steps);
     switch (s->kind) {
     case DD_SCHED_STEP:
         DD_RETURN_IF(!isfinite(s->gamma) || s->gamma < 0.0f, DD_ERR_INVALID_ARGUMENT,
                      "lr schedule: gamma = %g must be finite and >= 0", (double)s->gamma);
-        DD_RETURN_IF(s->step_size < 1, DD_ERR_INVALID_ARGUMENT,
-                     "lr schedule: step_size = %lld must be >= 1", (long long)s->step_size);
+        DD_RETURN_IF(s->step_size < 1, DD_ERR_INVALID_ARGUMENT, "lr schedule: step_size = %lld must be >= 1",
+                     (long long)s->step_size);
         break;
     case DD_SCHED_COSINE:
     case DD_SCHED_ONE_CYCLE:
@@ -69,8 +67,7 @@ static dd_status validate(const dd_lr_schedule *s)
         DD_RETURN_IF(s->total_steps < 1, DD_ERR_INVALID_ARGUMENT,
                      "lr schedule: total_steps = %lld must be >= 1 for cosine and one-cycle",
                      (long long)s->total_steps);
-        DD_RETURN_IF(s->warmup_steps < 0 || s->warmup_steps > s->total_steps,
-                     DD_ERR_INVALID_ARGUMENT,
+        DD_RETURN_IF(s->warmup_steps < 0 || s->warmup_steps > s->total_steps, DD_ERR_INVALID_ARGUMENT,
                      "lr schedule: warmup_steps = %lld must be in [0, total_steps = %lld]",
                      (long long)s->warmup_steps, (long long)s->total_steps);
         break;
@@ -80,17 +77,14 @@ static dd_status validate(const dd_lr_schedule *s)
     return DD_OK;
 }
 
-DD_API dd_status dd_lr_schedule_eval(const dd_lr_schedule *user, int64_t step, float *lr)
-{
+DD_API dd_status dd_lr_schedule_eval(const dd_lr_schedule *user, int64_t step, float *lr) {
     DD_CHECK_ARG(user != NULL);
     dd_lr_schedule full;
     dd_lr_schedule_init(&full, DD_SCHED_CONSTANT, 0.0f, 0);
-    DD_FORWARD(DD__STRUCT_READ(&full, user, DD_LR_SCHEDULE_SIZE_V1, "dd_lr_schedule_eval",
-                               "dd_lr_schedule"));
+    DD_FORWARD(DD__STRUCT_READ(&full, user, DD_LR_SCHEDULE_SIZE_V1, "dd_lr_schedule_eval", "dd_lr_schedule"));
     const dd_lr_schedule *s = &full;
     DD_CHECK_ARG(lr != NULL);
-    DD_RETURN_IF(step < 0, DD_ERR_INVALID_ARGUMENT, "dd_lr_schedule_eval: step = %lld < 0",
-                 (long long)step);
+    DD_RETURN_IF(step < 0, DD_ERR_INVALID_ARGUMENT, "dd_lr_schedule_eval: step = %lld < 0", (long long)step);
     DD_FORWARD(validate(s));
 
     int64_t t = (s->total_steps > 0 && step > s->total_steps) ? s->total_steps : step;

@@ -186,8 +186,8 @@ dd_status dd_zoo_create(dd_model **out, const char *arch, int channels, int heig
     DD_RETURN_IF(!fn, DD_ERR_INVALID_ARGUMENT,
                  "dd_zoo_create: unknown arch '%s' (cnn-cw, resnet20, preact-resnet18, mlp)", arch);
     DD_RETURN_IF(height < min_hw || width < min_hw, DD_ERR_INVALID_ARGUMENT,
-                 "dd_zoo_create: %s needs inputs of at least %dx%d, got %dx%d", arch, min_hw, min_hw,
-                 height, width);
+                 "dd_zoo_create: %s needs inputs of at least %dx%d, got %dx%d", arch, min_hw, min_hw, height,
+                 width);
     DD_RETURN_IF(normalize && channels > 64, DD_ERR_INVALID_ARGUMENT,
                  "dd_zoo_create: default normalisation for %d channels", channels);
     builder b = {NULL, DD_OK};

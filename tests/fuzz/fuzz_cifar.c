@@ -23,37 +23,30 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     dd_dataset *ds = NULL;
     if (dd_dataset_open_cifar10_memory(&ds, data, size) != DD_OK) {
-        if (ds != NULL)
-            abort(); /* a failed constructor must leave *out NULL */
+        if (ds != NULL) abort(); /* a failed constructor must leave *out NULL */
         return 0;
     }
     int n, c, h, w, k;
-    if (dd_dataset_info(ds, &n, &c, &h, &w, &k) != DD_OK || n < 1 || c != 3 || h != 32 ||
-        w != 32 || k != 10)
+    if (dd_dataset_info(ds, &n, &c, &h, &w, &k) != DD_OK || n < 1 || c != 3 || h != 32 || w != 32 || k != 10)
         abort();
     static float x[4 * 3 * 32 * 32];
     int32_t labels[4];
     int count = n < 4 ? n : 4;
-    if (dd_dataset_get_range(ds, n - count, count, x, labels) != DD_OK)
-        abort();
+    if (dd_dataset_get_range(ds, n - count, count, x, labels) != DD_OK) abort();
     for (int i = 0; i < count; i++)
-        if (labels[i] < 0 || labels[i] > 9)
-            abort();
+        if (labels[i] < 0 || labels[i] > 9) abort();
     dd_batch_iter_options o;
     dd_batch_iter_options_init(&o);
     o.crop_padding = 4;
     o.hflip = 1;
     o.num_threads = 1;
     dd_batch_iter *it = NULL;
-    if (dd_batch_iter_create(&it, ds, 4, &o) != DD_OK)
-        abort();
+    if (dd_batch_iter_create(&it, ds, 4, &o) != DD_OK) abort();
     int got;
-    if (dd_batch_iter_next(it, x, labels, NULL, &got) != DD_OK || got != count)
-        abort();
+    if (dd_batch_iter_next(it, x, labels, NULL, &got) != DD_OK || got != count) abort();
     dd_batch_iter_destroy(it);
     dd_dataset_destroy(ds);
     return 0;

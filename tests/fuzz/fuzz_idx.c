@@ -26,34 +26,28 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-    if (size < 2)
-        return 0;
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 2) return 0;
     size_t rest = size - 2;
     size_t split = ((size_t)data[0] | (size_t)data[1] << 8) % (rest + 1);
     const uint8_t *images = data + 2, *labels = data + 2 + split;
     dd_dataset *ds = NULL;
     if (dd_dataset_open_idx_memory(&ds, images, split, labels, rest - split) != DD_OK) {
-        if (ds != NULL)
-            abort(); /* a failed constructor must leave *out NULL */
+        if (ds != NULL) abort(); /* a failed constructor must leave *out NULL */
         return 0;
     }
     int n, c, h, w, k;
-    if (dd_dataset_info(ds, &n, &c, &h, &w, &k) != DD_OK || n < 1 || c != 1 || h < 1 || w < 1 ||
-        k < 1 || k > 256)
+    if (dd_dataset_info(ds, &n, &c, &h, &w, &k) != DD_OK || n < 1 || c != 1 || h < 1 || w < 1 || k < 1 ||
+        k > 256)
         abort();
     /* Every byte of the payload came from the input (gzip aside, so the
      * image may be large only for compressed input): read one sample. */
     float *x = malloc((size_t)h * (size_t)w * sizeof *x);
-    if (x == NULL)
-        return 0;
+    if (x == NULL) return 0;
     int32_t label;
-    if (dd_dataset_get_range(ds, n - 1, 1, x, &label) != DD_OK || label < 0 || label >= k)
-        abort();
+    if (dd_dataset_get_range(ds, n - 1, 1, x, &label) != DD_OK || label < 0 || label >= k) abort();
     for (size_t j = 0; j < (size_t)h * (size_t)w; j++)
-        if (!(x[j] >= 0.0f && x[j] <= 1.0f))
-            abort();
+        if (!(x[j] >= 0.0f && x[j] <= 1.0f)) abort();
     free(x);
     dd_dataset_destroy(ds);
     return 0;

@@ -43,11 +43,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Writes size bytes to a new anonymous file; its /proc path goes to path.
  * Returns the descriptor (keep it open while the path is used) or -1. */
-static int fuzz_st_memfile(const void *data, size_t size, char *path, size_t path_size)
-{
+static int fuzz_st_memfile(const void *data, size_t size, char *path, size_t path_size) {
     int fd = memfd_create("fuzz-checkpoint", MFD_CLOEXEC);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     const unsigned char *p = data;
     while (size > 0) {
         ssize_t w = write(fd, p, size);
@@ -63,23 +61,19 @@ static int fuzz_st_memfile(const void *data, size_t size, char *path, size_t pat
 }
 
 /* Every parameter of m as one array (malloc'ed, *count floats); NULL if none. */
-static float *fuzz_st_params(const dd_model *m, size_t *count)
-{
+static float *fuzz_st_params(const dd_model *m, size_t *count) {
     int np = 0;
     *count = 0;
-    if (dd_model_num_params(m, &np) != DD_OK)
-        abort();
+    if (dd_model_num_params(m, &np) != DD_OK) abort();
     size_t total = 0;
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
         pi.struct_size = sizeof pi;
-        if (dd_model_param_info(m, i, &pi) != DD_OK)
-            abort();
+        if (dd_model_param_info(m, i, &pi) != DD_OK) abort();
         total += pi.count;
     }
     float *all = malloc((total ? total : 1) * sizeof *all);
-    if (all == NULL)
-        return NULL;
+    if (all == NULL) return NULL;
     size_t off = 0;
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
@@ -95,29 +89,23 @@ static float *fuzz_st_params(const dd_model *m, size_t *count)
 
 /* A successfully loaded model: finite parameters, a forward pass, and a
  * save/load round trip that keeps every bit. */
-static void fuzz_st_exercise(dd_model *m, const dd_model_options *opts)
-{
+static void fuzz_st_exercise(dd_model *m, const dd_model_options *opts) {
     size_t count;
     float *params = fuzz_st_params(m, &count);
-    if (params == NULL)
-        return;
+    if (params == NULL) return;
     for (size_t i = 0; i < count; i++)
-        if (!isfinite(params[i]))
-            abort();
+        if (!isfinite(params[i])) abort();
 
     int c, h, w, k;
-    if (dd_model_input_shape(m, &c, &h, &w) != DD_OK || dd_model_num_classes(m, &k) != DD_OK)
-        abort();
+    if (dd_model_input_shape(m, &c, &h, &w) != DD_OK || dd_model_num_classes(m, &k) != DD_OK) abort();
     size_t in = (size_t)c * (size_t)h * (size_t)w;
     float *x = calloc(in, sizeof *x);
     float *logits = malloc((size_t)k * sizeof *logits);
     if (x != NULL && logits != NULL) {
-        for (size_t i = 0; i < in; i++)
-            x[i] = (float)(i % 7) / 7.0f;
+        for (size_t i = 0; i < in; i++) x[i] = (float)(i % 7) / 7.0f;
         dd_status s = dd_model_forward(m, x, 1, DD_EVAL, logits);
         /* Finite weights can still overflow to Inf: DD_ERR_NUMERIC is fine. */
-        if (s != DD_OK && s != DD_ERR_NUMERIC && s != DD_ERR_OUT_OF_MEMORY && s != DD_ERR_BACKEND)
-            abort();
+        if (s != DD_OK && s != DD_ERR_NUMERIC && s != DD_ERR_OUT_OF_MEMORY && s != DD_ERR_BACKEND) abort();
     }
     free(x);
     free(logits);
@@ -151,12 +139,10 @@ static void fuzz_st_exercise(dd_model *m, const dd_model_options *opts)
     free(params);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[64];
     int fd = fuzz_st_memfile(data, size, path, sizeof path);
-    if (fd < 0)
-        return 0;
+    if (fd < 0) return 0;
     dd_model_options opts;
     dd_model_options_init(&opts);
     opts.num_threads = 1;
@@ -164,12 +150,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     dd_status s = dd_model_load_ex(path, &opts, 1, &m);
     close(fd);
     if (s != DD_OK) {
-        if (m != NULL)
-            abort(); /* a failed constructor must leave *out NULL */
+        if (m != NULL) abort(); /* a failed constructor must leave *out NULL */
         /* io.h: a readable file is either loaded or refused as malformed
          * (the engine's own refusals are translated to DD_ERR_FORMAT). */
-        if (s != DD_ERR_FORMAT && s != DD_ERR_OUT_OF_MEMORY && s != DD_ERR_BACKEND)
-            abort();
+        if (s != DD_ERR_FORMAT && s != DD_ERR_OUT_OF_MEMORY && s != DD_ERR_BACKEND) abort();
         return 0;
     }
     fuzz_st_exercise(m, &opts);

@@ -22,16 +22,13 @@
 
 #include <deepdefense/deepdefense.h>
 
-static void ok(dd_status s, const char *what)
-{
-    if (s == DD_OK)
-        return;
+static void ok(dd_status s, const char *what) {
+    if (s == DD_OK) return;
     fprintf(stderr, "make_seeds: %s: %s: %s\n", what, dd_status_string(s), dd_last_error());
     exit(1);
 }
 
-static dd_model *new_model(int c, int h, int w, int k, uint64_t seed)
-{
+static dd_model *new_model(int c, int h, int w, int k, uint64_t seed) {
     dd_model_options o;
     dd_model_options_init(&o);
     o.num_threads = 1;
@@ -43,8 +40,7 @@ static dd_model *new_model(int c, int h, int w, int k, uint64_t seed)
 
 /* Every node type but flatten: normalize, conv (bias / none), batchnorm,
  * relu, add (a residual), maxpool, avgpool, global average pool, linear. */
-static dd_model *conv_net(uint64_t seed)
-{
+static dd_model *conv_net(uint64_t seed) {
     dd_model *m = new_model(2, 6, 6, 3, seed);
     const float mean[2] = {0.5f, 0.25f}, std[2] = {0.5f, 2.0f};
     dd_node norm, c1, bn, act, c2, sum, mp, ap, gp, fc;
@@ -67,12 +63,12 @@ static dd_model *conv_net(uint64_t seed)
     dd_pool_options po;
     dd_pool_options_init(&po);
     po.name = "mp";
-    ok(dd_model_add_maxpool(m, sum, &po, &mp), "maxpool");   /* 3x3 */
+    ok(dd_model_add_maxpool(m, sum, &po, &mp), "maxpool"); /* 3x3 */
     po.kernel_h = po.kernel_w = 2;
     po.stride_h = po.stride_w = 1;
     po.pad_h = po.pad_w = 1;
     po.name = "ap";
-    ok(dd_model_add_avgpool(m, mp, &po, &ap), "avgpool");    /* 4x4 */
+    ok(dd_model_add_avgpool(m, mp, &po, &ap), "avgpool"); /* 4x4 */
     ok(dd_model_add_global_avgpool(m, ap, "gap", &gp), "gavgpool");
     ok(dd_model_add_linear(m, gp, 3, 1, "fc", &fc), "linear");
     ok(dd_model_build(m, fc, 2), "build");
@@ -80,8 +76,7 @@ static dd_model *conv_net(uint64_t seed)
 }
 
 /* flatten -> linear -> relu -> linear (no bias), the MLP shape. */
-static dd_model *mlp(uint64_t seed)
-{
+static dd_model *mlp(uint64_t seed) {
     dd_model *m = new_model(1, 3, 3, 4, seed);
     dd_node fl, l1, r, l2;
     ok(dd_model_add_flatten(m, DD_INPUT, "flat", &fl), "flatten");
@@ -92,16 +87,14 @@ static dd_model *mlp(uint64_t seed)
     return m;
 }
 
-static void save(dd_model *m, const char *dir, const char *name)
-{
+static void save(dd_model *m, const char *dir, const char *name) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     ok(dd_model_save(m, path), path);
     dd_model_destroy(m);
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: make_seeds OUTPUT_DIR\n");
         return 2;

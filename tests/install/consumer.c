@@ -20,14 +20,12 @@
 #define K 5
 #define N 2
 
-static int fail(const char *what, dd_status s)
-{
+static int fail(const char *what, dd_status s) {
     fprintf(stderr, "consumer: %s: %s (%s)\n", what, dd_status_string(s), dd_last_error());
     return 1;
 }
 
-int main(void)
-{
+int main(void) {
     printf("deepdefense %s (headers %s)\n", dd_version_string(), DD_VERSION_STRING);
     if (dd_version() != DD_VERSION_NUMBER || strcmp(dd_version_string(), DD_VERSION_STRING) != 0) {
         fprintf(stderr, "consumer: header/library version mismatch\n");
@@ -37,8 +35,7 @@ int main(void)
     dd_model *m = NULL;
     dd_node flat, logits;
     dd_status s = dd_model_create(&m, C, H, W, K, NULL);
-    if (s != DD_OK)
-        return fail("dd_model_create", s);
+    if (s != DD_OK) return fail("dd_model_create", s);
     if ((s = dd_model_add_flatten(m, DD_INPUT, NULL, &flat)) != DD_OK ||
         (s = dd_model_add_linear(m, flat, K, 1, "fc", &logits)) != DD_OK ||
         (s = dd_model_build(m, logits, N)) != DD_OK) {
@@ -47,8 +44,7 @@ int main(void)
     }
 
     float x[N * C * H * W], out[N * K]; /* x: (N, C, H, W) f32 NCHW; out: (N, K) */
-    for (int i = 0; i < N * C * H * W; i++)
-        x[i] = (float)(i % 7) / 7.0f;
+    for (int i = 0; i < N * C * H * W; i++) x[i] = (float)(i % 7) / 7.0f;
     if ((s = dd_model_forward(m, x, N, DD_EVAL, out)) != DD_OK) {
         dd_model_destroy(m);
         return fail("dd_model_forward", s);

@@ -36,23 +36,23 @@
 #include <deepdefense/deepdefense.h>
 #include <deepdefense/mpi.h>
 
-#define B 128            /* the global batch */
+#define B 128 /* the global batch */
 #define PER (3 * 32 * 32)
 #define STEPS 3
 
 static int g_rank;
 
-#define FAIL(...)                                                                                  \
-    do {                                                                                           \
-        fprintf(stderr, "rank %d: FAIL %s:%d: ", g_rank, __FILE__, __LINE__);                      \
-        fprintf(stderr, __VA_ARGS__);                                                              \
-        fprintf(stderr, "\n");                                                                     \
-        MPI_Abort(MPI_COMM_WORLD, 1);                                                              \
+#define FAIL(...)                                                             \
+    do {                                                                      \
+        fprintf(stderr, "rank %d: FAIL %s:%d: ", g_rank, __FILE__, __LINE__); \
+        fprintf(stderr, __VA_ARGS__);                                         \
+        fprintf(stderr, "\n");                                                \
+        MPI_Abort(MPI_COMM_WORLD, 1);                                         \
     } while (0)
-#define OK(call)                                                                                   \
-    do {                                                                                           \
-        dd_status s_ = (call);                                                                     \
-        if (s_ != DD_OK) FAIL("%s: %s (%s)", #call, dd_status_string(s_), dd_last_error());        \
+#define OK(call)                                                                            \
+    do {                                                                                    \
+        dd_status s_ = (call);                                                              \
+        if (s_ != DD_OK) FAIL("%s: %s (%s)", #call, dd_status_string(s_), dd_last_error()); \
     } while (0)
 
 typedef enum { PLAIN, GFA, PGD } step_kind;
@@ -148,7 +148,8 @@ static void equivalence(dd_mpi *d, step_kind k, const float *x, const int32_t *y
     dd_attack *adp = pgd(dp), *aref = pgd(ref), *ahalf = pgd(half);
     float *xadv = malloc((size_t)B * PER * sizeof(float)), *xadv2 = malloc((size_t)B * PER * sizeof(float));
     size_t nw = weights(ref, NULL);
-    float *wd = malloc(nw * sizeof(float)), *wr = malloc(nw * sizeof(float)), *wh = malloc(nw * sizeof(float));
+    float *wd = malloc(nw * sizeof(float)), *wr = malloc(nw * sizeof(float)),
+          *wh = malloc(nw * sizeof(float));
     float *g, *gsum = NULL;
     size_t ng;
     OK(dd_model_grad_buffer(half, &g, &ng));
@@ -167,7 +168,8 @@ static void equivalence(dd_mpi *d, step_kind k, const float *x, const int32_t *y
          * (g0 + g1) * (1/2), which is what MPI_SUM over 2 ranks and the
          * scale compute, in the same float operations */
         for (int r = 0; r < size; r++) {
-            OK(local_grad(k, half, ahalf, xs + (size_t)r * n * PER, ys + r * n, n, xadv2 + (size_t)r * n * PER));
+            OK(local_grad(k, half, ahalf, xs + (size_t)r * n * PER, ys + r * n, n,
+                          xadv2 + (size_t)r * n * PER));
             for (size_t i = 0; i < ng; i++) gsum[i] = r ? gsum[i] + g[i] : g[i];
         }
         for (size_t i = 0; i < ng; i++) g[i] = gsum[i] * (1.0f / (float)size);
@@ -179,7 +181,8 @@ static void equivalence(dd_mpi *d, step_kind k, const float *x, const int32_t *y
         weights(half, wh);
         same_on_all_ranks(d, wd, nw, names[k]);
         if (memcmp(wd, wh, nw * sizeof(float)) != 0)
-            FAIL("%s step %d: data-parallel weights differ from the one-process average of the halves", names[k], step);
+            FAIL("%s step %d: data-parallel weights differ from the one-process average of the halves",
+                 names[k], step);
     }
     if (k == PGD && rank == 0)
         printf("PGD-AT: %ld of %d adversarial pixels differ between batch 128 and two batches of 64\n", flips,
@@ -207,8 +210,8 @@ static void equivalence(dd_mpi *d, step_kind k, const float *x, const int32_t *y
         off += pi.count;
     }
     if (rank == 0)
-        printf("%-15s %d x %d vs 1 x %d, %d steps: worst tensor %s %.2e (tolerance %.0e)\n", names[k], size, n, B,
-               STEPS, wname, worst, tol);
+        printf("%-15s %d x %d vs 1 x %d, %d steps: worst tensor %s %.2e (tolerance %.0e)\n", names[k], size,
+               n, B, STEPS, wname, worst, tol);
     if (worst > tol) FAIL("%s: data-parallel weights off by %.3e in %s", names[k], worst, wname);
     free(xadv);
     free(xadv2);
@@ -276,8 +279,11 @@ static void failures(dd_mpi *d, const float *x, const int32_t *y) {
     if (s == DD_OK) s = dd_model_backward(m, bad, NULL);
     dd_status r = dd_mpi_allreduce_grads(d, m, s);
     dd_status want = rank == 1 ? DD_ERR_INVALID_ARGUMENT : DD_ERR_REMOTE;
-    if (r != want) FAIL("bad labels on rank 1: rank %d got %s, want %s", rank, dd_status_string(r), dd_status_string(want));
-    if (rank == 0 && !strstr(dd_last_error(), "rank 1")) FAIL("message does not name rank 1: %s", dd_last_error());
+    if (r != want)
+        FAIL("bad labels on rank 1: rank %d got %s, want %s", rank, dd_status_string(r),
+             dd_status_string(want));
+    if (rank == 0 && !strstr(dd_last_error(), "rank 1"))
+        FAIL("message does not name rank 1: %s", dd_last_error());
     /* the next step works again */
     s = dd_model_backward(m, y, NULL);
     OK(dd_mpi_allreduce_grads(d, m, s));

@@ -21,8 +21,8 @@ static size_t max_param_count(const ref_model *r) {
     return mx;
 }
 
-int ref_compare(dd_model *m, const float *x, int n, dd_mode mode, const int32_t *labels,
-                const float *dlogits, ref_cmp *out) {
+int ref_compare(dd_model *m, const float *x, int n, dd_mode mode, const int32_t *labels, const float *dlogits,
+                ref_cmp *out) {
     memset(out, 0, sizeof *out);
     out->grad_worst = -1;
     ref_model *r = NULL;
@@ -42,7 +42,8 @@ int ref_compare(dd_model *m, const float *x, int n, dd_mode mode, const int32_t 
     }
     dd_status st = dd_model_forward(m, x, n, mode, lz);
     if (st != DD_OK) {
-        snprintf(out->what, sizeof out->what, "dd_model_forward: %s: %s", dd_status_string(st), dd_last_error());
+        snprintf(out->what, sizeof out->what, "dd_model_forward: %s: %s", dd_status_string(st),
+                 dd_last_error());
         goto done;
     }
     if (ref_forward_f(r, x, n, mode == DD_TRAIN, mode == DD_TRAIN)) {
@@ -70,7 +71,8 @@ int ref_compare(dd_model *m, const float *x, int n, dd_mode mode, const int32_t 
     }
     st = dd_model_input_grad(m, dlogits, ldx);
     if (st != DD_OK) {
-        snprintf(out->what, sizeof out->what, "dd_model_input_grad: %s: %s", dd_status_string(st), dd_last_error());
+        snprintf(out->what, sizeof out->what, "dd_model_input_grad: %s: %s", dd_status_string(st),
+                 dd_last_error());
         goto done;
     }
     for (size_t i = 0; i < (size_t)n * k; i++) dz[i] = dlogits[i];
@@ -91,7 +93,8 @@ int ref_compare(dd_model *m, const float *x, int n, dd_mode mode, const int32_t 
     dd_step_stats_init(&stats);
     st = dd_model_backward(m, labels, &stats);
     if (st != DD_OK) {
-        snprintf(out->what, sizeof out->what, "dd_model_backward: %s: %s", dd_status_string(st), dd_last_error());
+        snprintf(out->what, sizeof out->what, "dd_model_backward: %s: %s", dd_status_string(st),
+                 dd_last_error());
         goto done;
     }
     double L = ref_loss(r, labels, dz, &out->correct_ref);
@@ -123,7 +126,10 @@ int ref_compare(dd_model *m, const float *x, int n, dd_mode mode, const int32_t 
     }
     rc = 0;
 done:
-    free(lz); free(ldx); free(buf); free(dz);
+    free(lz);
+    free(ldx);
+    free(buf);
+    free(dz);
     ref_model_destroy(r);
     return rc;
 }
@@ -146,7 +152,10 @@ int ref_randomize_params(dd_model *m, ref_rng *g) {
         if (!v) return -1;
         int bn = ni.type == DD_NODE_BATCHNORM;
         if (!strcmp(role, "weight") && !bn) {
-            if (dd_model_param_read(m, p, v, pi.count) != DD_OK) { free(v); return -1; }
+            if (dd_model_param_read(m, p, v, pi.count) != DD_OK) {
+                free(v);
+                return -1;
+            }
         } else if (!strcmp(role, "weight")) {
             ref_fill_uniform_f(g, v, pi.count, 0.5, 1.5);
         } else if (!strcmp(role, "bias")) {
@@ -175,7 +184,10 @@ int ref_lib_grads(const dd_model *m, double *out) {
         if (!pi.trainable) continue;
         float *v = calloc(pi.count, sizeof(float));
         if (!v) return -1;
-        if (dd_model_grad_read(m, p, v, pi.count) != DD_OK) { free(v); return -1; }
+        if (dd_model_grad_read(m, p, v, pi.count) != DD_OK) {
+            free(v);
+            return -1;
+        }
         for (size_t i = 0; i < pi.count; i++) out[k++] = v[i];
         free(v);
     }

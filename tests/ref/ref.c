@@ -25,17 +25,17 @@ typedef struct ref_node {
     dd_node_type type;
     int nin;
     int in[2];
-    int c, h, w;            /* output per-sample shape */
-    size_t size;            /* c*h*w */
+    int c, h, w; /* output per-sample shape */
+    size_t size; /* c*h*w */
     int kh, kw, sh, sw, ph, pw;
     double eps, momentum;
-    double *nmean, *nstd;   /* normalize */
+    double *nmean, *nstd;                 /* normalize */
     int pw_idx, pb_idx, prm_idx, prv_idx; /* parameter indices or -1 */
-    double *val, *grad;     /* [max_batch * size] */
-    int *argmax;            /* maxpool: input offset (within the sample) per output */
-    unsigned char *mask;    /* relu: [x > 0] of the last unfrozen forward */
-    const double *pert;     /* ref_reg_grad: val += pert_scale * pert after the forward */
-    double *bmean, *bvar;   /* batchnorm: statistics used by the last forward */
+    double *val, *grad;                   /* [max_batch * size] */
+    int *argmax;                          /* maxpool: input offset (within the sample) per output */
+    unsigned char *mask;                  /* relu: [x > 0] of the last unfrozen forward */
+    const double *pert;                   /* ref_reg_grad: val += pert_scale * pert after the forward */
+    double *bmean, *bvar;                 /* batchnorm: statistics used by the last forward */
 } ref_node;
 
 typedef struct ref_prm {
@@ -50,11 +50,11 @@ struct ref_model {
     ref_node *nodes;
     int nparams;
     ref_prm *params;
-    int n, train;           /* last forward */
+    int n, train; /* last forward */
     int have_forward;
-    int frozen;             /* forward reuses the stored ReLU masks and max-pool argmaxes */
+    int frozen; /* forward reuses the stored ReLU masks and max-pool argmaxes */
     double pert_scale;
-    int mse;                /* training loss: 1 = MSE on probabilities, 0 = CE */
+    int mse; /* training loss: 1 = MSE on probabilities, 0 = CE */
 };
 
 static char ref_msg[512];
@@ -75,11 +75,20 @@ void ref_model_destroy(ref_model *r) {
     if (!r) return;
     for (int i = 0; i < r->nnodes; i++) {
         ref_node *nd = &r->nodes[i];
-        free(nd->nmean); free(nd->nstd); free(nd->val); free(nd->grad);
-        free(nd->argmax); free(nd->bmean); free(nd->bvar); free(nd->mask);
+        free(nd->nmean);
+        free(nd->nstd);
+        free(nd->val);
+        free(nd->grad);
+        free(nd->argmax);
+        free(nd->bmean);
+        free(nd->bvar);
+        free(nd->mask);
     }
     free(r->nodes);
-    for (int i = 0; i < r->nparams; i++) { free(r->params[i].v); free(r->params[i].g); }
+    for (int i = 0; i < r->nparams; i++) {
+        free(r->params[i].v);
+        free(r->params[i].g);
+    }
     free(r->params);
     free(r);
 }
@@ -98,23 +107,24 @@ static int check_shape(const ref_model *r, int id) {
     switch (nd->type) {
     case DD_NODE_INPUT:
         return 0;
-    case DD_NODE_NORMALIZE: case DD_NODE_RELU: case DD_NODE_BATCHNORM:
+    case DD_NODE_NORMALIZE:
+    case DD_NODE_RELU:
+    case DD_NODE_BATCHNORM:
         if (a->c != nd->c || a->h != nd->h || a->w != nd->w)
             return fail("node %d: shape differs from its input", id);
         return 0;
-    case DD_NODE_CONV2D: case DD_NODE_MAXPOOL: case DD_NODE_AVGPOOL:
+    case DD_NODE_CONV2D:
+    case DD_NODE_MAXPOOL:
+    case DD_NODE_AVGPOOL:
         if (nd->kh < 1 || nd->kw < 1 || nd->sh < 1 || nd->sw < 1)
             return fail("node %d: kernel/stride not reported (dd_node_info)", id);
-        if (out_dim(a->h, nd->kh, nd->sh, nd->ph) != nd->h ||
-            out_dim(a->w, nd->kw, nd->sw, nd->pw) != nd->w)
-            return fail("node %d: output %dx%d inconsistent with input %dx%d k%dx%d s%dx%d p%dx%d",
-                        id, nd->h, nd->w, a->h, a->w, nd->kh, nd->kw, nd->sh, nd->sw, nd->ph, nd->pw);
-        if (nd->type != DD_NODE_CONV2D && a->c != nd->c)
-            return fail("node %d: pooling changes channels", id);
+        if (out_dim(a->h, nd->kh, nd->sh, nd->ph) != nd->h || out_dim(a->w, nd->kw, nd->sw, nd->pw) != nd->w)
+            return fail("node %d: output %dx%d inconsistent with input %dx%d k%dx%d s%dx%d p%dx%d", id, nd->h,
+                        nd->w, a->h, a->w, nd->kh, nd->kw, nd->sh, nd->sw, nd->ph, nd->pw);
+        if (nd->type != DD_NODE_CONV2D && a->c != nd->c) return fail("node %d: pooling changes channels", id);
         return 0;
     case DD_NODE_GLOBAL_AVGPOOL:
-        if (a->c != nd->c || nd->size != (size_t)nd->c)
-            return fail("node %d: global avgpool shape", id);
+        if (a->c != nd->c || nd->size != (size_t)nd->c) return fail("node %d: global avgpool shape", id);
         return 0;
     case DD_NODE_LINEAR:
         if (nd->size != (size_t)nd->c) return fail("node %d: linear output not 2-D", id);
@@ -136,22 +146,40 @@ int ref_model_create(ref_model **out, const dd_model *m) {
     ref_model *r = xcalloc(1, sizeof *r);
     if (!r) return fail("out of memory");
     int count = 0, np = 0;
-    if (dd_model_num_nodes(m, &count) != DD_OK || count < 1) { free(r); return fail("num_nodes"); }
-    if (dd_model_num_classes(m, &r->k) != DD_OK) { free(r); return fail("num_classes"); }
+    if (dd_model_num_nodes(m, &count) != DD_OK || count < 1) {
+        free(r);
+        return fail("num_nodes");
+    }
+    if (dd_model_num_classes(m, &r->k) != DD_OK) {
+        free(r);
+        return fail("num_classes");
+    }
     if (dd_model_max_batch(m, &r->max_batch) != DD_OK || r->max_batch < 1) {
         free(r);
         return fail("max_batch (model not built?)");
     }
-    if (dd_model_num_params(m, &np) != DD_OK) { free(r); return fail("num_params"); }
+    if (dd_model_num_params(m, &np) != DD_OK) {
+        free(r);
+        return fail("num_params");
+    }
     dd_loss_kind lk;
-    if (dd_model_get_loss(m, &lk) != DD_OK) { free(r); return fail("get_loss"); }
+    if (dd_model_get_loss(m, &lk) != DD_OK) {
+        free(r);
+        return fail("get_loss");
+    }
     r->mse = lk == DD_LOSS_MSE;
-    if (r->mse && r->k > 4096) { free(r); return fail("MSE with more than 4096 classes"); }
+    if (r->mse && r->k > 4096) {
+        free(r);
+        return fail("MSE with more than 4096 classes");
+    }
     r->nnodes = count;
     r->nodes = xcalloc((size_t)count, sizeof *r->nodes);
     r->nparams = np;
     r->params = xcalloc((size_t)np, sizeof *r->params);
-    if (!r->nodes || !r->params) { ref_model_destroy(r); return fail("out of memory"); }
+    if (!r->nodes || !r->params) {
+        ref_model_destroy(r);
+        return fail("out of memory");
+    }
     r->logits = -1;
     for (int i = 0; i < count; i++) {
         dd_node_info info;
@@ -165,7 +193,10 @@ int ref_model_create(ref_model **out, const dd_model *m) {
         }
         nd->type = info.type;
         nd->nin = info.num_inputs;
-        if (nd->nin < 0 || nd->nin > 2) { ref_model_destroy(r); return fail("node %d: %d inputs", i, nd->nin); }
+        if (nd->nin < 0 || nd->nin > 2) {
+            ref_model_destroy(r);
+            return fail("node %d: %d inputs", i, nd->nin);
+        }
         for (int j = 0; j < nd->nin; j++) {
             nd->in[j] = info.inputs[j];
             if (nd->in[j] < 0 || nd->in[j] >= i) {
@@ -177,57 +208,100 @@ int ref_model_create(ref_model **out, const dd_model *m) {
         nd->h = info.ndims == 4 ? info.height : 1;
         nd->w = info.ndims == 4 ? info.width : 1;
         nd->size = (size_t)nd->c * nd->h * nd->w;
-        nd->kh = info.kernel_h; nd->kw = info.kernel_w;
-        nd->sh = info.stride_h; nd->sw = info.stride_w;
-        nd->ph = info.pad_h; nd->pw = info.pad_w;
+        nd->kh = info.kernel_h;
+        nd->kw = info.kernel_w;
+        nd->sh = info.stride_h;
+        nd->sw = info.stride_w;
+        nd->ph = info.pad_h;
+        nd->pw = info.pad_w;
         nd->eps = info.eps;
         nd->momentum = info.momentum;
         nd->val = xcalloc((size_t)r->max_batch * nd->size, sizeof(double));
         nd->grad = xcalloc((size_t)r->max_batch * nd->size, sizeof(double));
-        if (!nd->val || !nd->grad) { ref_model_destroy(r); return fail("out of memory"); }
+        if (!nd->val || !nd->grad) {
+            ref_model_destroy(r);
+            return fail("out of memory");
+        }
         if (nd->type == DD_NODE_NORMALIZE) {
-            if (!info.mean || !info.std) { ref_model_destroy(r); return fail("normalize %d: mean/std not reported", i); }
+            if (!info.mean || !info.std) {
+                ref_model_destroy(r);
+                return fail("normalize %d: mean/std not reported", i);
+            }
             nd->nmean = xcalloc((size_t)nd->c, sizeof(double));
             nd->nstd = xcalloc((size_t)nd->c, sizeof(double));
-            if (!nd->nmean || !nd->nstd) { ref_model_destroy(r); return fail("out of memory"); }
-            for (int c = 0; c < nd->c; c++) { nd->nmean[c] = info.mean[c]; nd->nstd[c] = info.std[c]; }
+            if (!nd->nmean || !nd->nstd) {
+                ref_model_destroy(r);
+                return fail("out of memory");
+            }
+            for (int c = 0; c < nd->c; c++) {
+                nd->nmean[c] = info.mean[c];
+                nd->nstd[c] = info.std[c];
+            }
         }
         if (nd->type == DD_NODE_MAXPOOL) {
             nd->argmax = xcalloc((size_t)r->max_batch * nd->size, sizeof(int));
-            if (!nd->argmax) { ref_model_destroy(r); return fail("out of memory"); }
+            if (!nd->argmax) {
+                ref_model_destroy(r);
+                return fail("out of memory");
+            }
         }
         if (nd->type == DD_NODE_RELU) {
             nd->mask = xcalloc((size_t)r->max_batch * nd->size, 1);
-            if (!nd->mask) { ref_model_destroy(r); return fail("out of memory"); }
+            if (!nd->mask) {
+                ref_model_destroy(r);
+                return fail("out of memory");
+            }
         }
         if (nd->type == DD_NODE_BATCHNORM) {
-            if (!(nd->eps > 0)) { ref_model_destroy(r); return fail("batchnorm %d: eps not reported", i); }
+            if (!(nd->eps > 0)) {
+                ref_model_destroy(r);
+                return fail("batchnorm %d: eps not reported", i);
+            }
             nd->bmean = xcalloc((size_t)nd->c, sizeof(double));
             nd->bvar = xcalloc((size_t)nd->c, sizeof(double));
-            if (!nd->bmean || !nd->bvar) { ref_model_destroy(r); return fail("out of memory"); }
+            if (!nd->bmean || !nd->bvar) {
+                ref_model_destroy(r);
+                return fail("out of memory");
+            }
         }
-        if (check_shape(r, i)) { ref_model_destroy(r); return -1; }
+        if (check_shape(r, i)) {
+            ref_model_destroy(r);
+            return -1;
+        }
     }
     for (int p = 0; p < np; p++) {
         dd_param_info pi;
         memset(&pi, 0, sizeof pi);
         pi.struct_size = sizeof pi;
-        if (dd_model_param_info(m, p, &pi) != DD_OK) { ref_model_destroy(r); return fail("param_info %d", p); }
+        if (dd_model_param_info(m, p, &pi) != DD_OK) {
+            ref_model_destroy(r);
+            return fail("param_info %d", p);
+        }
         ref_prm *rp = &r->params[p];
         rp->count = pi.count;
         rp->trainable = pi.trainable;
         rp->node = pi.node;
         rp->v = xcalloc(pi.count, sizeof(double));
         rp->g = xcalloc(pi.count, sizeof(double));
-        if (!rp->v || !rp->g) { ref_model_destroy(r); return fail("out of memory"); }
-        if (pi.node < 0 || pi.node >= count) { ref_model_destroy(r); return fail("param %d: node %d", p, pi.node); }
+        if (!rp->v || !rp->g) {
+            ref_model_destroy(r);
+            return fail("out of memory");
+        }
+        if (pi.node < 0 || pi.node >= count) {
+            ref_model_destroy(r);
+            return fail("param %d: node %d", p, pi.node);
+        }
         ref_node *nd = &r->nodes[pi.node];
         const char *role = last_component(pi.name);
-        int *slot = !strcmp(role, "weight") ? &nd->pw_idx
-                  : !strcmp(role, "bias") ? &nd->pb_idx
-                  : !strcmp(role, "running_mean") ? &nd->prm_idx
-                  : !strcmp(role, "running_var") ? &nd->prv_idx : NULL;
-        if (!slot || *slot >= 0) { ref_model_destroy(r); return fail("param %d: unexpected name '%s'", p, pi.name); }
+        int *slot = !strcmp(role, "weight")         ? &nd->pw_idx
+                    : !strcmp(role, "bias")         ? &nd->pb_idx
+                    : !strcmp(role, "running_mean") ? &nd->prm_idx
+                    : !strcmp(role, "running_var")  ? &nd->prv_idx
+                                                    : NULL;
+        if (!slot || *slot >= 0) {
+            ref_model_destroy(r);
+            return fail("param %d: unexpected name '%s'", p, pi.name);
+        }
         *slot = p;
     }
     /* Check every parametric node got what it needs, with the right sizes. */
@@ -236,8 +310,14 @@ int ref_model_create(ref_model **out, const dd_model *m) {
         size_t insz = nd->nin ? r->nodes[nd->in[0]].size : 0;
         int ic = nd->nin ? r->nodes[nd->in[0]].c : 0;
         size_t want_w = 0, want_b = 0;
-        if (nd->type == DD_NODE_CONV2D) { want_w = (size_t)nd->c * ic * nd->kh * nd->kw; want_b = (size_t)nd->c; }
-        if (nd->type == DD_NODE_LINEAR) { want_w = (size_t)nd->c * insz; want_b = (size_t)nd->c; }
+        if (nd->type == DD_NODE_CONV2D) {
+            want_w = (size_t)nd->c * ic * nd->kh * nd->kw;
+            want_b = (size_t)nd->c;
+        }
+        if (nd->type == DD_NODE_LINEAR) {
+            want_w = (size_t)nd->c * insz;
+            want_b = (size_t)nd->c;
+        }
         if (nd->type == DD_NODE_BATCHNORM) {
             want_w = want_b = (size_t)nd->c;
             if (nd->prm_idx < 0 || nd->prv_idx < 0 || nd->pb_idx < 0 ||
@@ -270,8 +350,14 @@ int ref_model_create(ref_model **out, const dd_model *m) {
             break;
         }
     }
-    if (r->logits < 0) { ref_model_destroy(r); return fail("no logits node"); }
-    if (ref_model_load_params(r, m)) { ref_model_destroy(r); return -1; }
+    if (r->logits < 0) {
+        ref_model_destroy(r);
+        return fail("no logits node");
+    }
+    if (ref_model_load_params(r, m)) {
+        ref_model_destroy(r);
+        return -1;
+    }
     *out = r;
     return 0;
 }
@@ -453,7 +539,10 @@ static void fwd_maxpool(const ref_model *r, ref_node *nd, int n) {
                             int ix = ox * nd->sw - nd->pw + kx;
                             if (ix < 0 || ix >= a->w) continue;
                             int xi = (c * a->h + iy) * a->w + ix;
-                            if (bi < 0 || x[xi] > best) { best = x[xi]; bi = xi; }
+                            if (bi < 0 || x[xi] > best) {
+                                best = x[xi];
+                                bi = xi;
+                            }
                         }
                     }
                     size_t yi = ((size_t)c * nd->h + oy) * nd->w + ox;
@@ -629,15 +718,23 @@ int ref_forward(ref_model *r, const double *x, int n, int train, int update_runn
             }
             break;
         }
-        case DD_NODE_CONV2D: fwd_conv(r, nd, n); break;
-        case DD_NODE_LINEAR: fwd_linear(r, nd, n); break;
+        case DD_NODE_CONV2D:
+            fwd_conv(r, nd, n);
+            break;
+        case DD_NODE_LINEAR:
+            fwd_linear(r, nd, n);
+            break;
         case DD_NODE_RELU:
             if (!r->frozen)
                 for (size_t e = 0; e < tot; e++) nd->mask[e] = a->val[e] > 0.0;
             for (size_t e = 0; e < tot; e++) nd->val[e] = nd->mask[e] ? a->val[e] : 0.0;
             break;
-        case DD_NODE_MAXPOOL: fwd_maxpool(r, nd, n); break;
-        case DD_NODE_AVGPOOL: fwd_avgpool(r, nd, n); break;
+        case DD_NODE_MAXPOOL:
+            fwd_maxpool(r, nd, n);
+            break;
+        case DD_NODE_AVGPOOL:
+            fwd_avgpool(r, nd, n);
+            break;
         case DD_NODE_GLOBAL_AVGPOOL: {
             size_t hw = (size_t)a->h * a->w;
             for (int s = 0; s < n; s++)
@@ -648,7 +745,9 @@ int ref_forward(ref_model *r, const double *x, int n, int train, int update_runn
                 }
             break;
         }
-        case DD_NODE_BATCHNORM: fwd_batchnorm(r, nd, n, train, update_running); break;
+        case DD_NODE_BATCHNORM:
+            fwd_batchnorm(r, nd, n, train, update_running);
+            break;
         case DD_NODE_ADD: {
             const ref_node *b = &r->nodes[nd->in[1]];
             for (size_t e = 0; e < tot; e++) nd->val[e] = a->val[e] + b->val[e];
@@ -702,7 +801,10 @@ double ref_loss(const ref_model *r, const int32_t *labels, double *dlogits, int 
         double mx = zs[0];
         int am = 0;
         for (int j = 1; j < k; j++)
-            if (zs[j] > mx) { mx = zs[j]; am = j; }
+            if (zs[j] > mx) {
+                mx = zs[j];
+                am = j;
+            }
         double se = 0.0;
         for (int j = 0; j < k; j++) se += exp(zs[j] - mx);
         double lse = mx + log(se);
@@ -749,14 +851,22 @@ int ref_backward_inject(ref_model *r, const double *dlogits, const double *const
             }
             break;
         }
-        case DD_NODE_CONV2D: bwd_conv(r, nd, n); break;
-        case DD_NODE_LINEAR: bwd_linear(r, nd, n); break;
+        case DD_NODE_CONV2D:
+            bwd_conv(r, nd, n);
+            break;
+        case DD_NODE_LINEAR:
+            bwd_linear(r, nd, n);
+            break;
         case DD_NODE_RELU:
             for (size_t e = 0; e < tot; e++)
                 if (nd->mask[e]) a->grad[e] += nd->grad[e];
             break;
-        case DD_NODE_MAXPOOL: bwd_maxpool(r, nd, n); break;
-        case DD_NODE_AVGPOOL: bwd_avgpool(r, nd, n); break;
+        case DD_NODE_MAXPOOL:
+            bwd_maxpool(r, nd, n);
+            break;
+        case DD_NODE_AVGPOOL:
+            bwd_avgpool(r, nd, n);
+            break;
         case DD_NODE_GLOBAL_AVGPOOL: {
             size_t hw = (size_t)a->h * a->w;
             for (int s = 0; s < n; s++)
@@ -766,7 +876,9 @@ int ref_backward_inject(ref_model *r, const double *dlogits, const double *const
                 }
             break;
         }
-        case DD_NODE_BATCHNORM: bwd_batchnorm(r, nd, n, r->train); break;
+        case DD_NODE_BATCHNORM:
+            bwd_batchnorm(r, nd, n, r->train);
+            break;
         case DD_NODE_ADD: {
             ref_node *b = &r->nodes[nd->in[1]];
             for (size_t e = 0; e < tot; e++) a->grad[e] += nd->grad[e];
@@ -787,7 +899,10 @@ double ref_objective(ref_model *r, const double *x, int n, const int32_t *labels
                      const ref_hooks *hooks, double *loss, double *reg, double *align) {
     if (ref_forward(r, x, n, train, 0)) return NAN;
     double *dz = xcalloc((size_t)n * r->k, sizeof(double));
-    if (!dz) { fail("out of memory"); return NAN; }
+    if (!dz) {
+        fail("out of memory");
+        return NAN;
+    }
     double L = ref_loss(r, labels, dz, NULL);
     int rc = ref_backward(r, dz);
     free(dz);
@@ -900,8 +1015,8 @@ static void trainable_grads(const ref_model *r, double *out) {
 
 /* Forward (frozen pattern, perturbation scale e) + loss + backward; the
  * trainable gradients into out. */
-static int perturbed_grads(ref_model *r, const double *x, int n, const int32_t *labels, int train,
-                           double e, double *dz, double *out) {
+static int perturbed_grads(ref_model *r, const double *x, int n, const int32_t *labels, int train, double e,
+                           double *dz, double *out) {
     r->pert_scale = e;
     if (ref_forward(r, x, n, train, 0)) return -1;
     ref_loss(r, labels, dz, NULL);
@@ -919,18 +1034,27 @@ int ref_reg_grad(ref_model *r, const double *x, int n, const int32_t *labels, in
     double **gbar = xcalloc((size_t)r->nnodes, sizeof(double *));
     double **ybar = xcalloc((size_t)r->nnodes, sizeof(double *));
     int rc = -1;
-    if (!dz || !gp || !gm || !gbar || !ybar) { fail("out of memory"); goto done; }
+    if (!dz || !gp || !gm || !gbar || !ybar) {
+        fail("out of memory");
+        goto done;
+    }
     if (ref_forward(r, x, n, train, 0)) goto done;
     ref_loss(r, labels, dz, NULL);
     if (ref_backward(r, dz)) goto done;
     double ymax = 0.0, gmax = 0.0;
     for (int t = 0; t < hooks->count; t++) {
         int id = hooks->node[t];
-        if (id < 0 || id >= r->nnodes || gbar[id]) { fail("ref_reg_grad: hook %d on node %d", t, id); goto done; }
+        if (id < 0 || id >= r->nnodes || gbar[id]) {
+            fail("ref_reg_grad: hook %d on node %d", t, id);
+            goto done;
+        }
         size_t tot = (size_t)n * r->nodes[id].size;
         gbar[id] = xcalloc(tot, sizeof(double));
         ybar[id] = xcalloc(tot, sizeof(double));
-        if (!gbar[id] || !ybar[id]) { fail("out of memory"); goto done; }
+        if (!gbar[id] || !ybar[id]) {
+            fail("out of memory");
+            goto done;
+        }
         partials(hooks->mode, hooks->lambda[t], n, r->nodes[id].size, r->nodes[id].grad, r->nodes[id].val,
                  gbar[id], ybar[id]);
         ymax = fmax(ymax, ref_max_abs(r->nodes[id].val, tot));
@@ -957,7 +1081,11 @@ int ref_reg_grad(ref_model *r, const double *x, int n, const int32_t *labels, in
 done:
     for (int i = 0; gbar && i < r->nnodes; i++) free(gbar[i]);
     for (int i = 0; ybar && i < r->nnodes; i++) free(ybar[i]);
-    free(gbar); free(ybar); free(dz); free(gp); free(gm);
+    free(gbar);
+    free(ybar);
+    free(dz);
+    free(gp);
+    free(gm);
     return rc;
 }
 
@@ -1020,10 +1148,18 @@ int ref_fd_directional(ref_model *r, const double *x, int n, const int32_t *labe
     double *saved = xcalloc(nt, sizeof(double));
     if (!saved) return fail("out of memory");
     save_params(r, saved);
-    if (isnan(ref_objective(r, x, n, labels, train, hooks, NULL, NULL, NULL))) { free(saved); return -1; }
+    if (isnan(ref_objective(r, x, n, labels, train, hooks, NULL, NULL, NULL))) {
+        free(saved);
+        return -1;
+    }
     size_t ps = ref_pattern_size(r);
     int32_t *p0 = xcalloc(ps, sizeof(int32_t)), *p1 = xcalloc(ps, sizeof(int32_t));
-    if (!p0 || !p1) { free(saved); free(p0); free(p1); return fail("out of memory"); }
+    if (!p0 || !p1) {
+        free(saved);
+        free(p0);
+        free(p1);
+        return fail("out of memory");
+    }
     ref_pattern(r, p0);
     int rc = 1;
     double best = 0.0, hb = hs[3];
@@ -1040,14 +1176,22 @@ int ref_fd_directional(ref_model *r, const double *x, int n, const int32_t *labe
         ref_pattern(r, p1);
         same &= !memcmp(p0, p1, ps * sizeof(int32_t));
         restore_params(r, saved);
-        if (isnan(jp) || isnan(jm)) { rc = -1; break; }
+        if (isnan(jp) || isnan(jm)) {
+            rc = -1;
+            break;
+        }
         best = (jp - jm) / (2.0 * h);
         hb = h;
-        if (same) { rc = 0; break; }
+        if (same) {
+            rc = 0;
+            break;
+        }
     }
     /* Leave the model's last forward at theta. */
     ref_objective(r, x, n, labels, train, hooks, NULL, NULL, NULL);
-    free(saved); free(p0); free(p1);
+    free(saved);
+    free(p0);
+    free(p1);
     *deriv = best;
     if (h_used) *h_used = hb;
     return rc;

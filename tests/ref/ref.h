@@ -34,7 +34,7 @@ enum { REF_GFA_SIN2 = 0, REF_GFA_TANGENT = 1, REF_GFA_COS = 2 };
 #define REF_MAX_HOOKS 64
 typedef struct ref_hooks {
     int count;
-    int mode;                     /* REF_GFA_SIN2 or REF_GFA_TANGENT */
+    int mode; /* REF_GFA_SIN2 or REF_GFA_TANGENT */
     dd_node node[REF_MAX_HOOKS];
     double lambda[REF_MAX_HOOKS];
 } ref_hooks;
@@ -61,7 +61,7 @@ dd_node_type ref_node_type(const ref_model *r, dd_node node);
 int ref_num_params(const ref_model *r);
 size_t ref_param_count(const ref_model *r, int index);
 int ref_param_trainable(const ref_model *r, int index);
-double *ref_param(ref_model *r, int index);            /* mutable (FD, tests) */
+double *ref_param(ref_model *r, int index);                  /* mutable (FD, tests) */
 const double *ref_param_grad(const ref_model *r, int index); /* after ref_backward */
 /* Total floats of all trainable parameters (the FD direction's length). */
 size_t ref_trainable_count(const ref_model *r);
@@ -131,10 +131,12 @@ int ref_fd_directional(ref_model *r, const double *x, int n, const int32_t *labe
 /* ---- small helpers for tests ---------------------------------------------- */
 
 /* Deterministic RNG (splitmix64). */
-typedef struct ref_rng { uint64_t s; } ref_rng;
+typedef struct ref_rng {
+    uint64_t s;
+} ref_rng;
 void ref_rng_seed(ref_rng *g, uint64_t seed);
-double ref_rng_uniform(ref_rng *g);                 /* [0, 1) */
-double ref_rng_normal(ref_rng *g);                  /* N(0, 1) */
+double ref_rng_uniform(ref_rng *g); /* [0, 1) */
+double ref_rng_normal(ref_rng *g);  /* N(0, 1) */
 void ref_fill_uniform_f(ref_rng *g, float *a, size_t n, double lo, double hi);
 void ref_fill_normal_f(ref_rng *g, float *a, size_t n, double scale);
 
@@ -149,8 +151,8 @@ void ref_to_double(const float *a, double *b, size_t n);
 /* Errors of one comparison, each max|lib - ref| / max|ref| over a tensor
  * (the worst tensor for grad and running). */
 typedef struct ref_cmp {
-    double logits;          /* dd_model_forward logits */
-    double loss;            /* |stats.loss - L| / max(L, 1e-3) */
+    double logits; /* dd_model_forward logits */
+    double loss;   /* |stats.loss - L| / max(L, 1e-3) */
     int correct_lib, correct_ref;
     double dx;              /* dd_model_input_grad */
     double grad;            /* dd_model_backward parameter gradients (worst tensor;
@@ -166,8 +168,8 @@ typedef struct ref_cmp {
  * parameters: forward (mode) of x (n samples), running statistics (DD_TRAIN),
  * input_grad with dlogits (n*K), then zero_grad + backward with labels.
  * Returns 0, or -1 with out->what set when a library call failed. */
-int ref_compare(dd_model *m, const float *x, int n, dd_mode mode, const int32_t *labels,
-                const float *dlogits, ref_cmp *out);
+int ref_compare(dd_model *m, const float *x, int n, dd_mode mode, const int32_t *labels, const float *dlogits,
+                ref_cmp *out);
 
 /* Gives parameters test-friendly random values: biases and batch-norm beta
  * N(0, 0.1), gamma U(0.5, 1.5), running_mean N(0, 0.2), running_var

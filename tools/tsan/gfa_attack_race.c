@@ -13,13 +13,13 @@
 
 #include <deepdefense/deepdefense.h>
 
-#define CHECK(call)                                                              \
-    do {                                                                         \
-        dd_status s_ = (call);                                                   \
-        if (s_ != DD_OK) {                                                       \
-            fprintf(stderr, "%s: %s\n", #call, dd_last_error());                 \
-            exit(1);                                                             \
-        }                                                                        \
+#define CHECK(call)                                              \
+    do {                                                         \
+        dd_status s_ = (call);                                   \
+        if (s_ != DD_OK) {                                       \
+            fprintf(stderr, "%s: %s\n", #call, dd_last_error()); \
+            exit(1);                                             \
+        }                                                        \
     } while (0)
 
 enum { B = 32, IN = 3 * 32 * 32, K = 10 };
