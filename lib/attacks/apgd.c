@@ -36,28 +36,13 @@ typedef struct apgd_state {
     float *loss, *lbest, *lbest_last, *eta, *ring;    /* (B); ring (k0+1, B) */
     int32_t *idx, *y, *t, *acc, *reduced;             /* (B) */
     int ring_len;
+    void *block; /* every buffer above: one dd__alloc_views block */
 } apgd_state;
 
 static void apgd_destroy(dd_attack *a) {
     apgd_state *s = a->state;
     if (!s) return;
-    dd__free_aligned(s->x0);
-    dd__free_aligned(s->x);
-    dd__free_aligned(s->xbest);
-    dd__free_aligned(s->xadv);
-    dd__free_aligned(s->xold);
-    dd__free_aligned(s->gbest);
-    dd__free_aligned(s->zc);
-    dd__free(s->loss);
-    dd__free(s->lbest);
-    dd__free(s->lbest_last);
-    dd__free(s->eta);
-    dd__free(s->ring);
-    dd__free(s->idx);
-    dd__free(s->y);
-    dd__free(s->t);
-    dd__free(s->acc);
-    dd__free(s->reduced);
+    dd__free_aligned(s->block);
     dd__free(s);
     a->state = NULL;
 }
@@ -69,26 +54,27 @@ static dd_status apgd_create(dd_attack *a) {
     size_t B = (size_t)a->max_batch, img = B * a->d * sizeof(float);
     int k0 = (int)floor(0.22 * a->o.steps);
     s->ring_len = (k0 < 1 ? 1 : k0) + 1;
-    s->x0 = dd__aligned_alloc(img);
-    s->x = dd__aligned_alloc(img);
-    s->xbest = dd__aligned_alloc(img);
-    s->xadv = dd__aligned_alloc(img);
-    s->xold = dd__aligned_alloc(img);
-    s->gbest = dd__aligned_alloc(img);
-    s->zc = dd__aligned_alloc(img);
-    s->loss = dd__malloc(B * sizeof(float));
-    s->lbest = dd__malloc(B * sizeof(float));
-    s->lbest_last = dd__malloc(B * sizeof(float));
-    s->eta = dd__malloc(B * sizeof(float));
-    s->ring = dd__malloc((size_t)s->ring_len * B * sizeof(float));
-    s->idx = dd__malloc(B * sizeof(int32_t));
-    s->y = dd__malloc(B * sizeof(int32_t));
-    s->t = dd__malloc(B * sizeof(int32_t));
-    s->acc = dd__malloc(B * sizeof(int32_t));
-    s->reduced = dd__malloc(B * sizeof(int32_t));
-    if (!s->x0 || !s->x || !s->xbest || !s->xadv || !s->xold || !s->gbest || !s->zc || !s->loss ||
-        !s->lbest || !s->lbest_last || !s->eta || !s->ring || !s->idx || !s->y || !s->t || !s->acc ||
-        !s->reduced) {
+    dd__view v[] = {
+        DD__VIEW(s->x0, img),
+        DD__VIEW(s->x, img),
+        DD__VIEW(s->xbest, img),
+        DD__VIEW(s->xadv, img),
+        DD__VIEW(s->xold, img),
+        DD__VIEW(s->gbest, img),
+        DD__VIEW(s->zc, img),
+        DD__VIEW(s->loss, B * sizeof(float)),
+        DD__VIEW(s->lbest, B * sizeof(float)),
+        DD__VIEW(s->lbest_last, B * sizeof(float)),
+        DD__VIEW(s->eta, B * sizeof(float)),
+        DD__VIEW(s->ring, (size_t)s->ring_len * B * sizeof(float)),
+        DD__VIEW(s->idx, B * sizeof(int32_t)),
+        DD__VIEW(s->y, B * sizeof(int32_t)),
+        DD__VIEW(s->t, B * sizeof(int32_t)),
+        DD__VIEW(s->acc, B * sizeof(int32_t)),
+        DD__VIEW(s->reduced, B * sizeof(int32_t)),
+    };
+    s->block = dd__alloc_views(v, DD__NVIEWS(v));
+    if (!s->block) {
         apgd_destroy(a);
         return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "APGD: out of memory for %zu samples", B);
     }

@@ -325,15 +325,7 @@ static const dd__attack_ops *ops_of(dd_attack_kind k) {
 void dd_attack_destroy(dd_attack *a) {
     if (!a) return;
     if (a->ops && a->ops->destroy) a->ops->destroy(a);
-    dd__free_aligned(a->out);
-    dd__free_aligned(a->grad);
-    dd__free_aligned(a->pad);
-    dd__free(a->logits);
-    dd__free(a->dlogits);
-    dd__free(a->clean_logits);
-    dd__free(a->clean_pred);
-    dd__free(a->pred);
-    dd__free(a->stage);
+    dd__free_aligned(a->block);
     dd__free(a);
 }
 
@@ -353,18 +345,21 @@ dd_status dd__attack_create_sub(dd_attack **out, dd_model *m, const dd_attack_op
     dd_attack_kind_norm(o->kind, &a->norm);
     a->min_norm = is_min_norm(o->kind);
     size_t B = (size_t)a->max_batch, K = (size_t)a->K;
-    a->out = dd__aligned_alloc(B * a->d * sizeof(float));
-    a->grad = dd__aligned_alloc(B * a->d * sizeof(float));
-    a->pad = dd__aligned_alloc(B * a->d * sizeof(float));
-    a->logits = dd__malloc(B * K * sizeof(float));
-    a->dlogits = dd__malloc(B * K * sizeof(float));
-    a->clean_logits = dd__malloc(B * K * sizeof(float));
-    a->clean_pred = dd__malloc(B * sizeof(int32_t));
-    a->pred = dd__malloc(B * sizeof(int32_t));
-    a->stage = dd__malloc(B * sizeof(int32_t));
+    const size_t img = B * a->d * sizeof(float);
+    dd__view v[] = {
+        DD__VIEW(a->out, img),
+        DD__VIEW(a->grad, img),
+        DD__VIEW(a->pad, img),
+        DD__VIEW(a->logits, B * K * sizeof(float)),
+        DD__VIEW(a->dlogits, B * K * sizeof(float)),
+        DD__VIEW(a->clean_logits, B * K * sizeof(float)),
+        DD__VIEW(a->clean_pred, B * sizeof(int32_t)),
+        DD__VIEW(a->pred, B * sizeof(int32_t)),
+        DD__VIEW(a->stage, B * sizeof(int32_t)),
+    };
+    a->block = dd__alloc_views(v, DD__NVIEWS(v));
     a->bucket_base = a->max_batch;
-    if (!a->out || !a->grad || !a->pad || !a->logits || !a->dlogits || !a->clean_logits || !a->clean_pred ||
-        !a->pred || !a->stage) {
+    if (!a->block) {
         size_t d = a->d;
         dd_attack_destroy(a);
         return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "dd_attack_create: out of memory (%zu samples of %zu floats)",

@@ -66,6 +66,7 @@ struct dd_attack {
     int stage_set;         /* ops->run filled stage */
     int64_t n_fwd, n_grad; /* passes of the current run */
     float *pad;            /* (max_batch, d) padded forward input */
+    void *block;           /* out .. stage: one dd__alloc_views block */
     int bucket_base;       /* batch size of the top-level run (see dd__atk_forward) */
     int fw_n, fw_nb;       /* rows of the last forward: used, run (padded) */
     void *state;           /* the kind's buffers */

@@ -31,17 +31,14 @@ typedef struct aa_state {
     dd_attack *sub[NSTAGES];
     float *x0, *xa;            /* (B, d) compacted clean inputs and a stage's output */
     int32_t *idx, *y, *robust; /* (B) */
+    void *block;               /* every buffer above: one dd__alloc_views block */
 } aa_state;
 
 static void aa_destroy(dd_attack *a) {
     aa_state *s = a->state;
     if (!s) return;
     for (int k = 0; k < NSTAGES; k++) dd_attack_destroy(s->sub[k]);
-    dd__free_aligned(s->x0);
-    dd__free_aligned(s->xa);
-    dd__free(s->idx);
-    dd__free(s->y);
-    dd__free(s->robust);
+    dd__free_aligned(s->block);
     dd__free(s);
     a->state = NULL;
 }
@@ -78,12 +75,15 @@ static dd_status aa_create(dd_attack *a) {
         }
     }
     size_t B = (size_t)a->max_batch, img = B * a->d * sizeof(float);
-    s->x0 = dd__aligned_alloc(img);
-    s->xa = dd__aligned_alloc(img);
-    s->idx = dd__malloc(B * sizeof(int32_t));
-    s->y = dd__malloc(B * sizeof(int32_t));
-    s->robust = dd__malloc(B * sizeof(int32_t));
-    if (!s->x0 || !s->xa || !s->idx || !s->y || !s->robust) {
+    dd__view v[] = {
+        DD__VIEW(s->x0, img),
+        DD__VIEW(s->xa, img),
+        DD__VIEW(s->idx, B * sizeof(int32_t)),
+        DD__VIEW(s->y, B * sizeof(int32_t)),
+        DD__VIEW(s->robust, B * sizeof(int32_t)),
+    };
+    s->block = dd__alloc_views(v, DD__NVIEWS(v));
+    if (!s->block) {
         aa_destroy(a);
         return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "AutoAttack: out of memory for %zu samples", B);
     }

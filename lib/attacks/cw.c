@@ -28,23 +28,13 @@ typedef struct cw_state {
     float *w0, *xrec, *delta, *m, *v, *xcur, *best; /* (B, d) */
     double *c, *lower, *upper, *bnorm;              /* (B) */
     int32_t *found;                                 /* (B) */
+    void *block;                                    /* every buffer above: one dd__alloc_views block */
 } cw_state;
 
 static void cw_destroy(dd_attack *a) {
     cw_state *s = a->state;
     if (!s) return;
-    dd__free_aligned(s->w0);
-    dd__free_aligned(s->xrec);
-    dd__free_aligned(s->delta);
-    dd__free_aligned(s->m);
-    dd__free_aligned(s->v);
-    dd__free_aligned(s->xcur);
-    dd__free_aligned(s->best);
-    dd__free(s->c);
-    dd__free(s->lower);
-    dd__free(s->upper);
-    dd__free(s->bnorm);
-    dd__free(s->found);
+    dd__free_aligned(s->block);
     dd__free(s);
     a->state = NULL;
 }
@@ -54,20 +44,22 @@ static dd_status cw_create(dd_attack *a) {
     DD_RETURN_IF(!s, DD_ERR_OUT_OF_MEMORY, "CW: out of memory");
     a->state = s;
     size_t B = (size_t)a->max_batch, img = B * a->d * sizeof(float);
-    s->w0 = dd__aligned_alloc(img);
-    s->xrec = dd__aligned_alloc(img);
-    s->delta = dd__aligned_alloc(img);
-    s->m = dd__aligned_alloc(img);
-    s->v = dd__aligned_alloc(img);
-    s->xcur = dd__aligned_alloc(img);
-    s->best = dd__aligned_alloc(img);
-    s->c = dd__malloc(B * sizeof(double));
-    s->lower = dd__malloc(B * sizeof(double));
-    s->upper = dd__malloc(B * sizeof(double));
-    s->bnorm = dd__malloc(B * sizeof(double));
-    s->found = dd__malloc(B * sizeof(int32_t));
-    if (!s->w0 || !s->xrec || !s->delta || !s->m || !s->v || !s->xcur || !s->best || !s->c || !s->lower ||
-        !s->upper || !s->bnorm || !s->found) {
+    dd__view v[] = {
+        DD__VIEW(s->w0, img),
+        DD__VIEW(s->xrec, img),
+        DD__VIEW(s->delta, img),
+        DD__VIEW(s->m, img),
+        DD__VIEW(s->v, img),
+        DD__VIEW(s->xcur, img),
+        DD__VIEW(s->best, img),
+        DD__VIEW(s->c, B * sizeof(double)),
+        DD__VIEW(s->lower, B * sizeof(double)),
+        DD__VIEW(s->upper, B * sizeof(double)),
+        DD__VIEW(s->bnorm, B * sizeof(double)),
+        DD__VIEW(s->found, B * sizeof(int32_t)),
+    };
+    s->block = dd__alloc_views(v, DD__NVIEWS(v));
+    if (!s->block) {
         cw_destroy(a);
         return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "CW: out of memory for %zu samples", B);
     }

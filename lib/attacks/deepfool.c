@@ -32,18 +32,13 @@ typedef struct deepfool_state {
     int32_t *classes;         /* (B, C) */
     int32_t *idx, *frozen;    /* (B) */
     int C;
+    void *block; /* every buffer above: one dd__alloc_views block */
 } deepfool_state;
 
 static void deepfool_destroy(dd_attack *a) {
     deepfool_state *s = a->state;
     if (!s) return;
-    dd__free_aligned(s->xa);
-    dd__free_aligned(s->gbest);
-    dd__free_aligned(s->ptot);
-    dd__free(s->dbest);
-    dd__free(s->classes);
-    dd__free(s->idx);
-    dd__free(s->frozen);
+    dd__free_aligned(s->block);
     dd__free(s);
     a->state = NULL;
 }
@@ -54,14 +49,17 @@ static dd_status deepfool_create(dd_attack *a) {
     a->state = s;
     size_t B = (size_t)a->max_batch, img = B * a->d * sizeof(float);
     s->C = a->o.candidates < a->K ? a->o.candidates : a->K;
-    s->xa = dd__aligned_alloc(img);
-    s->gbest = dd__aligned_alloc(img);
-    s->ptot = dd__aligned_alloc(img);
-    s->dbest = dd__malloc(B * sizeof(float));
-    s->classes = dd__malloc(B * (size_t)s->C * sizeof(int32_t));
-    s->idx = dd__malloc(B * sizeof(int32_t));
-    s->frozen = dd__malloc(B * sizeof(int32_t));
-    if (!s->xa || !s->gbest || !s->ptot || !s->dbest || !s->classes || !s->idx || !s->frozen) {
+    dd__view v[] = {
+        DD__VIEW(s->xa, img),
+        DD__VIEW(s->gbest, img),
+        DD__VIEW(s->ptot, img),
+        DD__VIEW(s->dbest, B * sizeof(float)),
+        DD__VIEW(s->classes, B * (size_t)s->C * sizeof(int32_t)),
+        DD__VIEW(s->idx, B * sizeof(int32_t)),
+        DD__VIEW(s->frozen, B * sizeof(int32_t)),
+    };
+    s->block = dd__alloc_views(v, DD__NVIEWS(v));
+    if (!s->block) {
         deepfool_destroy(a);
         return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "DeepFool: out of memory for %zu samples", B);
     }

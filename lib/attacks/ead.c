@@ -33,20 +33,13 @@ typedef struct ead_state {
     float *xk, *yk, *obest;                    /* (B, d) */
     double *c, *lower, *upper, *bdist, *odist; /* (B) */
     int32_t *blabel;                           /* (B) */
+    void *block;                               /* every buffer above: one dd__alloc_views block */
 } ead_state;
 
 static void ead_destroy(dd_attack *a) {
     ead_state *s = a->state;
     if (!s) return;
-    dd__free_aligned(s->xk);
-    dd__free_aligned(s->yk);
-    dd__free_aligned(s->obest);
-    dd__free(s->c);
-    dd__free(s->lower);
-    dd__free(s->upper);
-    dd__free(s->bdist);
-    dd__free(s->odist);
-    dd__free(s->blabel);
+    dd__free_aligned(s->block);
     dd__free(s);
     a->state = NULL;
 }
@@ -56,17 +49,19 @@ static dd_status ead_create(dd_attack *a) {
     DD_RETURN_IF(!s, DD_ERR_OUT_OF_MEMORY, "EAD: out of memory");
     a->state = s;
     size_t B = (size_t)a->max_batch, img = B * a->d * sizeof(float);
-    s->xk = dd__aligned_alloc(img);
-    s->yk = dd__aligned_alloc(img);
-    s->obest = dd__aligned_alloc(img);
-    s->c = dd__malloc(B * sizeof(double));
-    s->lower = dd__malloc(B * sizeof(double));
-    s->upper = dd__malloc(B * sizeof(double));
-    s->bdist = dd__malloc(B * sizeof(double));
-    s->odist = dd__malloc(B * sizeof(double));
-    s->blabel = dd__malloc(B * sizeof(int32_t));
-    if (!s->xk || !s->yk || !s->obest || !s->c || !s->lower || !s->upper || !s->bdist || !s->odist ||
-        !s->blabel) {
+    dd__view v[] = {
+        DD__VIEW(s->xk, img),
+        DD__VIEW(s->yk, img),
+        DD__VIEW(s->obest, img),
+        DD__VIEW(s->c, B * sizeof(double)),
+        DD__VIEW(s->lower, B * sizeof(double)),
+        DD__VIEW(s->upper, B * sizeof(double)),
+        DD__VIEW(s->bdist, B * sizeof(double)),
+        DD__VIEW(s->odist, B * sizeof(double)),
+        DD__VIEW(s->blabel, B * sizeof(int32_t)),
+    };
+    s->block = dd__alloc_views(v, DD__NVIEWS(v));
+    if (!s->block) {
         ead_destroy(a);
         return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "EAD: out of memory for %zu samples", B);
     }

@@ -33,21 +33,13 @@ typedef struct fab_state {
     float *x0, *x1, *adv, *d1, *d2; /* (B, d) */
     double *res, *bh;               /* (B) */
     int32_t *idx, *y, *t;           /* (B) */
+    void *block;                    /* every buffer above: one dd__alloc_views block */
 } fab_state;
 
 static void fab_destroy(dd_attack *a) {
     fab_state *s = a->state;
     if (!s) return;
-    dd__free_aligned(s->x0);
-    dd__free_aligned(s->x1);
-    dd__free_aligned(s->adv);
-    dd__free_aligned(s->d1);
-    dd__free_aligned(s->d2);
-    dd__free(s->res);
-    dd__free(s->bh);
-    dd__free(s->idx);
-    dd__free(s->y);
-    dd__free(s->t);
+    dd__free_aligned(s->block);
     dd__free(s);
     a->state = NULL;
 }
@@ -57,17 +49,20 @@ static dd_status fab_create(dd_attack *a) {
     DD_RETURN_IF(!s, DD_ERR_OUT_OF_MEMORY, "FAB: out of memory");
     a->state = s;
     size_t B = (size_t)a->max_batch, img = B * a->d * sizeof(float);
-    s->x0 = dd__aligned_alloc(img);
-    s->x1 = dd__aligned_alloc(img);
-    s->adv = dd__aligned_alloc(img);
-    s->d1 = dd__aligned_alloc(img);
-    s->d2 = dd__aligned_alloc(img);
-    s->res = dd__malloc(B * sizeof(double));
-    s->bh = dd__malloc(B * sizeof(double));
-    s->idx = dd__malloc(B * sizeof(int32_t));
-    s->y = dd__malloc(B * sizeof(int32_t));
-    s->t = dd__malloc(B * sizeof(int32_t));
-    if (!s->x0 || !s->x1 || !s->adv || !s->d1 || !s->d2 || !s->res || !s->bh || !s->idx || !s->y || !s->t) {
+    dd__view v[] = {
+        DD__VIEW(s->x0, img),
+        DD__VIEW(s->x1, img),
+        DD__VIEW(s->adv, img),
+        DD__VIEW(s->d1, img),
+        DD__VIEW(s->d2, img),
+        DD__VIEW(s->res, B * sizeof(double)),
+        DD__VIEW(s->bh, B * sizeof(double)),
+        DD__VIEW(s->idx, B * sizeof(int32_t)),
+        DD__VIEW(s->y, B * sizeof(int32_t)),
+        DD__VIEW(s->t, B * sizeof(int32_t)),
+    };
+    s->block = dd__alloc_views(v, DD__NVIEWS(v));
+    if (!s->block) {
         fab_destroy(a);
         return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "FAB: out of memory for %zu samples", B);
     }

@@ -39,22 +39,13 @@ typedef struct square_state {
     float *eta;              /* (H*W) pattern */
     double *tmp;             /* (H*W) eta_rect scratch */
     float *sgn;              /* (B*C) signs */
+    void *block;             /* every buffer above: one dd__alloc_views block */
 } square_state;
 
 static void square_destroy(dd_attack *a) {
     square_state *s = a->state;
     if (!s) return;
-    dd__free_aligned(s->x0);
-    dd__free_aligned(s->xb);
-    dd__free_aligned(s->xn);
-    dd__free(s->margin);
-    dd__free(s->lossmin);
-    dd__free(s->idx);
-    dd__free(s->act);
-    dd__free(s->y);
-    dd__free(s->eta);
-    dd__free(s->tmp);
-    dd__free(s->sgn);
+    dd__free_aligned(s->block);
     dd__free(s);
     a->state = NULL;
 }
@@ -64,19 +55,21 @@ static dd_status square_create(dd_attack *a) {
     DD_RETURN_IF(!s, DD_ERR_OUT_OF_MEMORY, "Square: out of memory");
     a->state = s;
     size_t B = (size_t)a->max_batch, img = B * a->d * sizeof(float);
-    s->x0 = dd__aligned_alloc(img);
-    s->xb = dd__aligned_alloc(img);
-    s->xn = dd__aligned_alloc(img);
-    s->margin = dd__malloc(B * sizeof(float));
-    s->lossmin = dd__malloc(B * sizeof(float));
-    s->idx = dd__malloc(B * sizeof(int32_t));
-    s->act = dd__malloc(B * sizeof(int32_t));
-    s->y = dd__malloc(B * sizeof(int32_t));
-    s->eta = dd__malloc((size_t)a->H * a->W * sizeof(float));
-    s->tmp = dd__malloc((size_t)a->H * a->W * sizeof(double));
-    s->sgn = dd__malloc(B * (size_t)a->C * sizeof(float));
-    if (!s->x0 || !s->xb || !s->xn || !s->margin || !s->lossmin || !s->idx || !s->act || !s->y || !s->eta ||
-        !s->tmp || !s->sgn) {
+    dd__view v[] = {
+        DD__VIEW(s->x0, img),
+        DD__VIEW(s->xb, img),
+        DD__VIEW(s->xn, img),
+        DD__VIEW(s->margin, B * sizeof(float)),
+        DD__VIEW(s->lossmin, B * sizeof(float)),
+        DD__VIEW(s->idx, B * sizeof(int32_t)),
+        DD__VIEW(s->act, B * sizeof(int32_t)),
+        DD__VIEW(s->y, B * sizeof(int32_t)),
+        DD__VIEW(s->eta, (size_t)a->H * a->W * sizeof(float)),
+        DD__VIEW(s->tmp, (size_t)a->H * a->W * sizeof(double)),
+        DD__VIEW(s->sgn, B * (size_t)a->C * sizeof(float)),
+    };
+    s->block = dd__alloc_views(v, DD__NVIEWS(v));
+    if (!s->block) {
         square_destroy(a);
         return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "Square: out of memory for %zu samples", B);
     }

@@ -75,6 +75,25 @@ void *dd__aligned_alloc(size_t bytes) {
 
 void dd__free_aligned(void *p) { free(p); }
 
+void *dd__alloc_views(const dd__view *views, int n) {
+    size_t total = 0, offset[64];
+    if (n < 1 || n > 64) return NULL;
+    for (int i = 0; i < n; i++) {
+        size_t b = (views[i].bytes + DD_ALIGN - 1) / DD_ALIGN * DD_ALIGN;
+        if (b < views[i].bytes || total > SIZE_MAX - b) return NULL; /* size_t overflow */
+        offset[i] = total;
+        total += b;
+    }
+    char *block = dd__aligned_alloc(total);
+    for (int i = 0; i < n; i++) {
+        void *p = block ? block + offset[i] : NULL;
+        /* the view is a T * object; copying the pointer's bytes (not storing
+         * through a void **) keeps the aliasing rules */
+        memcpy(views[i].ptr, &p, sizeof p);
+    }
+    return block;
+}
+
 char *dd__strdup(const char *s) {
     if (s == NULL) return NULL;
     size_t len = strlen(s) + 1;

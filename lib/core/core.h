@@ -100,6 +100,21 @@ DD_INTERNAL void dd__free(void *p);
 DD_INTERNAL void *dd__aligned_alloc(size_t bytes);
 DD_INTERNAL void dd__free_aligned(void *p);
 DD_INTERNAL char *dd__strdup(const char *s);
+/* One-block allocation with named views (llm.c's malloc-and-point), so a
+ * handle's buffers are one table and one free:
+ *     dd__view v[] = {DD__VIEW(s->x, img), DD__VIEW(s->idx, B * sizeof(int32_t))};
+ *     s->block = dd__alloc_views(v, DD__NVIEWS(v));
+ * Each view (bytes rounded up to 64) points into one zero-filled, 64-byte
+ * aligned block, returned (free it with dd__free_aligned) or NULL, which
+ * sets every view to NULL; at most 64 views. */
+typedef struct dd__view {
+    void *ptr;    /* the address of the T * that receives its view */
+    size_t bytes; /* the view's size */
+} dd__view;
+#define DD__VIEW(p, nbytes) \
+    { (void *)&(p), (size_t)(nbytes) }
+#define DD__NVIEWS(v) ((int)(sizeof(v) / sizeof((v)[0])))
+DD_INTERNAL void *dd__alloc_views(const dd__view *views, int n);
 
 /* Fault injection for tests (exported through the test-only header
  * tests/internal.h, not the public API): after `count` successful
