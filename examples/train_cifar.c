@@ -21,8 +21,13 @@
  * learning rate a function of the step, and the PGD random starts are
  * seeded per epoch. The checkpoint and its state are committed as one (an
  * interrupted save leaves the previous pair, or the new checkpoint with
- * "<out>.state.next", which --resume takes). The run ends with clean test accuracy and a short
- * robustness check: FGSM and PGD-10 at eps 8/255 on --eval-n test images.
+ * "<out>.state.next", which --resume takes). --resume with a different
+ * --epochs lengthens or shortens the run: the learning-rate schedule is
+ * then the one of the new length from the first step, so the rate at the
+ * resumed step changes (a note says from what to what; a finished cosine
+ * run trained further starts a new decay). The run ends with clean test
+ * accuracy and a short robustness check: FGSM and PGD-10 at eps 8/255 on
+ * --eval-n test images.
  */
 #include "common.h"
 
@@ -112,7 +117,8 @@ static const opt_def opt_table[] = {
      "N: seed of initialisation, shuffling, augmentation, attacks (default 1)"},
     {"threads", T_INT, O(threads), 1, 0, 1024, "N: OpenMP threads (default: OpenMP's default)"},
     {"out", T_STR, O(out), 0, 0, 0, "PATH: checkpoint written every epoch (default model.safetensors)"},
-    {"resume", T_STR, O(resume), 0, 0, 0, "PATH: continue the run saved at PATH (and PATH.state)"},
+    {"resume", T_STR, O(resume), 0, 0, 0, "PATH: continue the run saved at PATH (and PATH.state); with another --epochs, "
+                "the learning-rate schedule is recomputed for the new length"},
     {"train-limit", T_LONG, O(train_limit), 1, 0, 2147483647.0,
      "N: train on the first N images only (0 or more than the data: all)"},
     {"test-limit", T_LONG, O(test_limit), 1, 0, 2147483647.0,
@@ -429,6 +435,7 @@ typedef struct saved_state {
     uint64_t weights_fnv;
     unsigned char *blob;
     size_t blob_size;
+    int saved_epochs; /* the saved --epochs where the command line changed it, else 0 */
 } saved_state;
 
 /* Reads path; options of the file replace those of c that were not given
@@ -487,6 +494,9 @@ static saved_state load_state_or_die(const char *path, config *c, const int *giv
                 die("--%s %s: the run saved in %s has --%s %s, and a resumed run keeps its "
                     "network (leave --%s out)",
                     opt_table[k].name, cur, path, opt_table[k].name, val, opt_table[k].name);
+            } else if (strcmp(opt_table[k].name, "epochs") == 0 &&
+                       strcmp(option_text(c, &opt_table[k], cur, sizeof cur), val) != 0) {
+                st.saved_epochs = (int)parse_long_or_die(path, val, 1, 100000); /* noted with the schedule */
             } else if (strcmp(option_text(c, &opt_table[k], cur, sizeof cur), val) != 0) {
                 fprintf(stderr,
                         "warning: --%s %s differs from the saved run's %s: the result "
@@ -503,6 +513,15 @@ static saved_state load_state_or_die(const char *path, config *c, const int *giv
         die("%s: the optimizer state is truncated or followed by extra bytes", path);
     fclose(f);
     return st;
+}
+
+/* The learning-rate schedule of a run of total_steps steps. */
+static dd_lr_schedule schedule_of(const plan *p, const config *c, long total_steps) {
+    dd_lr_schedule s;
+    dd_lr_schedule_init(&s, p->sched, (float)c->lr, total_steps);
+    if (p->sched == DD_SCHED_COSINE) s.warmup_steps = (int64_t)(c->warmup * (double)total_steps);
+    if (p->sched == DD_SCHED_STEP && s.step_size < 1) s.step_size = 1;
+    return s;
 }
 
 /* ======================================================================== */
@@ -840,9 +859,23 @@ int main(int argc, char **argv) {
     t.m = m;
     t.opt = opt;
     long total_steps = (long)cfg.epochs * nb;
-    dd_lr_schedule_init(&t.sched, p.sched, (float)cfg.lr, total_steps);
-    if (p.sched == DD_SCHED_COSINE) t.sched.warmup_steps = (int64_t)(cfg.warmup * (double)total_steps);
-    if (p.sched == DD_SCHED_STEP && t.sched.step_size < 1) t.sched.step_size = 1;
+    t.sched = schedule_of(&p, &cfg, total_steps);
+    if (st.saved_epochs > 0) {
+        /* --resume with another --epochs: the schedule is the one of the new
+         * length, from the first step (documented in --help), so the rate
+         * at the resumed step changes; say by how much. */
+        dd_lr_schedule old = schedule_of(&p, &cfg, (long)st.saved_epochs * nb);
+        float lr_old = 0.0f, lr_new = 0.0f;
+        int64_t at = (int64_t)st.epochs_done * nb;
+        check_or_die(dd_lr_schedule_eval(&old, at, &lr_old), "dd_lr_schedule_eval");
+        check_or_die(dd_lr_schedule_eval(&t.sched, at, &lr_new), "dd_lr_schedule_eval");
+        fprintf(stderr,
+                "note: --epochs %d, the saved run's %d: the learning-rate schedule is recomputed over %d "
+                "epochs, so at the resumed epoch %d the rate is %g instead of %g (a finished run "
+                "trained further starts a new decay)\n",
+                cfg.epochs, st.saved_epochs, cfg.epochs, st.epochs_done + 1, (double)lr_new,
+                (double)lr_old);
+    }
     size_t per = (size_t)C * H * W;
     t.x = malloc_or_die((size_t)cfg.batch * per, sizeof *t.x);
     t.y = malloc_or_die((size_t)cfg.batch, sizeof *t.y);

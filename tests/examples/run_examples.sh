@@ -123,6 +123,12 @@ train_cifar)
     # A finished run says so.
     run done.log "$bin/train_cifar" --resume full.safetensors --threads 2 --no-progress --eval-n 0
     grep -q "already complete (2 of 2 epochs)" done.log || fail "a finished run did not say it was complete"
+    # ... and trained further with a larger --epochs, it says how the schedule changes.
+    cp full.safetensors ext.safetensors && cp full.safetensors.state ext.safetensors.state
+    run ext.log "$bin/train_cifar" --resume ext.safetensors --epochs 3 --threads 2 --no-progress --eval-n 0
+    grep -q "recomputed over 3 epochs, so at the resumed epoch 3 the rate is" ext.log ||
+        fail "no note on the recomputed schedule: $(cat ext.log)"
+    grep -q "epoch 3/3" ext.log || fail "the extended run did not train epoch 3"
     # Values that used to mean "the default" silently, and unwritable outputs, before any work.
     for bad in "--lr 0" "--train-step-size 0" "--train-eps 0" "--arch="; do
         # shellcheck disable=SC2086
