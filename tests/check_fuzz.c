@@ -2,7 +2,7 @@
  * crashed a fuzz target, in every build.
  *
  * The libFuzzer targets (tests/fuzz/fuzz_*.c) need clang; their entry points
- * are plain C, so this program compiles the three target files in (each
+ * are plain C, so this program compiles the five target files in (each
  * LLVMFuzzerTestOneInput renamed by the preprocessor) and calls them on
  * every file of tests/fuzz/corpus/<target>/ (the seeds) and
  * tests/fuzz/regress/<target>/ (inputs that crashed a target once; a fixed
@@ -36,6 +36,12 @@
 #undef LLVMFuzzerTestOneInput
 #define LLVMFuzzerTestOneInput fuzz_idx_one
 #include "fuzz/fuzz_idx.c"
+#undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_arch_one
+#include "fuzz/fuzz_arch.c"
+#undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_optstate_one
+#include "fuzz/fuzz_optstate.c"
 #undef LLVMFuzzerTestOneInput
 
 typedef int (*fuzz_fn)(const uint8_t *data, size_t size);
@@ -122,6 +128,12 @@ END_TEST
 START_TEST(test_replay_idx) { replay_target(fuzz_idx_one, "idx"); }
 END_TEST
 
+START_TEST(test_replay_arch) { replay_target(fuzz_arch_one, "arch"); }
+END_TEST
+
+START_TEST(test_replay_optstate) { replay_target(fuzz_optstate_one, "optstate"); }
+END_TEST
+
 /* Inputs every parser must refuse (empty, a bare gzip header with a broken
  * stream) go through each target without tripping its checks, so a replay
  * failure means a broken library contract, not an over-strict target. */
@@ -133,6 +145,10 @@ START_TEST(test_targets_accept_garbage) {
     ck_assert_int_eq(fuzz_cifar_one(junk, sizeof junk), 0);
     ck_assert_int_eq(fuzz_idx_one(junk, 1), 0);
     ck_assert_int_eq(fuzz_idx_one(junk, sizeof junk), 0);
+    ck_assert_int_eq(fuzz_arch_one(junk, 0), 0);
+    ck_assert_int_eq(fuzz_arch_one(junk, sizeof junk), 0);
+    ck_assert_int_eq(fuzz_optstate_one(junk, 0), 0);
+    ck_assert_int_eq(fuzz_optstate_one(junk, sizeof junk), 0);
 }
 END_TEST
 
@@ -143,6 +159,8 @@ int main(void) {
     tcase_add_test(tc, test_replay_safetensors);
     tcase_add_test(tc, test_replay_cifar);
     tcase_add_test(tc, test_replay_idx);
+    tcase_add_test(tc, test_replay_arch);
+    tcase_add_test(tc, test_replay_optstate);
     tcase_add_test(tc, test_targets_accept_garbage);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

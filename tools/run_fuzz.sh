@@ -36,7 +36,7 @@ export OMP_NUM_THREADS=1
 
 mkdir -p "$build/fuzz-artifacts"
 failed=()
-for target in safetensors cifar idx; do
+for target in safetensors arch cifar idx optstate; do
     exe="$fuzzdir/fuzz_$target"
     if [ ! -x "$exe" ]; then
         echo "run_fuzz: $exe not built (cmake --build $build --target fuzz_targets)" >&2

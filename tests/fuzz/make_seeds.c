@@ -1,4 +1,7 @@
-/* tests/fuzz/make_seeds.c -- writes the seed checkpoints of fuzz_safetensors.
+/* tests/fuzz/make_seeds.c -- writes the seeds of fuzz_safetensors (whole
+ * checkpoints, corpus/safetensors, *.st), fuzz_arch (their architecture
+ * JSON alone, corpus/arch, *.json) and fuzz_optstate (optimizer states after
+ * three steps, one per optimizer, corpus/optstate, *.bin).
  *
  * A fuzzer mutates its seeds, so the seeds should already reach every
  * branch of the loader that a valid file reaches: every node type of the
@@ -12,7 +15,7 @@
  * (metadata aside, which carries the library version).
  *
  *   cc -std=c11 -Iinclude -IBUILD/include tests/fuzz/make_seeds.c \
- *      -LBUILD -ldeepdefense -o make_seeds && ./make_seeds tests/fuzz/corpus/safetensors
+ *      -LBUILD -ldeepdefense -o make_seeds && ./make_seeds tests/fuzz/corpus
  *
  * Files are named *.st, not *.safetensors, which .gitignore excludes.
  */
@@ -21,6 +24,11 @@
 #include <string.h>
 
 #include <deepdefense/deepdefense.h>
+
+/* the model and optimizers of fuzz_optstate (its entry point renamed away) */
+#define LLVMFuzzerTestOneInput fuzz_optstate_unused
+#include "fuzz_optstate.c"
+#undef LLVMFuzzerTestOneInput
 
 static void ok(dd_status s, const char *what) {
     if (s == DD_OK) return;
@@ -87,10 +95,86 @@ static dd_model *mlp(uint64_t seed) {
     return m;
 }
 
+static void write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (f == NULL || fwrite(data, 1, n, f) != n || fclose(f) != 0) {
+        fprintf(stderr, "make_seeds: cannot write %s\n", path);
+        exit(1);
+    }
+}
+
+/* The "deepdefense.arch" string of the checkpoint at path, unescaped into
+ * out (the writer escapes only quote, backslash, slash and control bytes). */
+static size_t arch_of(const char *path, char *out, size_t cap) {
+    static char buf[1 << 20];
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = '\0';
+    const char *key = "\"deepdefense.arch\":\"";
+    const char *p = n > 8 ? strstr(buf + 8, key) : NULL;
+    if (p == NULL) {
+        fprintf(stderr, "make_seeds: no architecture in %s\n", path);
+        exit(1);
+    }
+    size_t k = 0;
+    for (p += strlen(key); *p && *p != '"' && k + 1 < cap; p++) {
+        if (*p != '\\') {
+            out[k++] = *p;
+            continue;
+        }
+        p++;
+        if (*p == 'n')
+            out[k++] = '\n';
+        else if (*p == 't')
+            out[k++] = '\t';
+        else if (*p == 'u') {
+            out[k++] = (char)strtol((char[]){p[1], p[2], p[3], p[4], 0}, NULL, 16);
+            p += 4;
+        } else
+            out[k++] = *p;
+    }
+    return k;
+}
+
 static void save(dd_model *m, const char *dir, const char *name) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    char path[4096], arch[4096], json[1 << 16];
+    snprintf(path, sizeof path, "%s/safetensors/%s", dir, name);
     ok(dd_model_save(m, path), path);
+    dd_model_destroy(m);
+    size_t n = arch_of(path, json, sizeof json);
+    snprintf(arch, sizeof arch, "%s/arch/%.*s.json", dir, (int)(strlen(name) - 3), name);
+    write_file(arch, json, n);
+}
+
+/* fuzz_optstate's seeds: each optimizer's state after three steps on the
+ * target's model, with its selector byte first. */
+static void optstates(const char *dir) {
+    static const char *names[4] = {"sgd", "sgd_nesterov", "adam", "adamw"};
+    dd_model *m = fuzz_os_model();
+    float x[2 * 16];
+    int32_t y[2] = {0, 2};
+    for (int i = 0; i < 2 * 16; i++) x[i] = (float)((i * 7) % 11) / 11.0f;
+    for (int k = 0; k < 4; k++) {
+        dd_optimizer *opt = fuzz_os_optimizer(m, k);
+        for (int t = 0; t < 3; t++) {
+            ok(dd_model_zero_grad(m), "zero_grad");
+            ok(dd_model_forward(m, x, 2, DD_TRAIN, NULL), "forward");
+            ok(dd_model_backward(m, y, NULL), "backward");
+            ok(dd_optimizer_step(opt), "step");
+        }
+        size_t n;
+        unsigned char *st = fuzz_os_state(opt, &n);
+        unsigned char *seed = malloc(n + 1);
+        seed[0] = (unsigned char)k;
+        memcpy(seed + 1, st, n);
+        char path[4096];
+        snprintf(path, sizeof path, "%s/optstate/%s.bin", dir, names[k]);
+        write_file(path, seed, n + 1);
+        free(seed);
+        free(st);
+        dd_optimizer_destroy(opt);
+    }
     dd_model_destroy(m);
 }
 
@@ -117,5 +201,6 @@ int main(int argc, char **argv) {
     m = mlp(5);
     ok(dd_gfa_hook_defaults(m, 0.02f, DD_GFA_SIN2), "gfa defaults");
     save(m, dir, "mlp_gfa.st");
+    optstates(dir);
     return 0;
 }
