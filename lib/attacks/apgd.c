@@ -32,20 +32,12 @@
  */
 
 typedef struct apgd_state {
+    void *block; /* first (dd__atk_state_free): every buffer below, one dd__alloc_views block */
     float *x0, *x, *xbest, *xadv, *xold, *gbest, *zc; /* (B, d) each */
     float *loss, *lbest, *lbest_last, *eta, *ring;    /* (B); ring (k0+1, B) */
     int32_t *idx, *y, *t, *acc, *reduced;             /* (B) */
     int ring_len;
-    void *block; /* every buffer above: one dd__alloc_views block */
 } apgd_state;
-
-static void apgd_destroy(dd_attack *a) {
-    apgd_state *s = a->state;
-    if (!s) return;
-    dd__free_aligned(s->block);
-    dd__free(s);
-    a->state = NULL;
-}
 
 static dd_status apgd_create(dd_attack *a) {
     apgd_state *s = dd__calloc(1, sizeof *s);
@@ -75,7 +67,7 @@ static dd_status apgd_create(dd_attack *a) {
     };
     s->block = dd__alloc_views(v, DD__NVIEWS(v));
     if (!s->block) {
-        apgd_destroy(a);
+        dd__atk_state_free(a);
         return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "APGD: out of memory for %zu samples", B);
     }
     return DD_OK;
@@ -251,4 +243,4 @@ static dd_status apgd_run(dd_attack *a, const float *x, const int32_t *y, int n,
     return DD_OK;
 }
 
-const dd__attack_ops dd__apgd_ops = {apgd_create, apgd_destroy, apgd_run};
+const dd__attack_ops dd__apgd_ops = {apgd_create, dd__atk_state_free, apgd_run};

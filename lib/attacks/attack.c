@@ -322,6 +322,14 @@ static const dd__attack_ops *ops_of(dd_attack_kind k) {
     }
 }
 
+void dd__atk_state_free(dd_attack *a) {
+    void **block = a->state; /* the state's first member */
+    if (!block) return;
+    dd__free_aligned(*block);
+    dd__free(a->state);
+    a->state = NULL;
+}
+
 void dd_attack_destroy(dd_attack *a) {
     if (!a) return;
     if (a->ops && a->ops->destroy) a->ops->destroy(a);

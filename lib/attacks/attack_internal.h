@@ -33,7 +33,8 @@ struct dd_attack;
 typedef struct dd__attack_ops {
     /* Allocates a->state for a->max_batch samples. optional */
     dd_status (*create)(struct dd_attack *a);
-    /* Frees a->state. optional */
+    /* Frees a->state. optional; dd__atk_state_free for a state whose first
+     * member is its buffers' block */
     void (*destroy)(struct dd_attack *a);
     /* x: (n, d) clean images inside the box; y: (n) labels (targets in
      * targeted mode); out: (n, d) adversarial images to write. On entry
@@ -249,5 +250,10 @@ static inline void dd__ead_update_const(int success, double *c, double *lower, d
         *c = *upper < 1e9 ? (*lower + *upper) / 2.0 : *c * 10.0;
     }
 }
+
+/* Frees a->state, a struct whose first member is `void *block`, the
+ * dd__alloc_views block of its buffers, and the block; a->state = NULL.
+ * NULL state: no-op. */
+DD_INTERNAL void dd__atk_state_free(struct dd_attack *a);
 
 #endif

@@ -28,19 +28,17 @@
 #define NSTAGES 4
 
 typedef struct aa_state {
+    void *block; /* first (dd__atk_state_free): every buffer below, one dd__alloc_views block */
     dd_attack *sub[NSTAGES];
     float *x0, *xa;            /* (B, d) compacted clean inputs and a stage's output */
     int32_t *idx, *y, *robust; /* (B) */
-    void *block;               /* every buffer above: one dd__alloc_views block */
 } aa_state;
 
 static void aa_destroy(dd_attack *a) {
     aa_state *s = a->state;
     if (!s) return;
     for (int k = 0; k < NSTAGES; k++) dd_attack_destroy(s->sub[k]);
-    dd__free_aligned(s->block);
-    dd__free(s);
-    a->state = NULL;
+    dd__atk_state_free(a);
 }
 
 static dd_status aa_create(dd_attack *a) {

@@ -25,19 +25,11 @@
  */
 
 typedef struct cw_state {
+    void *block; /* first (dd__atk_state_free): every buffer below, one dd__alloc_views block */
     float *w0, *xrec, *delta, *m, *v, *xcur, *best; /* (B, d) */
     double *c, *lower, *upper, *bnorm;              /* (B) */
     int32_t *found;                                 /* (B) */
-    void *block;                                    /* every buffer above: one dd__alloc_views block */
 } cw_state;
-
-static void cw_destroy(dd_attack *a) {
-    cw_state *s = a->state;
-    if (!s) return;
-    dd__free_aligned(s->block);
-    dd__free(s);
-    a->state = NULL;
-}
 
 static dd_status cw_create(dd_attack *a) {
     cw_state *s = dd__calloc(1, sizeof *s);
@@ -60,7 +52,7 @@ static dd_status cw_create(dd_attack *a) {
     };
     s->block = dd__alloc_views(v, DD__NVIEWS(v));
     if (!s->block) {
-        cw_destroy(a);
+        dd__atk_state_free(a);
         return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "CW: out of memory for %zu samples", B);
     }
     return DD_OK;
@@ -175,4 +167,4 @@ static dd_status cw_run(dd_attack *a, const float *x, const int32_t *y, int n, f
     return DD_OK;
 }
 
-const dd__attack_ops dd__cw_ops = {cw_create, cw_destroy, cw_run};
+const dd__attack_ops dd__cw_ops = {cw_create, dd__atk_state_free, cw_run};

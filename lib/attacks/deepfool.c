@@ -27,21 +27,13 @@
  */
 
 typedef struct deepfool_state {
+    void *block;              /* first (dd__atk_state_free): every buffer below, one dd__alloc_views block */
     float *xa, *gbest, *ptot; /* (B, d) */
     float *dbest;             /* (B) */
     int32_t *classes;         /* (B, C) */
     int32_t *idx, *frozen;    /* (B) */
     int C;
-    void *block; /* every buffer above: one dd__alloc_views block */
 } deepfool_state;
-
-static void deepfool_destroy(dd_attack *a) {
-    deepfool_state *s = a->state;
-    if (!s) return;
-    dd__free_aligned(s->block);
-    dd__free(s);
-    a->state = NULL;
-}
 
 static dd_status deepfool_create(dd_attack *a) {
     deepfool_state *s = dd__calloc(1, sizeof *s);
@@ -60,7 +52,7 @@ static dd_status deepfool_create(dd_attack *a) {
     };
     s->block = dd__alloc_views(v, DD__NVIEWS(v));
     if (!s->block) {
-        deepfool_destroy(a);
+        dd__atk_state_free(a);
         return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "DeepFool: out of memory for %zu samples", B);
     }
     return DD_OK;
@@ -154,4 +146,4 @@ static dd_status deepfool_run(dd_attack *a, const float *x, const int32_t *y, in
     return DD_OK;
 }
 
-const dd__attack_ops dd__deepfool_ops = {deepfool_create, deepfool_destroy, deepfool_run};
+const dd__attack_ops dd__deepfool_ops = {deepfool_create, dd__atk_state_free, deepfool_run};

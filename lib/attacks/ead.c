@@ -30,19 +30,11 @@
  */
 
 typedef struct ead_state {
-    float *xk, *yk, *obest;                    /* (B, d) */
+    void *block;            /* first (dd__atk_state_free): every buffer below, one dd__alloc_views block */
+    float *xk, *yk, *obest; /* (B, d) */
     double *c, *lower, *upper, *bdist, *odist; /* (B) */
     int32_t *blabel;                           /* (B) */
-    void *block;                               /* every buffer above: one dd__alloc_views block */
 } ead_state;
-
-static void ead_destroy(dd_attack *a) {
-    ead_state *s = a->state;
-    if (!s) return;
-    dd__free_aligned(s->block);
-    dd__free(s);
-    a->state = NULL;
-}
 
 static dd_status ead_create(dd_attack *a) {
     ead_state *s = dd__calloc(1, sizeof *s);
@@ -62,7 +54,7 @@ static dd_status ead_create(dd_attack *a) {
     };
     s->block = dd__alloc_views(v, DD__NVIEWS(v));
     if (!s->block) {
-        ead_destroy(a);
+        dd__atk_state_free(a);
         return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "EAD: out of memory for %zu samples", B);
     }
     return DD_OK;
@@ -182,4 +174,4 @@ static dd_status ead_run(dd_attack *a, const float *x, const int32_t *y, int n, 
     return DD_OK;
 }
 
-const dd__attack_ops dd__ead_ops = {ead_create, ead_destroy, ead_run};
+const dd__attack_ops dd__ead_ops = {ead_create, dd__atk_state_free, ead_run};

@@ -30,19 +30,11 @@
  */
 
 typedef struct fab_state {
+    void *block; /* first (dd__atk_state_free): every buffer below, one dd__alloc_views block */
     float *x0, *x1, *adv, *d1, *d2; /* (B, d) */
     double *res, *bh;               /* (B) */
     int32_t *idx, *y, *t;           /* (B) */
-    void *block;                    /* every buffer above: one dd__alloc_views block */
 } fab_state;
-
-static void fab_destroy(dd_attack *a) {
-    fab_state *s = a->state;
-    if (!s) return;
-    dd__free_aligned(s->block);
-    dd__free(s);
-    a->state = NULL;
-}
 
 static dd_status fab_create(dd_attack *a) {
     fab_state *s = dd__calloc(1, sizeof *s);
@@ -63,7 +55,7 @@ static dd_status fab_create(dd_attack *a) {
     };
     s->block = dd__alloc_views(v, DD__NVIEWS(v));
     if (!s->block) {
-        fab_destroy(a);
+        dd__atk_state_free(a);
         return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "FAB: out of memory for %zu samples", B);
     }
     return DD_OK;
@@ -243,4 +235,4 @@ static dd_status fab_run(dd_attack *a, const float *x, const int32_t *y, int n, 
     return DD_OK;
 }
 
-const dd__attack_ops dd__fab_ops = {fab_create, fab_destroy, fab_run};
+const dd__attack_ops dd__fab_ops = {fab_create, dd__atk_state_free, fab_run};

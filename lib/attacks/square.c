@@ -33,22 +33,14 @@
  */
 
 typedef struct square_state {
+    void *block;             /* first (dd__atk_state_free): every buffer below, one dd__alloc_views block */
     float *x0, *xb, *xn;     /* (B, d): compacted clean, best, candidates */
     float *margin, *lossmin; /* (B) */
     int32_t *idx, *act, *y;  /* (B) */
     float *eta;              /* (H*W) pattern */
     double *tmp;             /* (H*W) eta_rect scratch */
     float *sgn;              /* (B*C) signs */
-    void *block;             /* every buffer above: one dd__alloc_views block */
 } square_state;
-
-static void square_destroy(dd_attack *a) {
-    square_state *s = a->state;
-    if (!s) return;
-    dd__free_aligned(s->block);
-    dd__free(s);
-    a->state = NULL;
-}
 
 static dd_status square_create(dd_attack *a) {
     square_state *s = dd__calloc(1, sizeof *s);
@@ -70,7 +62,7 @@ static dd_status square_create(dd_attack *a) {
     };
     s->block = dd__alloc_views(v, DD__NVIEWS(v));
     if (!s->block) {
-        square_destroy(a);
+        dd__atk_state_free(a);
         return DD_ERROR(DD_ERR_OUT_OF_MEMORY, "Square: out of memory for %zu samples", B);
     }
     return DD_OK;
@@ -297,4 +289,4 @@ static dd_status square_run(dd_attack *a, const float *x, const int32_t *y, int 
     return DD_OK;
 }
 
-const dd__attack_ops dd__square_ops = {square_create, square_destroy, square_run};
+const dd__attack_ops dd__square_ops = {square_create, dd__atk_state_free, square_run};
