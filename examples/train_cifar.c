@@ -117,8 +117,9 @@ static const opt_def opt_table[] = {
      "N: seed of initialisation, shuffling, augmentation, attacks (default 1)"},
     {"threads", T_INT, O(threads), 1, 0, 1024, "N: OpenMP threads (default: OpenMP's default)"},
     {"out", T_STR, O(out), 0, 0, 0, "PATH: checkpoint written every epoch (default model.safetensors)"},
-    {"resume", T_STR, O(resume), 0, 0, 0, "PATH: continue the run saved at PATH (and PATH.state); with another --epochs, "
-                "the learning-rate schedule is recomputed for the new length"},
+    {"resume", T_STR, O(resume), 0, 0, 0,
+     "PATH: continue the run saved at PATH (and PATH.state); with another --epochs, "
+     "the learning-rate schedule is recomputed for the new length"},
     {"train-limit", T_LONG, O(train_limit), 1, 0, 2147483647.0,
      "N: train on the first N images only (0 or more than the data: all)"},
     {"test-limit", T_LONG, O(test_limit), 1, 0, 2147483647.0,
@@ -873,8 +874,7 @@ int main(int argc, char **argv) {
                 "note: --epochs %d, the saved run's %d: the learning-rate schedule is recomputed over %d "
                 "epochs, so at the resumed epoch %d the rate is %g instead of %g (a finished run "
                 "trained further starts a new decay)\n",
-                cfg.epochs, st.saved_epochs, cfg.epochs, st.epochs_done + 1, (double)lr_new,
-                (double)lr_old);
+                cfg.epochs, st.saved_epochs, cfg.epochs, st.epochs_done + 1, (double)lr_new, (double)lr_old);
     }
     size_t per = (size_t)C * H * W;
     t.x = malloc_or_die((size_t)cfg.batch * per, sizeof *t.x);
