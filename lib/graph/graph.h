@@ -229,7 +229,8 @@ typedef struct dd__node_ops {
     dd_status (*describe)(const struct dd__node *n, void *json_object);
     /* Fills the type-specific fields of a dd_node_info. optional */
     void (*info)(const struct dd__node *n, dd_node_info *info);
-    /* Frees n->state. optional */
+    /* Frees n->state. optional: without it the graph frees n->state with
+     * dd__free (a state of one allocation) */
     void (*destroy)(struct dd__node *n);
 } dd__node_ops;
 

@@ -192,7 +192,10 @@ void dd_model_destroy(dd_model *m) {
     for (int i = 0; i < m->nnodes; i++) {
         dd__node *n = &m->nodes[i];
         free_plans(n);
-        if (n->ops->destroy) n->ops->destroy(n);
+        if (n->ops->destroy)
+            n->ops->destroy(n);
+        else
+            dd__free(n->state);
     }
     dd__engine_fini(&m->ctx);
     dd__schedule_free(m);

@@ -82,11 +82,6 @@ static dd_status backward(dd__node *n, void *plan, dd__ctx *ctx, const dd__bstep
     return DD_OK;
 }
 
-static void destroy(dd__node *n) {
-    dd__free(n->state);
-    n->state = NULL;
-}
-
 const dd__node_ops dd__add_ops = {
     .type = DD_NODE_ADD,
     .name = "add",
@@ -98,7 +93,6 @@ const dd__node_ops dd__add_ops = {
     .fuse_caps = {DD__FUSE_RELU, DD__FUSE_RELU},
     .fuse_as = DD__FUSE_ADD,
     .caps = DD__CAP_BWD_MASKS_OUTPUT,
-    .destroy = destroy,
 };
 
 dd_status dd_model_add_add(dd_model *m, dd_node a, dd_node b, const char *name, dd_node *out) {

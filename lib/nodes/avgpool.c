@@ -78,7 +78,6 @@ const dd__node_ops dd__avgpool_ops = {
     .jvp = forward,
     .describe = dd__pool_describe,
     .info = dd__pool_info,
-    .destroy = dd__pool_destroy,
 };
 
 dd_status dd_model_add_avgpool(dd_model *m, dd_node input, const dd_pool_options *opts, dd_node *out) {

@@ -284,11 +284,6 @@ static void info(const dd__node *n, dd_node_info *i) {
     i->momentum = st->momentum;
 }
 
-static void destroy(dd__node *n) {
-    dd__free(n->state);
-    n->state = NULL;
-}
-
 const dd__node_ops dd__batchnorm_ops = {
     .type = DD_NODE_BATCHNORM,
     .name = "batchnorm",
@@ -305,7 +300,6 @@ const dd__node_ops dd__batchnorm_ops = {
     .caps = DD__CAP_EVAL_AFFINE | DD__CAP_XBAR,
     .describe = describe,
     .info = info,
-    .destroy = destroy,
 };
 
 dd_status dd_model_add_batchnorm(dd_model *m, dd_node input, const dd_batchnorm_options *user, dd_node *out) {

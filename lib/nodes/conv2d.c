@@ -92,11 +92,6 @@ static void info(const dd__node *n, dd_node_info *i) {
     i->pad_w = c->pw;
 }
 
-static void destroy(dd__node *n) {
-    dd__free(n->state);
-    n->state = NULL;
-}
-
 const dd__node_ops dd__conv2d_ops = {
     .type = DD_NODE_CONV2D,
     .name = "conv2d",
@@ -112,7 +107,6 @@ const dd__node_ops dd__conv2d_ops = {
     .caps = DD__CAP_WEIGHT_LAYER | DD__CAP_BWD_FOLDS_BN,
     .describe = describe,
     .info = info,
-    .destroy = destroy,
 };
 
 dd_status dd_model_add_conv2d(dd_model *m, dd_node input, const dd_conv2d_options *user, dd_node *out) {

@@ -54,11 +54,6 @@ static dd_status describe(const dd__node *n, void *obj) {
     return DD_OK;
 }
 
-static void destroy(dd__node *n) {
-    dd__free(n->state);
-    n->state = NULL;
-}
-
 const dd__node_ops dd__linear_ops = {
     .type = DD_NODE_LINEAR,
     .name = "linear",
@@ -73,7 +68,6 @@ const dd__node_ops dd__linear_ops = {
     .fuse_caps = {DD__FUSE_BN | DD__FUSE_ADD | DD__FUSE_RELU, DD__FUSE_RELU},
     .caps = DD__CAP_WEIGHT_LAYER | DD__CAP_BWD_FOLDS_BN,
     .describe = describe,
-    .destroy = destroy,
 };
 
 dd_status dd_model_add_linear(dd_model *m, dd_node input, int out_features, int bias, const char *name,

@@ -193,7 +193,6 @@ const dd__node_ops dd__maxpool_ops = {
     .caps = DD__CAP_BWD_MASKS_INPUT,
     .describe = dd__pool_describe,
     .info = dd__pool_info,
-    .destroy = dd__pool_destroy,
 };
 
 dd_status dd_model_add_maxpool(dd_model *m, dd_node input, const dd_pool_options *opts, dd_node *out) {

@@ -85,8 +85,3 @@ void dd__pool_info(const dd__node *n, dd_node_info *i) {
     i->pad_h = c->ph;
     i->pad_w = c->pw;
 }
-
-void dd__pool_destroy(dd__node *n) {
-    dd__free(n->state);
-    n->state = NULL;
-}

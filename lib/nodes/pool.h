@@ -18,6 +18,5 @@ DD_INTERNAL dd_status dd__pool_append(dd_model *m, const dd__node_ops *ops, dd_n
                                       const dd_pool_options *opts, const char *what, dd_node *out);
 DD_INTERNAL dd_status dd__pool_describe(const dd__node *n, void *json_object);
 DD_INTERNAL void dd__pool_info(const dd__node *n, dd_node_info *info);
-DD_INTERNAL void dd__pool_destroy(dd__node *n);
 
 #endif
