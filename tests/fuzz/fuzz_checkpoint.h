@@ -118,4 +118,27 @@ static void fuzz_st_exercise(dd_model *m, const dd_model_options *opts) {
     free(params);
 }
 
+/* Loads the checkpoint bytes file[0, n) with one thread and max_batch 1: a
+ * status, *out NULL on failure, and the checks above on success. */
+static void fuzz_st_load(const void *file, size_t n) {
+    char path[64];
+    int fd = fuzz_st_memfile(file, n, path, sizeof path);
+    if (fd < 0) return;
+    dd_model_options opts;
+    dd_model_options_init(&opts);
+    opts.num_threads = 1;
+    dd_model *m = NULL;
+    dd_status s = dd_model_load_ex(path, &opts, 1, &m);
+    close(fd);
+    if (s != DD_OK) {
+        if (m != NULL) abort(); /* a failed constructor must leave *out NULL */
+        /* io.h: a readable file is either loaded or refused as malformed
+         * (the engine's own refusals are translated to DD_ERR_FORMAT). */
+        if (s != DD_ERR_FORMAT && s != DD_ERR_OUT_OF_MEMORY && s != DD_ERR_BACKEND) abort();
+        return;
+    }
+    fuzz_st_exercise(m, &opts);
+    dd_model_destroy(m);
+}
+
 #endif

@@ -29,23 +29,6 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char path[64];
-    int fd = fuzz_st_memfile(data, size, path, sizeof path);
-    if (fd < 0) return 0;
-    dd_model_options opts;
-    dd_model_options_init(&opts);
-    opts.num_threads = 1;
-    dd_model *m = NULL;
-    dd_status s = dd_model_load_ex(path, &opts, 1, &m);
-    close(fd);
-    if (s != DD_OK) {
-        if (m != NULL) abort(); /* a failed constructor must leave *out NULL */
-        /* io.h: a readable file is either loaded or refused as malformed
-         * (the engine's own refusals are translated to DD_ERR_FORMAT). */
-        if (s != DD_ERR_FORMAT && s != DD_ERR_OUT_OF_MEMORY && s != DD_ERR_BACKEND) abort();
-        return 0;
-    }
-    fuzz_st_exercise(m, &opts);
-    dd_model_destroy(m);
+    fuzz_st_load(data, size);
     return 0;
 }
