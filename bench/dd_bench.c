@@ -154,8 +154,6 @@ static flops count_flops(dd_model *m, int batch) {
     if (!upstream) return f;
     for (dd_node i = 0; i < nn; i++) {
         dd_node_info info, in;
-        info.struct_size = sizeof info;
-        in.struct_size = sizeof in;
         if (dd_model_node_info(m, i, &info) != DD_OK) continue;
         int param =
             info.type == DD_NODE_CONV2D || info.type == DD_NODE_LINEAR || info.type == DD_NODE_BATCHNORM;

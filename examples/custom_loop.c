@@ -167,7 +167,6 @@ int main(int argc, char **argv) {
             float lambda;
             check_or_die(dd_gfa_get_hook(m, t, &node, &lambda), "dd_gfa_get_hook");
             dd_node_info info;
-            info.struct_size = sizeof info;
             check_or_die(dd_model_node_info(m, node, &info), "dd_model_node_info");
             printf(" %s(lambda %g) %.3f", info.name, (double)lambda, align[t] / seen);
         }

@@ -385,7 +385,6 @@ static void clean_mask_or_die(dd_model *m, const float *x, const int32_t *y, int
 static void input_range_of(const dd_model *m, int channels, char *out, size_t size, float *origin) {
     dd_node_info info;
     memset(&info, 0, sizeof info);
-    info.struct_size = sizeof info;
     int nn = 0;
     check_or_die(dd_model_num_nodes(m, &nn), "dd_model_num_nodes");
     for (int c = 0; c < channels; c++) origin[c] = 0.0f;

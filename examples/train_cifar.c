@@ -386,7 +386,6 @@ static uint64_t weights_fingerprint_or_die(const dd_model *m) {
     uint64_t h = 1469598103934665603ULL; /* FNV-1a 64-bit offset basis */
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
-        pi.struct_size = sizeof pi;
         check_or_die(dd_model_param_info(m, i, &pi), "dd_model_param_info");
         float *buf = malloc_or_die(pi.count, sizeof *buf);
         check_or_die(dd_model_param_read(m, i, buf, pi.count), "dd_model_param_read");
@@ -625,7 +624,6 @@ static void write_metrics_or_die(const char *path, const dd_model *m, const mete
         for (int t = 0; t < mt->hooks; t++) {
             dd_node_info info;
             memset(&info, 0, sizeof info);
-            info.struct_size = sizeof info;
             check_or_die(dd_model_node_info(m, mt->hook_node[t], &info), "dd_model_node_info");
             fprintf(f, ",align:%s", info.name);
         }

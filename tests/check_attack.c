@@ -39,7 +39,6 @@ static int param_index(const dd_model *m, const char *name) {
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
         memset(&pi, 0, sizeof pi);
-        pi.struct_size = sizeof pi;
         ck_assert_int_eq(dd_model_param_info(m, i, &pi), DD_OK);
         if (strcmp(pi.name, name) == 0) return i;
     }
@@ -877,7 +876,6 @@ START_TEST(test_train_step_parity) {
     for (int p = 0; p < np; p++) {
         dd_param_info pi;
         memset(&pi, 0, sizeof pi);
-        pi.struct_size = sizeof pi;
         ck_assert_int_eq(dd_model_param_info(m1, p, &pi), DD_OK);
         float *w1 = malloc(pi.count * sizeof(float)), *w2 = malloc(pi.count * sizeof(float));
         ck_assert_int_eq(dd_model_param_read(m1, p, w1, pi.count), DD_OK);
@@ -901,7 +899,6 @@ END_TEST
 static float *grad_copy(const dd_model *m, int index, size_t *count) {
     dd_param_info pi;
     memset(&pi, 0, sizeof pi);
-    pi.struct_size = sizeof pi;
     ck_assert_int_eq(dd_model_param_info(m, index, &pi), DD_OK);
     float *g = malloc(pi.count * sizeof(float));
     ck_assert_int_eq(dd_model_grad_read(m, index, g, pi.count), DD_OK);

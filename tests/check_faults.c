@@ -55,7 +55,6 @@ static size_t total_floats(const dd_model *m) {
     size_t total = 0;
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
-        pi.struct_size = sizeof pi;
         OK(dd_model_param_info(m, i, &pi));
         total += pi.count;
     }
@@ -74,7 +73,6 @@ static void snap_take(const dd_model *m, const dd_optimizer *opt, snap *s) {
     size_t off = 0;
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
-        pi.struct_size = sizeof pi;
         OK(dd_model_param_info(m, i, &pi));
         OK(dd_model_param_read(m, i, s->params + off, pi.count));
         OK(dd_model_grad_read(m, i, s->grads + off, pi.count));
@@ -187,7 +185,6 @@ static void fill_batch(float *x, size_t count, int32_t *labels, int n, int k) {
 /* Sets every element of parameter `index` to v. */
 static void param_fill(dd_model *m, int index, float v) {
     dd_param_info pi;
-    pi.struct_size = sizeof pi;
     OK(dd_model_param_info(m, index, &pi));
     float *buf = malloc(pi.count * sizeof *buf);
     ck_assert_ptr_nonnull(buf);
@@ -289,7 +286,6 @@ START_TEST(test_other_nonfinite_inputs) {
 
         /* a parameter write of a NaN/Inf is refused, the parameter kept */
         dd_param_info pi;
-        pi.struct_size = sizeof pi;
         OK(dd_model_param_info(m, 0, &pi));
         float *w = malloc(pi.count * sizeof *w);
         ck_assert_ptr_nonnull(w);

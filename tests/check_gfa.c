@@ -556,7 +556,6 @@ static dd_node input_of(const dd_model *m, const char *name) {
     for (int i = 1; i < nn; i++) {
         dd_node_info info;
         memset(&info, 0, sizeof info);
-        info.struct_size = sizeof info;
         OK(dd_model_node_info(m, i, &info));
         if (strcmp(info.name, name) == 0) return info.inputs[0];
     }
@@ -585,7 +584,6 @@ START_TEST(presets_and_spec) {
     dd_node nrm = input_of(m, "conv1");
     dd_node_info info;
     memset(&info, 0, sizeof info);
-    info.struct_size = sizeof info;
     OK(dd_model_node_info(m, nrm, &info));
     ck_assert_int_eq(info.type, DD_NODE_NORMALIZE); /* first = the normalised image */
 
@@ -644,7 +642,6 @@ START_TEST(presets_and_spec) {
     /* a two-input node (add) cannot be named: which input would it be? */
     graph g = build_graph(33);
     memset(&info, 0, sizeof info);
-    info.struct_size = sizeof info;
     OK(dd_model_node_info(g.m, g.mid, &info));
     ck_assert_int_eq(info.type, DD_NODE_ADD);
     ck_assert_int_eq(dd_gfa_hook_spec(g.m, info.name, 0.1f), DD_ERR_INVALID_ARGUMENT);
@@ -677,7 +674,6 @@ START_TEST(pm1_matches_manual) {
     ck_assert_int_eq(np, nr);
     for (int i = 0; i < np; i++) { /* same weights, copied by index (names checked) */
         dd_param_info a, b;
-        a.struct_size = b.struct_size = sizeof a;
         OK(dd_model_param_info(pm, i, &a));
         OK(dd_model_param_info(raw, i, &b));
         ck_assert_str_eq(a.name, b.name);
@@ -761,7 +757,6 @@ START_TEST(hook_api) {
         OK(dd_gfa_get_hook(g.m, t, &node, &l));
         dd_node_info info;
         memset(&info, 0, sizeof info);
-        info.struct_size = sizeof info;
         int consumer_found = 0, nn;
         OK(dd_model_num_nodes(g.m, &nn));
         for (int i = 1; i < nn; i++) {

@@ -58,7 +58,6 @@ typedef struct {
 
 static dd_param_info pinfo(const dd_model *m, int i) {
     dd_param_info pi;
-    pi.struct_size = sizeof pi;
     OK(dd_model_param_info(m, i, &pi));
     return pi;
 }

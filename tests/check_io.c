@@ -203,7 +203,6 @@ static void randomise(dd_model *m) {
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
         memset(&pi, 0, sizeof pi);
-        pi.struct_size = sizeof pi;
         OK(dd_model_param_info(m, i, &pi));
         if (!pi.trainable) continue;
         float *v = malloc(pi.count * sizeof *v);
@@ -235,7 +234,6 @@ static void snap_take(const dd_model *m, snap *s) {
     for (int i = 0; i < s->n; i++) {
         dd_param_info pi;
         memset(&pi, 0, sizeof pi);
-        pi.struct_size = sizeof pi;
         OK(dd_model_param_info(m, i, &pi));
         snprintf(s->name[i], sizeof s->name[i], "%s", pi.name);
         s->ndims[i] = pi.ndims;
@@ -483,7 +481,6 @@ START_TEST(test_round_trip) {
         dd_node_info ia, ib;
         memset(&ia, 0, sizeof ia);
         memset(&ib, 0, sizeof ib);
-        ia.struct_size = ib.struct_size = sizeof ia;
         OK(dd_model_node_info(a, i, &ia));
         OK(dd_model_node_info(b, i, &ib));
         ck_assert_int_eq(ia.type, ib.type);
@@ -625,7 +622,6 @@ START_TEST(test_format_independent_parser) {
     for (int i = 0; i < nn; i++) {
         dd_node_info ni;
         memset(&ni, 0, sizeof ni);
-        ni.struct_size = sizeof ni;
         OK(dd_model_node_info(m, i, &ni));
         jv *node = nodes->items[i];
         ck_assert_str_eq(jv_get(node, "type")->str, type_names[ni.type]);
@@ -736,7 +732,6 @@ START_TEST(test_gfa_hooks_round_trip) {
     for (int i = 0; i < pa.n; i++) {
         dd_param_info pi;
         memset(&pi, 0, sizeof pi);
-        pi.struct_size = sizeof pi;
         OK(dd_model_param_info(a, i, &pi));
         if (!pi.trainable) continue;
         float *ga = malloc(pi.count * sizeof *ga), *gb = malloc(pi.count * sizeof *gb);

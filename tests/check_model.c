@@ -568,7 +568,6 @@ START_TEST(test_invalid_passes) {
     for (int p = 0; p < np; p++) {
         dd_param_info pi;
         memset(&pi, 0, sizeof pi);
-        pi.struct_size = sizeof pi;
         EXPECT(dd_model_param_info(m, p, &pi), DD_OK);
         if (pi.trainable) continue;
         ck_assert(pi.count <= 4);
@@ -588,7 +587,6 @@ START_TEST(test_invalid_passes) {
     for (int p = 0; p < np; p++) {
         dd_param_info pi;
         memset(&pi, 0, sizeof pi);
-        pi.struct_size = sizeof pi;
         EXPECT(dd_model_param_info(m, p, &pi), DD_OK);
         if (pi.trainable) continue;
         EXPECT(dd_model_param_read(m, p, after + 4 * nrun, pi.count), DD_OK);
@@ -612,7 +610,6 @@ START_TEST(test_invalid_introspection) {
     ck_assert_int_gt(nn, 5);
     dd_node_info ni;
     memset(&ni, 0, sizeof ni);
-    ni.struct_size = sizeof ni;
     EXPECT(dd_model_node_info(NULL, 0, &ni), INV);
     EXPECT(dd_model_node_info(m, -1, &ni), INV);
     EXPECT(dd_model_node_info(m, nn, &ni), INV);
@@ -643,7 +640,6 @@ START_TEST(test_invalid_introspection) {
     EXPECT(dd_model_num_params(m, &np), DD_OK);
     dd_param_info pi;
     memset(&pi, 0, sizeof pi);
-    pi.struct_size = sizeof pi;
     EXPECT(dd_model_param_info(NULL, 0, &pi), INV);
     EXPECT(dd_model_param_info(m, -1, &pi), INV);
     EXPECT(dd_model_param_info(m, np, &pi), INV);
@@ -729,14 +725,12 @@ START_TEST(test_param_names) {
     for (int p = 0; p < np; p++) {
         dd_param_info pi;
         memset(&pi, 0, sizeof pi);
-        pi.struct_size = sizeof pi;
         EXPECT(dd_model_param_info(m, p, &pi), DD_OK);
         ck_assert_str_eq(pi.name, want[p]);
         ck_assert_int_eq(pi.trainable, trainable[p]);
     }
     dd_param_info pi;
     memset(&pi, 0, sizeof pi);
-    pi.struct_size = sizeof pi;
     EXPECT(dd_model_param_info(m, 0, &pi), DD_OK);
     ck_assert(pi.ndims == 4 && pi.dims[0] == 4 && pi.dims[1] == 3 && pi.dims[2] == 3 && pi.dims[3] == 3);
     EXPECT(dd_model_param_info(m, 6, &pi), DD_OK);
@@ -761,7 +755,6 @@ static int params_equal(dd_model *a, dd_model *b) {
     for (int p = 0; p < na; p++) {
         dd_param_info pi;
         memset(&pi, 0, sizeof pi);
-        pi.struct_size = sizeof pi;
         ck_assert(dd_model_param_info(a, p, &pi) == DD_OK);
         float *va = malloc(pi.count * sizeof(float)), *vb = malloc(pi.count * sizeof(float));
         ck_assert(dd_model_param_read(a, p, va, pi.count) == DD_OK);

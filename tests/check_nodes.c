@@ -54,7 +54,6 @@ static dd_node pre(dd_model *m, dd_node in, int channels) {
 static int ndims_of(dd_model *m, dd_node t) {
     dd_node_info ni;
     memset(&ni, 0, sizeof ni);
-    ni.struct_size = sizeof ni;
     ck_assert_msg(dd_model_node_info(m, t, &ni) == DD_OK, "node_info: %s", dd_last_error());
     return ni.ndims;
 }

@@ -152,7 +152,6 @@ static float *params_of(const dd_model *m, size_t *count) {
     size_t total = 0;
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
-        pi.struct_size = sizeof pi;
         OK(dd_model_param_info(m, i, &pi));
         total += pi.count;
     }
@@ -161,7 +160,6 @@ static float *params_of(const dd_model *m, size_t *count) {
     size_t off = 0;
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
-        pi.struct_size = sizeof pi;
         OK(dd_model_param_info(m, i, &pi));
         OK(dd_model_param_read(m, i, all + off, pi.count));
         off += pi.count;
@@ -195,7 +193,6 @@ static void run_passes(dd_model *m, int n, float **logits, float **grads, size_t
     size_t total = 0;
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
-        pi.struct_size = sizeof pi;
         OK(dd_model_param_info(m, i, &pi));
         total += pi.count;
     }
@@ -204,7 +201,6 @@ static void run_passes(dd_model *m, int n, float **logits, float **grads, size_t
     size_t off = 0;
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
-        pi.struct_size = sizeof pi;
         OK(dd_model_param_info(m, i, &pi));
         OK(dd_model_grad_read(m, i, *grads + off, pi.count));
         off += pi.count;

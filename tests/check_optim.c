@@ -727,7 +727,6 @@ START_TEST(test_step_after_backward) {
     float w[8][16], g[8][16];
     for (int i = 0; i < np && i < 8; i++) {
         dd_param_info pi;
-        pi.struct_size = sizeof pi;
         ck_assert_int_eq(dd_model_param_info(m, i, &pi), DD_OK);
         ck_assert_uint_le(pi.count, 16);
         ck_assert_int_eq(dd_model_param_read(m, i, w[i], pi.count), DD_OK);
@@ -743,7 +742,6 @@ START_TEST(test_step_after_backward) {
     ck_assert_int_eq(dd_optimizer_step(opt), DD_OK);
     for (int i = 0; i < np && i < 8; i++) {
         dd_param_info pi;
-        pi.struct_size = sizeof pi;
         ck_assert_int_eq(dd_model_param_info(m, i, &pi), DD_OK);
         float now[16];
         ck_assert_int_eq(dd_model_param_read(m, i, now, pi.count), DD_OK);

@@ -69,7 +69,6 @@ static int collect_params(const dd_model *m, run_result *r) {
     size_t total = 0;
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
-        pi.struct_size = sizeof pi;
         if (dd_model_param_info(m, i, &pi) != DD_OK) return -1;
         total += pi.count;
     }
@@ -78,7 +77,6 @@ static int collect_params(const dd_model *m, run_result *r) {
     size_t off = 0;
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
-        pi.struct_size = sizeof pi;
         if (dd_model_param_info(m, i, &pi) != DD_OK ||
             dd_model_param_read(m, i, r->params + off, pi.count) != DD_OK)
             return -1;

@@ -6,18 +6,20 @@ are the statuses its code can return.
 
 For every public function that returns dd_status (a DD_API declaration in
 include/deepdefense/*.h, or a static inline wrapper there), the documented
-set is every DD_OK / DD_ERR_* name in its doc comment (a wrapper that says
-"see f_sized()" inherits f_sized's). The code's set is computed from lib/:
-the DD_ERR_* names written in the function's body (DD_RETURN_IF, DD_ERROR,
-return, DD_CHECK_ARG = DD_ERR_INVALID_ARGUMENT, DD_CHECK_DNNL =
-DD_ERR_BACKEND + DD_ERR_OUT_OF_MEMORY), united with the sets of every
-library function it calls, transitively; a call through an ops table
-(`->run(`) counts as a call of every function put in that slot (`.run =
-f`). That over-approximates (a caller that maps a callee's status to
-another one still inherits the callee's), so a function may document a
-status its callees return that it maps away only by saying so: the words
-"maps" ... are not parsed; instead such statuses are listed in ALLOW below,
-each with the reason.
+set is every DD_OK / DD_ERR_* name in its doc comment, with those of the
+functions it refers to ("the statuses of f", "Statuses as f()", "Returns
+as f"; a wrapper saying "see f_sized()" inherits f_sized's) and without
+"without DD_ERR_x". The code's set is computed from lib/: the statuses the
+function's body returns (the status argument of DD_RETURN_IF, DD_ERROR,
+dd__set_error and dd_set_last_error, `return DD_ERR_x`, `s = DD_ERR_x`,
+DD_CHECK_ARG = DD_ERR_INVALID_ARGUMENT, DD_CHECK_DNNL = DD_ERR_BACKEND +
+DD_ERR_OUT_OF_MEMORY, and those of the function-like macros it uses),
+united with the sets of every library function it calls or passes as a
+pointer, transitively (static functions resolved within their file); a
+call through an ops table (`->run(`) counts as a call of every function
+put in that slot (`.run = f`). That over-approximates: a function that
+maps a callee's status to another one still inherits the callee's. Such
+places are listed in MASK below, each with its reason.
 
 Fails, naming the function, when
   - the code can return a status the doc does not list (a caller would not
@@ -25,7 +27,9 @@ Fails, naming the function, when
   - the doc lists a status the code cannot return (the doc is wrong), or
   - the doc lists no status at all.
 Test "status_docs" runs it; tests/status_docs/ holds a fixture it must fail
-on (test "status_docs_checker_fails").
+on (test "status_docs_checker_fails"). `check_status_docs.py ROOT NAME
+STATUS` prints one call path by which NAME can return STATUS (for
+deciding whether a report is a doc to fix or a MASK entry).
 """
 import os
 import re
@@ -168,8 +172,6 @@ def returned_statuses(body):
     return s - {"DD_OK"}
 
 
-literal_statuses = returned_statuses
-
 
 def header_docs(inc):
     """name -> (documented statuses, doc text) of each public dd_status
@@ -228,7 +230,7 @@ def main():
             return memo[name]
         if name in stack:
             return set()
-        s = literal_statuses(bodies.get(name, ""))
+        s = returned_statuses(bodies.get(name, ""))
         for c in calls.get(name, ()):
             s |= can_return(c, stack + (name,))
         s -= set(MASK.get(name.split(":")[-1], {}))
@@ -238,7 +240,7 @@ def main():
 
     if len(sys.argv) > 3:  # ROOT NAME STATUS: one call path that returns STATUS
         def path(name, status, seen):
-            if status in literal_statuses(bodies.get(name, "")):
+            if status in returned_statuses(bodies.get(name, "")):
                 return [name]
             for c in sorted(calls.get(name, ())):
                 if c not in seen and status in can_return(c):

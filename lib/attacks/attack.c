@@ -510,8 +510,7 @@ dd_status dd_attack_run(dd_attack *a, const float *x, const int32_t *labels, int
     r->num_success = nsucc;
     r->forward_passes = a->n_fwd;
     r->gradient_passes = a->n_grad;
-    DD_FORWARD(
-        DD__STRUCT_WRITE(user, &full, DD_ATTACK_RESULTS_SIZE_V1, "dd_attack_run", "dd_attack_results"));
+    dd__struct_fill(user, user->struct_size, &full, sizeof full); /* its size was checked on entry */
     if (x_adv != a->out) memcpy(x_adv, a->out, count * sizeof(float));
     return DD_OK;
 }

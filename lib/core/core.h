@@ -73,10 +73,6 @@ DD_INTERNAL void dd__struct_fill(void *dst, size_t size, const void *full, size_
  * first user->struct_size bytes; full's struct_size becomes cur. */
 DD_INTERNAL dd_status dd__struct_read(void *full, size_t cur, const void *user, size_t v1, const char *fn,
                                       const char *type);
-/* Output struct: the caller's first user->struct_size bytes = full's;
- * user->struct_size is kept. */
-DD_INTERNAL dd_status dd__struct_write(void *user, const void *full, size_t v1, size_t cur, const char *fn,
-                                       const char *type);
 /* The passes' statistics (dd_step_stats, deepdefense/model.h): a public
  * entry point checks the caller's struct (NULL passes), runs on a full-size
  * local one and copies it out with dd__stats_out (no-op for NULL). */
@@ -85,8 +81,6 @@ DD_INTERNAL dd_status dd__stats_check(const struct dd_step_stats *user, const ch
 DD_INTERNAL void dd__stats_out(struct dd_step_stats *user, const struct dd_step_stats *full);
 #define DD__STRUCT_READ(full, user, V1, fn, type) \
     dd__struct_read((full), sizeof *(full), (user), (V1), (fn), (type))
-#define DD__STRUCT_WRITE(user, full, V1, fn, type) \
-    dd__struct_write((user), (full), (V1), sizeof *(full), (fn), (type))
 
 /* ---- logging ------------------------------------------------------------ */
 DD_INTERNAL void dd__log(dd_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

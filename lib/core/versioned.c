@@ -13,8 +13,8 @@
  *
  * Library code copies an input struct into a full-size local one
  * (dd__struct_read) and fills an output struct from a full-size local one
- * (dd__struct_write); no library code reads a caller's struct field by
- * field.
+ * (dd__struct_fill, after dd__struct_size_check); no library code reads a
+ * caller's struct field by field.
  */
 #include "core.h"
 
@@ -46,16 +46,6 @@ dd_status dd__struct_read(void *full, size_t cur, const void *user, size_t v1, c
     DD_FORWARD(dd__struct_size_check(size, v1, cur, fn, type));
     memcpy(full, user, size);
     memcpy(full, &cur, sizeof cur);
-    return DD_OK;
-}
-
-dd_status dd__struct_write(void *user, const void *full, size_t v1, size_t cur, const char *fn,
-                           const char *type) {
-    size_t size;
-    memcpy(&size, user, sizeof size);
-    DD_FORWARD(dd__struct_size_check(size, v1, cur, fn, type));
-    memcpy(user, full, size);
-    memcpy(user, &size, sizeof size);
     return DD_OK;
 }
 

@@ -300,7 +300,6 @@ typedef dd_status (*arch_add_fn)(arch_reader *r, dd_node *out);
 static dd_status arch_channels(arch_reader *r, dd_node node, int *c) {
     dd_node_info info;
     memset(&info, 0, sizeof info);
-    info.struct_size = sizeof info;
     dd_status s = dd_model_node_info(r->m, node, &info);
     if (s != DD_OK) return arch_engine_fail(s, r->at);
     *c = info.channels;

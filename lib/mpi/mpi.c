@@ -126,7 +126,6 @@ static dd_status pack(dd_model *m, int want, float **buf, size_t *floats, int wr
     for (int i = 0; s == DD_OK && i < np; i++) {
         dd_param_info pi;
         memset(&pi, 0, sizeof pi);
-        pi.struct_size = sizeof pi;
         s = dd_model_param_info(m, i, &pi);
         if (s != DD_OK || (want >= 0 && pi.trainable != want)) continue;
         if (write)

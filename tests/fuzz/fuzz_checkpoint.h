@@ -47,7 +47,6 @@ static float *fuzz_st_params(const dd_model *m, size_t *count) {
     size_t total = 0;
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
-        pi.struct_size = sizeof pi;
         if (dd_model_param_info(m, i, &pi) != DD_OK) abort();
         total += pi.count;
     }
@@ -56,7 +55,6 @@ static float *fuzz_st_params(const dd_model *m, size_t *count) {
     size_t off = 0;
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
-        pi.struct_size = sizeof pi;
         if (dd_model_param_info(m, i, &pi) != DD_OK ||
             dd_model_param_read(m, i, all + off, pi.count) != DD_OK)
             abort();

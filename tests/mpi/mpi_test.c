@@ -114,7 +114,6 @@ static size_t weights(const dd_model *m, float *out) {
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
         memset(&pi, 0, sizeof pi);
-        pi.struct_size = sizeof pi;
         OK(dd_model_param_info(m, i, &pi));
         if (out) OK(dd_model_param_read(m, i, out + k, pi.count));
         k += pi.count;
@@ -196,7 +195,6 @@ static void equivalence(dd_mpi *d, step_kind k, const float *x, const int32_t *y
     for (int i = 0; i < np; i++) {
         dd_param_info pi;
         memset(&pi, 0, sizeof pi);
-        pi.struct_size = sizeof pi;
         OK(dd_model_param_info(ref, i, &pi));
         double dmax = 0, rmax = 1e-30;
         for (size_t j = 0; j < pi.count; j++) {

@@ -140,11 +140,9 @@ int ref_randomize_params(dd_model *m, ref_rng *g) {
     for (int p = 0; p < np; p++) {
         dd_param_info pi;
         memset(&pi, 0, sizeof pi);
-        pi.struct_size = sizeof pi;
         if (dd_model_param_info(m, p, &pi) != DD_OK) return -1;
         dd_node_info ni;
         memset(&ni, 0, sizeof ni);
-        ni.struct_size = sizeof ni;
         if (dd_model_node_info(m, pi.node, &ni) != DD_OK) return -1;
         const char *role = strrchr(pi.name, '.');
         role = role ? role + 1 : pi.name;
@@ -179,7 +177,6 @@ int ref_lib_grads(const dd_model *m, double *out) {
     for (int p = 0; p < np; p++) {
         dd_param_info pi;
         memset(&pi, 0, sizeof pi);
-        pi.struct_size = sizeof pi;
         if (dd_model_param_info(m, p, &pi) != DD_OK) return -1;
         if (!pi.trainable) continue;
         float *v = calloc(pi.count, sizeof(float));

@@ -184,7 +184,6 @@ int ref_model_create(ref_model **out, const dd_model *m) {
     for (int i = 0; i < count; i++) {
         dd_node_info info;
         memset(&info, 0, sizeof info);
-        info.struct_size = sizeof info;
         ref_node *nd = &r->nodes[i];
         nd->pw_idx = nd->pb_idx = nd->prm_idx = nd->prv_idx = -1;
         if (dd_model_node_info(m, i, &info) != DD_OK) {
@@ -272,7 +271,6 @@ int ref_model_create(ref_model **out, const dd_model *m) {
     for (int p = 0; p < np; p++) {
         dd_param_info pi;
         memset(&pi, 0, sizeof pi);
-        pi.struct_size = sizeof pi;
         if (dd_model_param_info(m, p, &pi) != DD_OK) {
             ref_model_destroy(r);
             return fail("param_info %d", p);
