@@ -151,6 +151,9 @@ train() {
         echo "== resumed $(date -u '+%F %T') UTC" >>"$out/$name.log"
         "$build/train_cifar" --resume "$ck" --threads "$threads" --no-progress >>"$out/$name.log" 2>&1
     else
+        # a fresh start: train_cifar appends to an existing metrics file (for
+        # --resume), so drop what an earlier, lost training left
+        rm -f "$out/$name.csv" "$out/$name.wall"
         echo "== started $(date -u '+%F %T') UTC: train_cifar ${common[*]} $* --out $ck --metrics $out/$name.csv" \
             >"$out/$name.log"
         "$build/train_cifar" "${common[@]}" "$@" --out "$ck" --metrics "$out/$name.csv" >>"$out/$name.log" 2>&1
