@@ -23,9 +23,14 @@
  * minimum-norm attacks run once without a budget. Robust accuracy counts
  * a sample as robust when the attack fails on it and it was classified
  * correctly (AutoAttack's count).
+ *
+ * Long evaluations resume: with --cache DIR each model's results are kept
+ * in DIR as soon as that model is done, and a rerun of the same command
+ * reads them back instead of attacking again (see "Results cache" below).
  */
 #include "common.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
@@ -93,6 +98,7 @@ typedef struct settings {
     double land_radius;
     const char *input_range; /* NULL: read from each checkpoint; else 01|pm1|std, checked */
     const char *out;
+    const char *cache; /* NULL, or the directory of the per-model records */
     const char *models[MAX_MODELS];
     int nmodels;
 } settings;
@@ -132,7 +138,10 @@ static void usage(FILE *f) {
                "                      (default: read from each; pm1 = a 0.5/0.5 normalize node,\n"
                "                      x -> 2x - 1). Attacks work in [0,1] pixels either way;\n"
                "                      reports give eps in [0,1] and in [-1,1] units (2x)\n"
-               "  --out PREFIX        report files PREFIX.md/.json/.csv/-*.svg (default robustness)\n");
+               "  --out PREFIX        report files PREFIX.md/.json/.csv/-*.svg (default robustness)\n"
+               "  --cache DIR         keep each model's results in DIR (made if missing) as it\n"
+               "                      finishes; a rerun of the same command reuses them, so an\n"
+               "                      interrupted evaluation resumes after its last finished model\n");
 }
 
 /* Splits a comma-separated list of numbers (fractions allowed) into v. */
@@ -237,6 +246,8 @@ static void parse_args(int argc, char **argv, settings *s) {
             s->land_dirs = (int)parse_long_or_die(a, v, 1, 1000);
         else if (strcmp(a, "--out") == 0)
             s->out = v;
+        else if (strcmp(a, "--cache") == 0)
+            s->cache = v;
         else if (strcmp(a, "--input-range") == 0) {
             if (strcmp(v, "01") != 0 && strcmp(v, "pm1") != 0 && strcmp(v, "std") != 0)
                 die("--input-range: unknown '%s' (01, pm1, std)", v);
@@ -326,7 +337,6 @@ static void attack_options(const settings *s, const attack_spec *a, dd_attack_op
     if (a->kind == DD_ATTACK_CW_L2 && s->cw_steps > 0) ao->steps = s->cw_steps;
 }
 
-/* Robust accuracy of m under a budgeted attack at eps over the n images x. */
 /* Robust accuracy of m under a budgeted attack at eps over the n images x;
  * robust (n) receives each sample's verdict. */
 static double budgeted_or_die(const settings *s, dd_model *m, const attack_spec *a, double eps,
@@ -398,6 +408,13 @@ static void input_range_of(const dd_model *m, int channels, char *out, size_t si
         half &= info.mean[c] == 0.5f && info.std[c] == 0.5f;
     }
     snprintf(out, size, "%s", half ? "pm1" : "std");
+}
+
+/* Dies when --input-range names another range than rep's model has. */
+static void check_range_or_die(const settings *s, const model_report *rep) {
+    if (s->input_range != NULL && strcmp(s->input_range, rep->range) != 0)
+        die("%s: its first layer sees '%s' inputs, not --input-range %s", rep->path, rep->range,
+            s->input_range);
 }
 
 /* A minimum-norm attack without budget: statistics of the norms it needed,
@@ -986,6 +1003,343 @@ static void write_landscape_svg(const settings *s, const model_report *reps, int
 }
 
 /* ======================================================================== */
+/* Results cache (--cache DIR)                                                */
+/* ======================================================================== */
+
+/* With --cache DIR, each model's finished results go to DIR/NAME-KEY.eval,
+ * so that a long evaluation, interrupted, resumes after its last finished
+ * model (rerun the same command: the report is the same). KEY is a 64-bit
+ * FNV-1a digest of the record's settings line, which names everything its
+ * numbers depend on: the test images and labels (by digest), the attack
+ * suite and its parameters, batch and threads, the library version, the
+ * transfer sources' and the model's checkpoint bytes (by digest). A record
+ * is used only when its settings line equals the run's; one that does not
+ * parse (truncated, edited, hostile) is reported on stderr and the model
+ * is attacked again. A record is written to a temporary file, fsync'd and
+ * renamed, so an interrupted run never leaves half of one. Format, one
+ * item per line, numbers as %.17g (an exact round trip), masks as n
+ * characters 0 or 1 (sample i: robust, or classified correctly):
+ *   deepdefense-eval 1
+ *   settings LINE
+ *   range 01|pm1|std
+ *   clean ACCURACY MASK
+ *   row ATTACK EPS ACCURACY SECONDS MASK        one per robust_row, in order
+ *   min-norm ATTACK N CORRECT FOOLED MEDIAN_L2 MEDIAN_L1 MEDIAN_LINF
+ *            MEAN_L2 MEAN_L1 MEAN_LINF SECONDS  one per minimum-norm attack
+ *   landscape RADIAL... TANGENTIAL...           land_points each, if any
+ *   end
+ * ATTACK is the index into the run's attack list (which the settings line
+ * fixes). */
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t size) {
+    const unsigned char *b = data;
+    for (size_t i = 0; i < size; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+/* Digest of a file's bytes (a checkpoint). */
+static uint64_t file_digest_or_die(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) die("cannot read %s: %s", path, strerror(errno));
+    unsigned char buf[1 << 16];
+    uint64_t h = FNV_OFFSET;
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) h = fnv1a(h, buf, got);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) die("error reading %s", path);
+    return h;
+}
+
+/* The settings line shared by every model of this run (malloc'd): all but
+ * the model's own checkpoint digest, which cache_file() appends. */
+static char *cache_settings_or_die(const settings *s, const float *x, const int32_t *y, int n, size_t per) {
+    char *line = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&line, &len);
+    if (f == NULL) die("out of memory");
+    uint64_t data = fnv1a(fnv1a(FNV_OFFSET, x, (size_t)n * per * sizeof *x), y, (size_t)n * sizeof *y);
+    fprintf(f, "library %s images %d per %zu data %016llx batch %d threads %d attacks", dd_version_string(),
+            n, per, (unsigned long long)data, s->batch, s->threads);
+    for (int a = 0; a < s->nattacks; a++) {
+        const attack_spec *at = &s->attacks[a];
+        if (at->transfer < 0) {
+            fprintf(f, " %s", at->name);
+        } else {
+            const char *path = strchr(s->transfer[at->transfer], '=') + 1;
+            fprintf(f, " %s:%016llx", at->name, (unsigned long long)file_digest_or_die(path));
+        }
+    }
+    fprintf(f, " eps");
+    for (int e = 0; e < s->n_linf; e++) fprintf(f, "%c%.17g", e ? ',' : ' ', s->eps_linf[e]);
+    fprintf(f, " eps-l2");
+    for (int e = 0; e < s->n_l2; e++) fprintf(f, "%c%.17g", e ? ',' : ' ', s->eps_l2[e]);
+    fprintf(f, " queries %d ead-steps %d cw-steps %d pgd-steps %d transfer-eps %.17g", s->queries,
+            s->ead_steps, s->cw_steps, s->pgd_steps, s->transfer_eps);
+    fprintf(f, " landscape %d %d %d %.17g", s->land_images, s->land_points, s->land_dirs, s->land_radius);
+    if (fclose(f) != 0 || line == NULL) die("out of memory");
+    return line;
+}
+
+/* The record of one model: its settings line (the run's plus the
+ * checkpoint's digest, malloc'd into *line) and its file DIR/NAME-KEY.eval. */
+static void cache_file(const char *dir, const char *run_line, const model_report *rep, char **line,
+                       char *file, size_t size) {
+    size_t len = strlen(run_line) + 32;
+    *line = malloc_or_die(len, 1);
+    snprintf(*line, len, "%s model %016llx", run_line, (unsigned long long)file_digest_or_die(rep->path));
+    uint64_t key = fnv1a(FNV_OFFSET, *line, strlen(*line));
+    if ((size_t)snprintf(file, size, "%s/%s-%016llx.eval", dir, rep->name, (unsigned long long)key) >= size)
+        die("--cache %s: path too long", dir);
+}
+
+/* Frees a report's results and forgets them (name, path and range stay). */
+static void report_clear(model_report *r) {
+    free(r->clean_mask);
+    r->clean_mask = NULL;
+    for (int i = 0; i < r->nrows; i++) free(r->rows[i].robust);
+    r->nrows = 0;
+    r->nmn = 0;
+    r->clean = 0.0;
+}
+
+static void put_mask(FILE *f, const unsigned char *mask, int n) {
+    for (int i = 0; i < n; i++) fputc(mask[i] ? '1' : '0', f);
+    fputc('\n', f);
+}
+
+/* Writes rep's record; a failure is a warning (the report is still
+ * written, only a rerun would attack this model again). */
+static void cache_save(const char *file, const char *line, const settings *s, const model_report *r, int n) {
+    char tmp[1300]; /* file (< 1200) + ".tmp." + a pid */
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", file, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        fprintf(stderr, "warning: cannot write %s: %s (results not cached)\n", tmp, strerror(errno));
+        return;
+    }
+    fprintf(f, "deepdefense-eval 1\nsettings %s\nrange %s\nclean %.17g ", line, r->range, r->clean);
+    put_mask(f, r->clean_mask, n);
+    for (int i = 0; i < r->nrows; i++) {
+        const robust_row *w = &r->rows[i];
+        fprintf(f, "row %d %.17g %.17g %.17g ", w->attack, w->eps, w->acc, w->seconds);
+        put_mask(f, w->robust, n);
+    }
+    for (int j = 0; j < r->nmn; j++) {
+        const min_norm_row *m = &r->mn[j];
+        fprintf(f, "min-norm %d %d %d %d", m->attack, m->n, m->correct, m->fooled);
+        for (int k = 0; k < 3; k++) fprintf(f, " %.17g", m->median[k]);
+        for (int k = 0; k < 3; k++) fprintf(f, " %.17g", m->mean[k]);
+        fprintf(f, " %.17g\n", m->seconds);
+    }
+    if (s->land_images > 0) {
+        fprintf(f, "landscape");
+        for (int p = 0; p < s->land_points; p++) fprintf(f, " %.17g", r->radial[p]);
+        for (int p = 0; p < s->land_points; p++) fprintf(f, " %.17g", r->tangential[p]);
+        fputc('\n', f);
+    }
+    fprintf(f, "end\n");
+    int bad = fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, file) != 0) {
+        fprintf(stderr, "warning: cannot write %s: %s (results not cached)\n", file, strerror(errno));
+        unlink(tmp);
+    }
+}
+
+/* ---- reading a record: every field checked, nothing trusted ---- */
+
+typedef struct cache_reader {
+    FILE *f;
+    char *buf; /* the current line (getline's buffer) */
+    size_t cap;
+    char *save; /* strtok_r state */
+    int lineno;
+    const char *why; /* the first problem found */
+} cache_reader;
+
+/* Reads the next line and returns its first word (NULL at the end). */
+static const char *cache_next_line(cache_reader *c) {
+    if (getline(&c->buf, &c->cap, c->f) < 0) return NULL;
+    c->lineno++;
+    return strtok_r(c->buf, " \n", &c->save);
+}
+
+static const char *cache_word(cache_reader *c) { return strtok_r(NULL, " \n", &c->save); }
+
+static int cache_double(cache_reader *c, double lo, double hi, double *v) {
+    const char *w = cache_word(c);
+    char *end = NULL;
+    if (w != NULL) *v = strtod(w, &end);
+    if (w == NULL || *end != '\0' || !(*v >= lo && *v <= hi)) { /* NaN fails here */
+        c->why = "a number is missing or out of range";
+        return 0;
+    }
+    return 1;
+}
+
+/* A statistic that may be NaN (a median over no samples). */
+static int cache_stat(cache_reader *c, double *v) {
+    const char *w = cache_word(c);
+    char *end = NULL;
+    if (w != NULL) *v = strtod(w, &end);
+    if (w == NULL || *end != '\0' || !(isnan(*v) || (*v >= 0 && *v < INFINITY))) {
+        c->why = "a statistic is missing or not a norm";
+        return 0;
+    }
+    return 1;
+}
+
+static int cache_int(cache_reader *c, int lo, int hi, int *v) {
+    double d = 0.0;
+    if (!cache_double(c, lo, hi, &d) || d != floor(d)) {
+        c->why = "an integer is missing or out of range";
+        return 0;
+    }
+    *v = (int)d;
+    return 1;
+}
+
+/* A mask of exactly n characters 0/1 into mask (n bytes). */
+static int cache_mask(cache_reader *c, int n, unsigned char *mask) {
+    const char *w = cache_word(c);
+    if (w == NULL || strlen(w) != (size_t)n || strspn(w, "01") != (size_t)n) {
+        c->why = "a mask is missing or not the run's length";
+        return 0;
+    }
+    for (int i = 0; i < n; i++) mask[i] = w[i] == '1';
+    return 1;
+}
+
+/* The next row the evaluation loop of main() makes, after `*ai`/`*e`: the
+ * (attack, eps) sequence a complete record must have. 0 when none is left. */
+static int next_expected_row(const settings *s, int *ai, int *e, int *attack, double *eps) {
+    for (; *ai < s->nattacks; (*ai)++, *e = 0) {
+        const attack_spec *a = &s->attacks[*ai];
+        int has_eps = !a->min_norm || a->norm == DD_NORM_L2 || a->norm == DD_NORM_LINF;
+        int ne = a->transfer >= 0 ? 1 : !has_eps ? 0 : a->norm == DD_NORM_L2 ? s->n_l2 : s->n_linf;
+        if (*e < ne) {
+            *attack = *ai;
+            *eps = a->transfer >= 0        ? s->transfer_eps
+                   : a->norm == DD_NORM_L2 ? s->eps_l2[*e]
+                                           : s->eps_linf[*e];
+            (*e)++;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Parses the record body after its settings line into rep. */
+static int cache_parse(cache_reader *c, const settings *s, int n, model_report *rep) {
+    const char *w = cache_next_line(c);
+    const char *range = w && strcmp(w, "range") == 0 ? cache_word(c) : NULL;
+    if (range == NULL ||
+        (strcmp(range, "01") != 0 && strcmp(range, "pm1") != 0 && strcmp(range, "std") != 0)) {
+        c->why = "expected 'range 01|pm1|std'";
+        return 0;
+    }
+    snprintf(rep->range, sizeof rep->range, "%s", range);
+    w = cache_next_line(c);
+    if (w == NULL || strcmp(w, "clean") != 0) {
+        c->why = "expected the clean line";
+        return 0;
+    }
+    rep->clean_mask = malloc_or_die((size_t)n, 1);
+    if (!cache_double(c, 0.0, 1.0, &rep->clean) || !cache_mask(c, n, rep->clean_mask)) return 0;
+    int ai = 0, e = 0, attack = 0;
+    double eps = 0.0;
+    w = cache_next_line(c);
+    while (next_expected_row(s, &ai, &e, &attack, &eps)) {
+        if (w == NULL || strcmp(w, "row") != 0) {
+            c->why = "a robust-accuracy row is missing";
+            return 0;
+        }
+        robust_row *r = &rep->rows[rep->nrows];
+        r->robust = malloc_or_die((size_t)n, 1);
+        rep->nrows++;
+        if (!cache_int(c, 0, s->nattacks - 1, &r->attack) || !cache_double(c, 0.0, 1e6, &r->eps) ||
+            !cache_double(c, 0.0, 1.0, &r->acc) || !cache_double(c, 0.0, 1e12, &r->seconds) ||
+            !cache_mask(c, n, r->robust))
+            return 0;
+        if (r->attack != attack || r->eps != eps) {
+            c->why = "a row is not the attack and eps the run makes next";
+            return 0;
+        }
+        w = cache_next_line(c);
+    }
+    for (int a = 0; a < s->nattacks; a++) {
+        if (!s->attacks[a].min_norm) continue;
+        min_norm_row *m = &rep->mn[rep->nmn++];
+        if (w == NULL || strcmp(w, "min-norm") != 0) {
+            c->why = "a minimum-norm line is missing";
+            return 0;
+        }
+        if (!cache_int(c, a, a, &m->attack) || !cache_int(c, n, n, &m->n) ||
+            !cache_int(c, 0, n, &m->correct) || !cache_int(c, 0, m->correct, &m->fooled))
+            return 0;
+        for (int k = 0; k < 3; k++)
+            if (!cache_stat(c, &m->median[k])) return 0;
+        for (int k = 0; k < 3; k++)
+            if (!cache_stat(c, &m->mean[k])) return 0;
+        if (!cache_double(c, 0.0, 1e12, &m->seconds)) return 0;
+        w = cache_next_line(c);
+    }
+    if (s->land_images > 0) {
+        if (w == NULL || strcmp(w, "landscape") != 0) {
+            c->why = "the landscape line is missing";
+            return 0;
+        }
+        for (int p = 0; p < s->land_points; p++)
+            if (!cache_stat(c, &rep->radial[p])) return 0;
+        for (int p = 0; p < s->land_points; p++)
+            if (!cache_stat(c, &rep->tangential[p])) return 0;
+        w = cache_next_line(c);
+    }
+    if (w == NULL || strcmp(w, "end") != 0 || cache_word(c) != NULL || cache_next_line(c) != NULL) {
+        c->why = "expected 'end' as the last line";
+        return 0;
+    }
+    return 1;
+}
+
+/* Fills rep from its record: 1 on success; 0 when there is none or it
+ * does not hold (said on stderr), rep's results then left empty. */
+static int cache_load(const char *file, const char *line, const settings *s, int n, model_report *rep) {
+    cache_reader c = {.f = fopen(file, "r")};
+    if (c.f == NULL) return 0;
+    const char *w = cache_next_line(&c);
+    const char *v = w && strcmp(w, "deepdefense-eval") == 0 ? cache_word(&c) : NULL;
+    int ok = v != NULL && strcmp(v, "1") == 0 && cache_word(&c) == NULL;
+    if (!ok) c.why = "not a deepdefense-eval 1 record";
+    if (ok) {
+        ssize_t len = getline(&c.buf, &c.cap, c.f);
+        c.lineno++;
+        size_t want = strlen(line);
+        ok = len == (ssize_t)(want + 10) && strncmp(c.buf, "settings ", 9) == 0 &&
+             strncmp(c.buf + 9, line, want) == 0 && c.buf[9 + want] == '\n';
+        if (!ok) c.why = "its settings line is not this run's";
+    }
+    ok = ok && cache_parse(&c, s, n, rep);
+    if (!ok) {
+        fprintf(stderr, "warning: %s, line %d: %s; attacking the model again\n", file, c.lineno, c.why);
+        report_clear(rep);
+    }
+    free(c.buf);
+    fclose(c.f);
+    return ok;
+}
+
+/* Makes DIR if needed; fails before any attack runs if it is not writable. */
+static void cache_dir_or_die(const char *dir) {
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        die("--cache %s: cannot create it: %s", dir, strerror(errno));
+    if (access(dir, W_OK | X_OK) != 0) die("--cache %s: cannot write to it: %s", dir, strerror(errno));
+}
+
+/* ======================================================================== */
 /* main                                                                       */
 /* ======================================================================== */
 
@@ -994,6 +1348,7 @@ int main(int argc, char **argv) {
     parse_args(argc, argv, &s);
     if (!can_write_next_to(s.out)) /* before any attack runs */
         die("cannot write the report next to --out %s: %s", s.out, strerror(errno));
+    if (s.cache != NULL) cache_dir_or_die(s.cache);
 
     /* ---- the test images ---- */
     dd_dataset *test = NULL;
@@ -1019,7 +1374,8 @@ int main(int argc, char **argv) {
     if (s.land_images > n) s.land_images = n;
 
     float *tadv[MAX_TRANSFER] = {NULL};
-    make_transfer_or_die(&s, x, y, n, per, tadv);
+    int have_transfer = 0; /* made before the first model that is not cached */
+    char *run_line = s.cache != NULL ? cache_settings_or_die(&s, x, y, n, per) : NULL;
     model_report *reps = calloc((size_t)s.nmodels, sizeof *reps);
     if (reps == NULL) die("out of memory");
     for (int mi = 0; mi < s.nmodels; mi++) {
@@ -1036,6 +1392,21 @@ int main(int argc, char **argv) {
             snprintf(rep->name, sizeof rep->name, "%s", base ? base + 1 : rep->path);
             char *dot = strstr(rep->name, ".safetensors");
             if (dot != NULL) *dot = '\0';
+        }
+        char *line = NULL, cfile[1200];
+        if (s.cache != NULL) {
+            cache_file(s.cache, run_line, rep, &line, cfile, sizeof cfile);
+            if (cache_load(cfile, line, &s, n, rep)) {
+                check_range_or_die(&s, rep);
+                printf("== %s (input range %s): results of %s\nclean accuracy %.2f%%\n", rep->path,
+                       rep->range, cfile, 100.0 * rep->clean);
+                free(line);
+                continue;
+            }
+        }
+        if (!have_transfer) {
+            make_transfer_or_die(&s, x, y, n, per, tadv);
+            have_transfer = 1;
         }
 
         dd_model_options mo;
@@ -1054,9 +1425,7 @@ int main(int argc, char **argv) {
         float origin[64];
         if (C > 64) die("at most 64 channels");
         input_range_of(m, C, rep->range, sizeof rep->range, origin);
-        if (s.input_range != NULL && strcmp(s.input_range, rep->range) != 0)
-            die("%s: its first layer sees '%s' inputs, not --input-range %s", rep->path, rep->range,
-                s.input_range);
+        check_range_or_die(&s, rep);
 
         printf("== %s (input range %s)\n", rep->path, rep->range);
         rep->clean_mask = malloc_or_die((size_t)n, 1);
@@ -1107,8 +1476,10 @@ int main(int argc, char **argv) {
             }
         }
         if (s.land_images > 0) landscape_or_die(&s, m, x, y, per, mk, origin, C, rep);
-        fflush(stdout);
         dd_model_destroy(m);
+        if (s.cache != NULL) cache_save(cfile, line, &s, rep, n);
+        free(line);
+        fflush(stdout);
     }
 
     write_markdown(&s, reps, s.nmodels, n, source);
@@ -1118,10 +1489,8 @@ int main(int argc, char **argv) {
     write_accuracy_svg(&s, reps, s.nmodels, DD_NORM_L2);
     if (s.land_images > 0) write_landscape_svg(&s, reps, s.nmodels);
 
-    for (int mi = 0; mi < s.nmodels; mi++) {
-        free(reps[mi].clean_mask);
-        for (int i = 0; i < reps[mi].nrows; i++) free(reps[mi].rows[i].robust);
-    }
+    for (int mi = 0; mi < s.nmodels; mi++) report_clear(&reps[mi]);
+    free(run_line);
     for (int t = 0; t < s.ntransfer; t++) free(tadv[t]);
     free(reps);
     free(x);

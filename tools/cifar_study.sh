@@ -12,7 +12,9 @@
 # seconds, summed over sittings) and NAME.done once finished (NAME.failed
 # with the error instead when the training failed, e.g. diverged; it is not
 # retried until that file is deleted); the lambda
-# sweep's choices in sweep-*.choice; the reports report-*.md/.json/.csv/.svg.
+# sweep's choices in sweep-*.choice; the reports report-*.md/.json/.csv/.svg,
+# each with its log, wall time, the models it covers (.models) and its
+# per-model result records (report-*.cache/, kept as each model is done).
 #
 # Resumable: a rerun skips every model with a .done file, continues an
 # interrupted training with train_cifar --resume (from its last finished
@@ -43,7 +45,8 @@
 #     median norms; transfer attacks (PGD-20 adversarials of plain-ce and
 #     pgd-at replayed on every model); the common-sample table of the
 #     paper's protocol; eps in both units; loss landscape radial (from the
-#     [-1,1] origin) vs tangential.
+#     [-1,1] origin) vs tangential. Resumable per model: each model's
+#     results are kept in report-*.cache/ as soon as it is done.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -265,6 +268,10 @@ fi
 
 # ---- stage 3: the evaluation -----------------------------------------------------
 # report NAME MODEL...: one eval_robustness report of the finished models.
+# Each model's results are kept in NAME.cache/ as soon as it is attacked
+# (eval_robustness --cache), so an interrupted report resumes after its
+# last finished model, and a report is rewritten (from those records, the
+# new models attacked) when more models have finished since it was made.
 report() {
     local name=$1
     shift
@@ -273,25 +280,38 @@ report() {
         [ -e "$out/$m.done" ] && models+=("$m=$out/$m.safetensors")
     done
     [ ${#models[@]} -gt 0 ] || return 0
-    if [ -e "$out/$name.md" ]; then
+    if [ -e "$out/$name.md" ] && [ "$(cat "$out/$name.models" 2>/dev/null)" = "${models[*]}" ]; then
         [ "$list" = 1 ] && echo "done     $name"
         return 0
     fi
     if [ "$list" = 1 ]; then
-        echo "todo     $name: ${models[*]}"
+        local kept
+        kept=$(find "$out/$name.cache" -name '*.eval' 2>/dev/null | wc -l)
+        echo "todo     $name (${#models[@]} models, $kept model records kept): ${models[*]}"
         return 0
     fi
     echo "[$(date -u +%H:%M:%S)] $name (${#models[@]} models)"
-    local t0
+    local t0 rc prev
     t0=$(date +%s)
+    echo "== $(date -u '+%F %T') UTC" >>"$out/$name.log"
+    set +e
     "$build/eval_robustness" --data "$data" --n "$eval_n" --threads "$threads" --batch 100 \
         --input-range pm1 --pgd-steps 20 --ead-steps 100 --landscape 16 --landscape-radius 8 \
-        "${eval_args[@]}" --out "$out/$name.partial" "${models[@]}" >"$out/$name.log" 2>&1
+        "${eval_args[@]}" --cache "$out/$name.cache" --out "$out/$name.partial" "${models[@]}" \
+        >>"$out/$name.log" 2>&1
+    rc=$?
+    set -e
+    prev=$(cat "$out/$name.wall" 2>/dev/null || echo 0)
+    echo $((prev + $(date +%s) - t0)) >"$out/$name.wall" # summed over sittings
+    if [ "$rc" -ne 0 ]; then # killed, or an error (in the log): a rerun resumes
+        echo "cifar_study.sh: $name stopped (exit $rc, see $out/$name.log); rerun to resume" >&2
+        exit "$rc"
+    fi
     for f in "$out/$name.partial"*; do
         [ "$f" = "$out/$name.partial.md" ] || mv "$f" "${f/.partial/}"
     done
     mv "$out/$name.partial.md" "$out/$name.md" # last: the report counts as written
-    echo $(($(date +%s) - t0)) >"$out/$name.wall"
+    echo "${models[*]}" >"$out/$name.models"
 }
 
 if has "$stages" eval; then

@@ -63,7 +63,11 @@ run train_idx "$build/train_cifar" --data idx --epochs 1 --train-limit 32 --test
 run custom_loop "$build/custom_loop" --epochs 1 --limit 32 --threads 2 --out custom.st
 run eval_robustness "$build/eval_robustness" --n 8 --batch 8 --threads 2 --synthetic \
     --attacks fgsm,pgd-linf,deepfool-l2,square-linf --eps 8/255 --queries 10 --landscape 2 \
-    --out report run.st
+    --cache cache --out report run.st
+# the same again: the model's results read back from its --cache record
+run eval_cached "$build/eval_robustness" --n 8 --batch 8 --threads 2 --synthetic \
+    --attacks fgsm,pgd-linf,deepfool-l2,square-linf --eps 8/255 --queries 10 --landscape 2 \
+    --cache cache --out report run.st
 
 if [ ${#failed[@]} -gt 0 ]; then
     echo "valgrind_examples: failing runs: ${failed[*]}" >&2

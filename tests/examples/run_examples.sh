@@ -13,7 +13,8 @@
 #                 uninterrupted run; a missing data directory must fail.
 #   quickstart    synthetic data and the tiny CIFAR directory.
 #   custom_loop   synthetic data.
-#   eval_robustness  the report of two checkpoints side by side.
+#   eval_robustness  the report of two checkpoints side by side, and its
+#                    resumption from --cache records.
 # Threads are fixed (2) so that the runs compared are deterministic. The
 # temporary directory is removed on exit (DD_EXAMPLES_KEEP=DIR keeps the
 # eval_robustness report there).
@@ -196,6 +197,45 @@ eval_robustness)
     fi
     grep -q "cannot write the report" err.log || fail "no early message for an unwritable --out"
     ! grep -q "^== " err.log || fail "attacks ran before the report path was checked"
+    # --cache: a rerun reads each model's results back instead of attacking
+    # again, and the report is the same; a record that does not hold is
+    # said and redone; other settings get records of their own.
+    cached=(--n 24 --batch 16 --threads 2 --synthetic --attacks fgsm,pgd-linf,deepfool-l2,ead
+        --eps 2/255,8/255 --ead-steps 20 --landscape 4 --transfer src=none.safetensors --cache cache
+        none.safetensors gfa.safetensors)
+    run c1.log "$bin/eval_robustness" "${cached[@]}" --out c1
+    [ "$(ls cache/*.eval | wc -l)" -eq 2 ] || fail "--cache did not keep one record per model"
+    run c2.log "$bin/eval_robustness" "${cached[@]}" --out c2
+    [ "$(grep -c ': results of cache/' c2.log)" -eq 2 ] || fail "the rerun did not read both records"
+    ! grep -q "transfer source" c2.log || fail "the rerun made the transfer adversarials it did not need"
+    for ext in md json csv; do
+        cmp <(sed 's/c1/cN/g' "c1.$ext") <(sed 's/c2/cN/g' "c2.$ext") ||
+            fail "the report from the cache differs from the attacked one (.$ext)"
+    done
+    cmp <(sed 's/c1/cN/g' c1-accuracy-linf.svg) <(sed 's/c2/cN/g' c2-accuracy-linf.svg) ||
+        fail "the accuracy plot from the cache differs"
+    # a truncated record, and one whose mask is too short: said, redone,
+    # and the report is still the attacked one (the seconds aside)
+    rec=$(ls cache/gfa-*.eval)
+    head -n -1 "$rec" >t && mv t "$rec"
+    rec0=$(ls cache/none-*.eval)
+    sed -i '0,/^row /s/^\(row .* \)\([01]*\)0$/\1\2/' "$rec0"
+    run c3.log "$bin/eval_robustness" "${cached[@]}" --out c3
+    grep -q "gfa-.*\.eval, line .*: expected 'end' as the last line; attacking the model again" c3.log ||
+        fail "no warning for a truncated record"
+    grep -q "none-.*\.eval, line 5: a mask is missing or not the run's length" c3.log ||
+        fail "no warning for a short mask"
+    cmp <(sed 's/c1/cN/g' c1.md) <(sed 's/c3/cN/g' c3.md) || fail "the redone models' report differs"
+    run c4.log "$bin/eval_robustness" "${cached[@]}" --out c4
+    [ "$(grep -c ': results of cache/' c4.log)" -eq 2 ] || fail "the redone records were not kept"
+    # other settings: attacked, in records of their own beside the first ones
+    run c5.log "$bin/eval_robustness" "${cached[@]/2\/255,8\/255/4\/255}" --out c5
+    ! grep -q ': results of cache/' c5.log || fail "a record of other settings was used"
+    [ "$(ls cache/*.eval | wc -l)" -eq 4 ] || fail "other settings did not get records of their own"
+    if "$bin/eval_robustness" --n 8 --synthetic --cache none.safetensors/x none.safetensors >err.log 2>&1; then
+        fail "an unusable --cache was accepted"
+    fi
+    grep -q "^error: --cache" err.log || fail "no message for an unusable --cache"
     if [ -n "${DD_EXAMPLES_KEEP:-}" ]; then # keep the report for a look
         mkdir -p "$DD_EXAMPLES_KEEP" && cp report* "$DD_EXAMPLES_KEEP/"
     fi

@@ -1,0 +1,75 @@
+#!/bin/bash
+# tests/study/run_study.sh BIN_DIR -- tools/cifar_study.sh's evaluation
+# stage, end to end on tiny data: the two reports are written from one
+# --cache record per model; a rerun does nothing; a model that finishes
+# later rewrites the reports with only that model attacked; a checkpoint
+# that cannot be read stops the stage with a message, keeps the finished
+# models' records and leaves the old reports in place, and the rerun after
+# the fix attacks only that model. The models are MLPs on random images
+# (the stage runs the whole attack suite, so that is what keeps it short).
+set -euo pipefail
+
+bin=$(cd "${1:?usage: run_study.sh BIN_DIR}" && pwd)
+src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/dd-study.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp"
+
+fail() { echo "FAIL: $*"; exit 1; }
+. "$src/tests/examples/tiny_data.sh"
+
+make_cifar data 20
+mkdir res
+# model NAME SEED: a finished model of the study (its checkpoint and .done)
+model() {
+    "$bin/train_cifar" --data data --arch mlp --epochs 1 --batch 10 --input-range pm1 --eval-n 0 \
+        --threads 2 --no-progress --seed "$2" --out "res/$1.safetensors" >"train-$1.log" 2>&1 ||
+        { cat "train-$1.log"; fail "training $1"; }
+    touch "res/$1.done"
+}
+study() { bash "$src/tools/cifar_study.sh" --data data --out res --build "$bin" --stages eval --eval-n 8; }
+# attacked REPORT: how many models the last run of REPORT attacked (and
+# did not read back from its records)
+attacked() {
+    awk '/^== 20/ { n = 0; next } /^== / && !/results of/ { n++ } END { print n + 0 }' "res/$1.log"
+}
+
+model plain-ce 1
+model pgd-at 2
+study >s1.log 2>&1 || { cat s1.log; fail "the evaluation stage"; }
+for r in report-gradient report-ensemble; do
+    [ -s "res/$r.md" ] || fail "$r.md not written"
+    [ "$(find "res/$r.cache" -name "*.eval" | wc -l)" -eq 2 ] || fail "$r.cache/ does not hold one record per model"
+    [ "$(attacked $r)" -eq 2 ] || fail "$r: the first run did not attack both models"
+done
+grep -q "| autoattack-linf | Linf | 8/255 | 16/255 |" res/report-ensemble.md || fail "no AutoAttack row"
+grep -q "| transfer-pgd<-pgd-at | Linf | 8/255 |" res/report-gradient.md || fail "no transfer row"
+cp res/report-gradient.md first.md
+
+study >s2.log 2>&1 || { cat s2.log; fail "the rerun"; }
+grep -q "report-" s2.log && fail "the rerun ran a report again"
+
+model gfa-first-cos-ce 3
+study >s3.log 2>&1 || { cat s3.log; fail "the run with a third model"; }
+for r in report-gradient report-ensemble; do
+    [ "$(attacked $r)" -eq 1 ] || fail "$r: not only the new model was attacked"
+    grep -q "| plain-ce | pgd-at | gfa-first-cos-ce |" "res/$r.md" || fail "$r.md lacks the new model"
+done
+# the old models' rows are the attacked ones (the first report's, column for column)
+diff <(grep '^| fgsm' first.md | cut -d'|' -f1-7) <(grep '^| fgsm' res/report-gradient.md | cut -d'|' -f1-7) ||
+    fail "the rows read back differ from the attacked ones"
+
+# a checkpoint that cannot be read: the stage stops, the others' records stay
+head -c 100 res/pgd-at.safetensors >bad && cp res/pgd-at.safetensors good
+model gfa-deep-cos-ce 4
+cp bad res/gfa-deep-cos-ce.safetensors
+if study >s4.log 2>&1; then fail "an unreadable checkpoint did not stop the stage"; fi
+grep -q "report-gradient stopped" s4.log || fail "no message naming the stopped report"
+grep -q "^error: .*gfa-deep-cos-ce" res/report-gradient.log || fail "the log does not say which checkpoint"
+grep -q "| plain-ce | pgd-at | gfa-first-cos-ce |$" res/report-gradient.md || fail "the old report was not kept"
+model gfa-deep-cos-ce 4
+study >s5.log 2>&1 || { cat s5.log; fail "the rerun after the fix"; }
+for r in report-gradient report-ensemble; do
+    [ "$(attacked $r)" -eq 1 ] || fail "$r: the rerun after the fix did not attack only the fixed model"
+done
+echo "PASS: study evaluation stage"
