@@ -11,7 +11,9 @@
  *                 median and mean perturbation norms of the minimum-norm
  *                 attacks (DeepFool, EAD, CW) over the samples they fooled,
  *                 and the loss-landscape summary;
- *   PREFIX.json   the same numbers; PREFIX.csv the same as rows;
+ *   PREFIX.json   the same numbers (each robust accuracy also over the
+ *                 samples every model classifies correctly, the paper's
+ *                 protocol: accuracy_common); PREFIX.csv the same as rows;
  *   PREFIX-accuracy-linf.svg / -l2.svg  robust accuracy against eps, one
  *                 line per checkpoint and attack (minimum-norm attacks give
  *                 their accuracy at each budget from their per-sample norms);
@@ -602,6 +604,26 @@ static const robust_row *find_row(const model_report *r, int attack, double eps)
     return NULL;
 }
 
+/* The paper's protocol: common (ntest, malloc'd) flags the samples every
+ * one of the nr models classifies correctly; returns how many there are. */
+static int common_samples(const model_report *reps, int nr, int ntest, unsigned char **common) {
+    *common = malloc_or_die((size_t)ntest, 1);
+    int k = 0;
+    for (int i = 0; i < ntest; i++) {
+        (*common)[i] = 1;
+        for (int m = 0; m < nr; m++) (*common)[i] &= reps[m].clean_mask[i];
+        k += (*common)[i];
+    }
+    return k;
+}
+
+/* Robust accuracy of row r over the nsub > 0 samples flagged in subset. */
+static double subset_accuracy(const robust_row *r, const unsigned char *subset, int ntest, int nsub) {
+    int k = 0;
+    for (int j = 0; j < ntest; j++) k += subset[j] && r->robust[j];
+    return (double)k / nsub;
+}
+
 /* The robust-accuracy table (percent): over all ntest samples, or, with
  * subset (ntest flags), over the flagged ones. */
 static void write_accuracy_table(FILE *f, const settings *s, const model_report *reps, int nr, int ntest,
@@ -627,13 +649,7 @@ static void write_accuracy_table(FILE *f, const settings *s, const model_report 
                 fprintf(f, " - |");
                 continue;
             }
-            double acc = r->acc;
-            if (subset) {
-                int k = 0;
-                for (int j = 0; j < ntest; j++) k += subset[j] && r->robust[j];
-                acc = (double)k / nsub;
-            }
-            fprintf(f, " %.2f |", 100.0 * acc);
+            fprintf(f, " %.2f |", 100.0 * (subset ? subset_accuracy(r, subset, ntest, nsub) : r->acc));
         }
         fprintf(f, "\n");
     }
@@ -658,13 +674,8 @@ static void write_markdown(const settings *s, const model_report *reps, int nr, 
     write_accuracy_table(f, s, reps, nr, ntest, NULL);
 
     /* The paper's protocol: only the samples every model gets right. */
-    unsigned char *common = malloc_or_die((size_t)ntest, 1);
-    int ncommon = 0;
-    for (int i = 0; i < ntest; i++) {
-        common[i] = 1;
-        for (int m = 0; m < nr; m++) common[i] &= reps[m].clean_mask[i];
-        ncommon += common[i];
-    }
+    unsigned char *common = NULL;
+    int ncommon = common_samples(reps, nr, ntest, &common);
     fprintf(f,
             "\n## Only the samples every model classifies correctly\n\n"
             "The protocol of the paper under test: %d of the %d images are classified "
@@ -746,10 +757,14 @@ static void write_json(const settings *s, const model_report *reps, int nr, int 
     FILE *f = open_or_die(s->out, ".json", path, sizeof path);
     fprintf(f, "{\n  \"data\": ");
     json_string(f, source);
-    fprintf(f, ",\n  \"images\": %d,\n  \"models\": [\n", ntest);
+    unsigned char *common = NULL;
+    int ncommon = common_samples(reps, nr, ntest, &common);
+    fprintf(f, ",\n  \"images\": %d,\n  \"common_images\": %d,\n  \"models\": [\n", ntest, ncommon);
     for (int m = 0; m < nr; m++) {
         const model_report *r = &reps[m];
-        fprintf(f, "    {\n      \"path\": ");
+        fprintf(f, "    {\n      \"name\": ");
+        json_string(f, r->name);
+        fprintf(f, ",\n      \"path\": ");
         json_string(f, r->path);
         fprintf(f, ",\n      \"input_range\": \"%s\",\n      \"clean_accuracy\": ", r->range);
         json_number(f, r->clean);
@@ -763,6 +778,8 @@ static void write_json(const settings *s, const model_report *reps, int nr, int 
             json_number(f, 2.0 * r->rows[i].eps);
             fprintf(f, ", \"accuracy\": ");
             json_number(f, r->rows[i].acc);
+            fprintf(f, ", \"accuracy_common\": "); /* over the common samples; null when none */
+            json_number(f, ncommon > 0 ? subset_accuracy(&r->rows[i], common, ntest, ncommon) : NAN);
             fprintf(f, ", \"seconds\": %.3f, \"from_min_norm\": %s}", r->rows[i].seconds,
                     a->min_norm ? "true" : "false");
         }
@@ -801,6 +818,7 @@ static void write_json(const settings *s, const model_report *reps, int nr, int 
         fprintf(f, "\n    }%s\n", m + 1 < nr ? "," : "");
     }
     fprintf(f, "  ]\n}\n");
+    free(common);
     close_or_die(f, path);
 }
 

@@ -12,7 +12,14 @@ the same folder:
   sweep.svg    the lambda sweep: final mean |cos| and PGD-10 accuracy
                against lambda, one line per GFA variant;
   curves.svg   the full trainings: test accuracy, training loss and mean
-               |cos| per epoch.
+               |cos| per epoch;
+  evaluation.md  once the evaluation stage has written report-gradient.json
+               and/or report-ensemble.json: per model the gradient-masking
+               diagnostics at 8/255 (white-box, black-box and transfer
+               attacks side by side, accuracy at 32/255) with flags, and
+               the numbers the paper's claims are judged by, each GFA
+               model against PGD-AT, over all images and over the samples
+               every model classifies correctly (the paper's protocol).
 Standard library only (Debian's python3), so it runs wherever the study does.
 """
 import csv
@@ -92,6 +99,116 @@ def write_summary(folder, rs):
                     "is at least 80% of the variant's best): ")
             f.write(", ".join("%s %s" % (os.path.basename(c)[6:-7], open(c).read().strip())
                               for c in choices) + ".\n")
+
+
+EPS8 = 8 / 255
+WHITE = ["fgsm", "pgd-linf", "apgd-ce-linf", "apgd-dlr-linf", "apgd-t-linf"]
+# A flag needs a gap of more than this many points (0.5 points = 5 of 1,000 images).
+GAP = 0.5
+
+
+def evaluation(folder):
+    """{model name: {"clean", (attack, eps): (all %, common %), "min_norm": {attack: row}}} merged
+    over the report JSONs, and the number of common samples per report; None without reports."""
+    import json
+    models, common = {}, {}
+    for rep in ("report-gradient", "report-ensemble"):
+        path = os.path.join(folder, rep + ".json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            d = json.load(f)
+        common[rep] = (d["common_images"], d["images"], len(d["models"]))
+        for m in d["models"]:
+            e = models.setdefault(m["name"], {"min_norm": {}})
+            e["clean"] = 100 * m["clean_accuracy"]
+            for r in m["robust"]:
+                if not r["from_min_norm"]:
+                    c = r.get("accuracy_common")
+                    e[(r["attack"], round(r["eps"] * 255, 3))] = (100 * r["accuracy"],
+                                                                 None if c is None else 100 * c)
+            for r in m["min_norm"]:
+                e["min_norm"][r["attack"]] = r
+    return (models, common) if models else None
+
+
+def acc(e, attack, eps255=8, which=0):
+    v = e.get((attack, eps255))
+    return None if v is None else v[which]
+
+
+def flags(e):
+    """The masking signs of one model, as text."""
+    out = []
+    white = [acc(e, a) for a in WHITE if acc(e, a) is not None]
+    wmin = min(white) if white else None
+    sq = acc(e, "square-linf")
+    if wmin is not None and sq is not None and sq < wmin - GAP:
+        out.append("Square below the gradient attacks")
+    tr = [v[0] for k, v in e.items() if isinstance(k, tuple) and k[0].startswith("transfer-")]
+    if wmin is not None and tr and min(tr) < wmin - GAP:
+        out.append("transfer below the white-box attacks")
+    f, p = acc(e, "fgsm"), acc(e, "pgd-linf")
+    if f is not None and p is not None and f < p - GAP:
+        out.append("FGSM below PGD-20")
+    a32 = [acc(e, a, 32) for a in WHITE if acc(e, a, 32) is not None]
+    if a32 and min(a32) > 1.0:
+        out.append("not 0 at 32/255")
+    return "; ".join(out) or "none"
+
+
+def write_evaluation(folder, ev):
+    models, common = ev
+    fm = lambda v: fmt(v)
+    names = sorted(models, key=lambda n: (not n.startswith("plain"), not n.startswith("pgd-at"), n))
+    with open(os.path.join(folder, "evaluation.md"), "w") as f:
+        f.write("## Gradient-masking diagnostics (robust accuracy %%, Linf 8/255 unless said)\n\n"
+                "Flags (a gap of more than %.1f points): Square (no gradients) below the best gradient "
+                "attack; a transfer attack below the white-box ones; FGSM below PGD-20; the gradient "
+                "attacks' best accuracy above 1%% at 32/255. A model that does not mask has none.\n\n"
+                % GAP)
+        cols = [("FGSM", "fgsm"), ("PGD-20", "pgd-linf"), ("APGD-CE", "apgd-ce-linf"),
+                ("APGD-DLR", "apgd-dlr-linf"), ("APGD-T", "apgd-t-linf"), ("AutoAttack", "autoattack-linf"),
+                ("Square", "square-linf")]
+        f.write("| model | clean | " + " | ".join(c for c, _ in cols) +
+                " | transfer (worst) | gradient best at 32/255 | flags |\n|---|" + "---:|" * (len(cols) + 3) +
+                "---|\n")
+        for n in names:
+            e = models[n]
+            tr = [v[0] for k, v in e.items() if isinstance(k, tuple) and k[0].startswith("transfer-")]
+            a32 = [acc(e, a, 32) for a in WHITE if acc(e, a, 32) is not None]
+            f.write("| %s | %s | %s | %s | %s | %s |\n" % (
+                n, fm(e.get("clean")), " | ".join(fm(acc(e, a)) for _, a in cols),
+                fm(min(tr) if tr else None), fm(min(a32) if a32 else None), flags(e)))
+        base = models.get("pgd-at")
+        gfa = [n for n in names if "gfa" in n]
+        if base is None or not gfa:
+            return
+        for rep, (nc, ni, nm) in sorted(common.items()):
+            f.write("\n%s: %d of its %d images are classified correctly by all %d models.\n" % (rep, nc, ni, nm))
+        f.write("\n## The paper's claims: each GFA model against PGD-AT\n\n"
+                "Differences in points of robust accuracy at 8/255 (the claims: APGD +15.2, FGSM +24.7), over "
+                "all images / over the common samples; ratios of the median perturbation norms of the "
+                "samples each attack fooled (the claim: 20-30x).\n\n"
+                "| model | APGD-CE | AutoAttack | FGSM | DeepFool median L2 ratio | EAD-EN median L1 ratio |\n"
+                "|---|---:|---:|---:|---:|---:|\n")
+
+        def diff(n, attack):
+            out = []
+            for w in (0, 1):
+                a, b = acc(models[n], attack, 8, w), acc(base, attack, 8, w)
+                out.append("-" if a is None or b is None else "%+.2f" % (a - b))
+            return " / ".join(out)
+
+        def ratio(n, attack, key):
+            a = models[n]["min_norm"].get(attack, {}).get(key)
+            b = base["min_norm"].get(attack, {}).get(key)
+            return "-" if not a or not b else "%.2fx" % (a / b)
+
+        for n in gfa:
+            f.write("| %s | %s | %s | %s | %s | %s |\n" % (
+                n, diff(n, "apgd-ce-linf"), diff(n, "autoattack-linf"), diff(n, "fgsm"),
+                ratio(n, "deepfool-l2", "median_l2"), ratio(n, "ead", "median_l1")))
 
 
 class Panel:
@@ -204,8 +321,11 @@ def main():
             ps[3].add(r["name"], list(zip(e, [100 * float(x["train_acc"]) for x in r["rows"]])), c, dashed)
             items.append((r["name"], c, dashed))
         write_svg(os.path.join(folder, "curves.svg"), ps, items, 1110, max(620, 30 + 16 * len(items)))
-    print("wrote summary.md%s%s in %s" % (", sweep.svg" if sweep else "", ", curves.svg" if full else "",
-                                          folder))
+    ev = evaluation(folder)
+    if ev:
+        write_evaluation(folder, ev)
+    print("wrote summary.md%s%s%s in %s" % (", sweep.svg" if sweep else "", ", curves.svg" if full else "",
+                                            ", evaluation.md" if ev else "", folder))
 
 
 if __name__ == "__main__":

@@ -173,6 +173,8 @@ eval_robustness)
     grep -q "| none | gfa |" report.md || fail "report.md lacks the side-by-side columns"
     grep -q "| autoattack-linf | Linf | 8/255 |" report.md || fail "report.md lacks AutoAttack"
     grep -q '"median_l2"' report.json || fail "report.json lacks minimum-norm statistics"
+    grep -q '"name": "gfa"' report.json || fail "report.json lacks the models' names"
+    grep -q '"accuracy_common": [0-9n]' report.json || fail "report.json lacks the common-sample accuracies"
     grep -q "| fgsm | Linf | 8/255 | 16/255 |" report.md || fail "report.md lacks eps in [-1,1] units"
     grep -q "| transfer-pgd<-src | Linf | 8/255 |" report.md || fail "report.md lacks the transfer attack"
     grep -q "every model classifies correctly" report.md || fail "report.md lacks the common-sample protocol"

@@ -12,7 +12,7 @@ set -euo pipefail
 bin=$(cd "${1:?usage: run_study.sh BIN_DIR}" && pwd)
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/dd-study.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+trap '[ -n "${DD_STUDY_KEEP:-}" ] && cp -r "$tmp/res" "$DD_STUDY_KEEP"; rm -rf "$tmp"' EXIT
 cd "$tmp"
 
 fail() { echo "FAIL: $*"; exit 1; }
@@ -72,4 +72,11 @@ study >s5.log 2>&1 || { cat s5.log; fail "the rerun after the fix"; }
 for r in report-gradient report-ensemble; do
     [ "$(attacked $r)" -eq 1 ] || fail "$r: the rerun after the fix did not attack only the fixed model"
 done
+# the study's summary reads the reports (tests/study/check_study_report.py checks its numbers)
+if command -v python3 >/dev/null; then
+    python3 "$src/tools/study_report.py" res >rep.log || { cat rep.log; fail "study_report.py"; }
+    grep -q "^| gfa-deep-cos-ce | [0-9.]* | " res/evaluation.md ||
+        fail "evaluation.md lacks the diagnostics of the last model"
+    grep -q "^## The paper's claims" res/evaluation.md || fail "evaluation.md lacks the claims table"
+fi
 echo "PASS: study evaluation stage"
