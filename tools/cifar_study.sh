@@ -35,8 +35,9 @@
 #     plain-ce, plain-mse (is MSE alone what changes the numbers?), pgd-at
 #     (Madry: eps 8/255, --pgd-steps steps of 2.5 eps / steps, eps ramped
 #     over --eps-ramp epochs), the eight GFA variants at their chosen lambda,
-#     pgd-at + the best GFA variant, and resnet20 for pgd-at and the best GFA
-#     variant;
+#     pgd-at + the best GFA variant (the best PGD-10 among the variants whose
+#     alignment moved without a collapse; see below), and resnet20 for
+#     pgd-at and the best GFA variant;
 #   stage 3, evaluation (eval_robustness, --eval-n test images, the first
 #     ones of the test set: the same images for every model): clean, FGSM,
 #     PGD-20, APGD-CE, APGD-DLR, APGD-T at 2,4,8,16,32/255; AutoAttack
@@ -196,6 +197,14 @@ acc_of() {
     tail -n +2 "$out/$1.csv" 2>/dev/null | tail -1 | cut -d, -f4 | grep . || echo -1
 }
 
+# Mean |cos| of a run's first and last epoch, "FIRST LAST" (its metrics
+# CSV's align_mean column; "0 0" without one).
+align_of() {
+    awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "align_mean") c = i; next }
+             c { if (f == "") f = $c; l = $c } END { print (f == "" ? 0 : f), (l == "" ? 0 : l) }' \
+        "$out/$1.csv" 2>/dev/null || echo "0 0"
+}
+
 # The sweep's choice for variant $1: among its lambdas whose test accuracy
 # is at least 80% of the variant's best (a run that collapsed to a constant
 # classifier is not "robust"), the best PGD-10 accuracy; ties go to the
@@ -244,13 +253,25 @@ if has "$stages" full; then
             --loss "$l" "${full[@]}"
     done
     train pgd-at "${pgd_args[@]}" "${full[@]}"
-    # the best GFA variant: the highest PGD-10 accuracy among the finished
-    # ones whose test accuracy is at least 80% of the best GFA model's
+    # the best GFA variant: one in which GFA does something. Among the
+    # finished variants whose alignment moved (last epoch's mean |cos| at
+    # least 0.1 and twice the first epoch's) and that did not collapse (test
+    # accuracy at least 20%), the highest PGD-10 accuracy; a variant whose
+    # alignment stayed put is a plain model plus a constant penalty, and
+    # PGD-AT with it would be PGD-AT again. If no variant moved: the highest
+    # PGD-10 among those whose test accuracy is at least 80% of the best
+    # GFA model's. Ties go to the earlier variant.
     rows=$(for v in $variants; do
-        if [ -e "$out/gfa-$v.done" ]; then echo "$v $(acc_of "gfa-$v") $(pgd_of "gfa-$v")"; fi
+        if [ -e "$out/gfa-$v.done" ]; then
+            echo "$v $(acc_of "gfa-$v") $(pgd_of "gfa-$v") $(align_of "gfa-$v")"
+        fi
     done)
     best=""
     if [ -n "$rows" ]; then
+        best=$(echo "$rows" | awk '$5 >= 0.1 && $5 >= 2 * $4 && $2 >= 0.2 { print }' |
+            sort -s -k3,3gr | head -1 | cut -d' ' -f1)
+    fi
+    if [ -z "$best" ] && [ -n "$rows" ]; then
         m=$(echo "$rows" | awk '{ if ($2 > m) m = $2 } END { print m }')
         best=$(echo "$rows" | awk -v m="$m" '$2 >= 0.8 * m { print }' | sort -s -k3,3gr | head -1 | cut -d' ' -f1)
     fi

@@ -5,7 +5,8 @@
 # later rewrites the reports with only that model attacked; a checkpoint
 # that cannot be read stops the stage with a message, keeps the finished
 # models' records and leaves the old reports in place, and the rerun after
-# the fix attacks only that model. The models are MLPs on random images
+# the fix attacks only that model. Then stage 2's choice of the best GFA
+# variant, on a made-up results folder. The models are MLPs on random images
 # (the stage runs the whole attack suite, so that is what keeps it short).
 set -euo pipefail
 
@@ -72,6 +73,31 @@ study >s5.log 2>&1 || { cat s5.log; fail "the rerun after the fix"; }
 for r in report-gradient report-ensemble; do
     [ "$(attacked $r)" -eq 1 ] || fail "$r: the rerun after the fix did not attack only the fixed model"
 done
+# Stage 2's best GFA variant (for PGD-AT + GFA and resnet20), as --list
+# plans it: the best PGD-10 among the variants whose alignment moved
+# without a collapse, else among the accurate ones.
+mkdir pick
+touch pick/plain-ce.done pick/plain-mse.done pick/pgd-at.done
+for h in first deep; do for r in cos sin2; do for l in ce mse; do echo 0.1 >"pick/sweep-$h-$r-$l.choice"; done; done; done
+fake() { # NAME TEST_ACC PGD10 ALIGN_FIRST ALIGN_LAST: a finished GFA training
+    printf 'epoch,train_loss,train_acc,test_acc,lr,seconds,img_s,reg,align_mean\n' >"pick/$1.csv"
+    printf '%s,1,0.5,%s,0.01,1,1,0.1,%s\n' 1 "$2" "$4" 2 "$2" "$5" >>"pick/$1.csv"
+    echo "robust accuracy at eps 0.03137 (Linf, 1000 test images): FGSM 1.00%, PGD-10 $3% (0:01)" >"pick/$1.log"
+    touch "pick/$1.done"
+}
+fake gfa-first-cos-ce 0.76 0.00 0.028 0.016  # the most accurate, alignment unmoved
+fake gfa-first-sin2-ce 0.10 9.00 0.042 0.000 # collapsed ("robust" at its clean accuracy)
+fake gfa-deep-cos-mse 0.45 0.05 0.020 0.300  # moved
+fake gfa-deep-sin2-ce 0.49 0.10 0.056 0.409  # moved, the better PGD-10
+# (the plan goes through a variable: `plan | grep -q` under pipefail fails
+# whenever grep exits before the plan is written, a race)
+plan=$(bash "$src/tools/cifar_study.sh" --data data --out pick --build "$bin" --stages full --list)
+grep -q "^todo     pgd-at+gfa-deep-sin2-ce: " <<<"$plan" || { echo "$plan"; fail "the best GFA variant is not deep-sin2-ce"; }
+rm pick/gfa-deep-cos-mse.done pick/gfa-deep-sin2-ce.done
+plan=$(bash "$src/tools/cifar_study.sh" --data data --out pick --build "$bin" --stages full --list)
+grep -q "^todo     pgd-at+gfa-first-cos-ce: " <<<"$plan" ||
+    { echo "$plan"; fail "without a moved variant the best is not the accurate first-cos-ce"; }
+
 # the study's summary reads the reports (tests/study/check_study_report.py checks its numbers)
 if command -v python3 >/dev/null; then
     python3 "$src/tools/study_report.py" res >rep.log || { cat rep.log; fail "study_report.py"; }
@@ -79,4 +105,4 @@ if command -v python3 >/dev/null; then
         fail "evaluation.md lacks the diagnostics of the last model"
     grep -q "^## The paper's claims" res/evaluation.md || fail "evaluation.md lacks the claims table"
 fi
-echo "PASS: study evaluation stage"
+echo "PASS: study evaluation stage and choice of the best GFA variant"
