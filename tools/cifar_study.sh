@@ -128,7 +128,9 @@ train() {
     local name=$1
     shift
     local ck=$out/$name.safetensors
-    if [ -e "$out/$name.done" ]; then
+    # done: its marker, and for a full training its checkpoint too (a results
+    # folder restored without checkpoints retrains them; sweep runs keep none)
+    if [ -e "$out/$name.done" ] && { [ -e "$ck" ] || [[ $name == sweep-* ]]; }; then
         [ "$list" = 1 ] && echo "done     $name ($(cat "$out/$name.wall" 2>/dev/null || echo ?) s)"
         return 0
     fi
