@@ -333,6 +333,8 @@ report() {
     for f in "$out/$name.partial"*; do
         [ "$f" = "$out/$name.partial.md" ] || mv "$f" "${f/.partial/}"
     done
+    # the report names its plots by the --out path: point it at the renamed ones
+    sed -i "s|$name\.partial|$name|g" "$out/$name.partial.md"
     mv "$out/$name.partial.md" "$out/$name.md" # last: the report counts as written
     echo "${models[*]}" >"$out/$name.models"
 }

@@ -44,6 +44,7 @@ for r in report-gradient report-ensemble; do
     [ "$(attacked $r)" -eq 2 ] || fail "$r: the first run did not attack both models"
 done
 grep -q "| autoattack-linf | Linf | 8/255 | 16/255 |" res/report-ensemble.md || fail "no AutoAttack row"
+grep -q "partial" res/report-gradient.md && fail "report-gradient.md names the .partial files"
 grep -q "| transfer-pgd<-pgd-at | Linf | 8/255 |" res/report-gradient.md || fail "no transfer row"
 cp res/report-gradient.md first.md
 
