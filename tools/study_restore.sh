@@ -53,10 +53,9 @@ restore() {
 
 restored=0
 missing=()
-for log in "$from"/*.log; do
-    name=$(basename "$log" .log)
-    case $name in sweep-* | report-* | study) continue ;; esac # no checkpoints kept
-    [ -e "$from/$name.csv" ] || continue                       # not a training
+for csv in "$from"/*.csv; do # a training is what has per-epoch metrics
+    name=$(basename "$csv" .csv)
+    case $name in sweep-* | report-*) continue ;; esac # no checkpoint kept / a report's table
     [ -e "$dest/$name.safetensors" ] && continue
     c=$(restore "$name.safetensors" "$name")
     if [ -z "$c" ]; then
